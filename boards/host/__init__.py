@@ -1,0 +1,1 @@
+"""Host board (CPython on Linux): sockets, AES via cryptography, randomness, storage."""

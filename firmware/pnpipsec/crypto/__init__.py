@@ -1,0 +1,1 @@
+"""Cryptographic primitives in plain Python that MicroPython runs."""

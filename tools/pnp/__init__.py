@@ -1,0 +1,1 @@
+"""pnp: host-side tools and CLI for pnpipsec."""

@@ -1,0 +1,123 @@
+"""The Linux/CPython host board: what the sans-IO core needs from a platform.
+
+A board hands the node its randomness, AES, clock, storage and datagram sockets.
+The node only awaits `recvfrom()` and calls `sendto()`, so the same runtime code runs
+over MicroPython boards whose sockets look the same.
+"""
+
+import asyncio
+import os
+import socket
+import time
+
+from pnp_hostboard.crypto import CryptographyAES
+from pnp_hostboard.storage import DirStorage
+
+
+class _Queue:
+    """Bounded datagram queue: a flood is dropped and counted, never buffered forever."""
+
+    def __init__(self, limit=256):
+        self.items = []
+        self.limit = limit
+        self.dropped = 0
+        self.event = asyncio.Event()
+
+    def put(self, item):
+        if len(self.items) >= self.limit:
+            self.dropped += 1
+            return
+        self.items.append(item)
+        self.event.set()
+
+    async def get(self):
+        while not self.items:
+            self.event.clear()
+            await self.event.wait()
+        return self.items.pop(0)
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, queue):
+        self.queue = queue
+        self.errors = 0
+
+    def datagram_received(self, data, addr):
+        self.queue.put((data, (_unmap(addr[0]), addr[1])))
+
+    def error_received(self, exc):
+        # ICMP port unreachable and friends: counted; discovery reads it (DESIGN section 5).
+        self.errors += 1
+
+
+def _unmap(host):
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host.split("%")[0]
+
+
+class UdpSocket:
+    """One bound UDP port, both address families where the host allows it."""
+
+    def __init__(self, transports, queue, port):
+        self._transports = transports
+        self._queue = queue
+        self.port = port
+
+    async def recvfrom(self):
+        return await self._queue.get()
+
+    def sendto(self, data, addr):
+        fam = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+        tr = self._transports.get(fam)
+        if tr is None:
+            raise OSError("no %s socket on port %d" % ("IPv6" if fam == socket.AF_INET6 else "IPv4", self.port))
+        tr.sendto(data, addr)
+
+    @property
+    def dropped(self):
+        return self._queue.dropped
+
+    def close(self):
+        for tr in self._transports.values():
+            tr.close()
+
+
+class HostBoard:
+    name = "host"
+
+    def __init__(self, state_dir=None, bind6="::", bind4="0.0.0.0"):
+        self.aes = CryptographyAES()
+        self.storage = DirStorage(state_dir) if state_dir else None
+        self.bind6 = bind6
+        self.bind4 = bind4
+
+    def rand(self, n):
+        return os.urandom(n)
+
+    def now(self):
+        return time.monotonic()
+
+    async def udp(self, port):
+        """Bind `port` on IPv6 and IPv4; raises OSError when neither family binds."""
+        loop = asyncio.get_running_loop()
+        queue = _Queue()
+        transports = {}
+        errors = []
+        for fam, host in ((socket.AF_INET6, self.bind6), (socket.AF_INET, self.bind4)):
+            if host is None:
+                continue
+            try:
+                sock = socket.socket(fam, socket.SOCK_DGRAM)
+                if fam == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, port))
+            except OSError as e:
+                errors.append(e)
+                continue
+            tr, _ = await loop.create_datagram_endpoint(lambda: _Protocol(queue), sock=sock)
+            transports[fam] = tr
+        if not transports:
+            raise OSError("cannot bind UDP port %d: %s" % (port, errors[0] if errors else "no family"))
+        return UdpSocket(transports, queue, port)

@@ -1,0 +1,210 @@
+"""TOML node configuration for `pnp node` / `pnp send`, turned into engine objects.
+
+Every problem is a ConfigError naming the file and the key, so a user can fix it
+without reading code.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+
+from pnpipsec import inet
+from pnpipsec.identity import IdentityError, public_from_pem
+from pnpipsec.ike.engine import PeerConfig
+from pnpipsec.node import PeerEntry
+
+SUPPORTED_IKE = ("aes128-sha256-x25519",)
+SUPPORTED_ESP = ("aes128-sha256",)
+ID_TYPES = {"ipv4": 1, "fqdn": 2, "email": 3, "ipv6": 5, "keyid": 11}
+ID_NULL = 13
+PEER_KEYS = {"address", "auth", "psk", "local_id", "remote_id", "peer_pubkey", "mode",
+             "local_ts", "remote_ts", "proposals", "esp_proposals", "childless",
+             "ike_port", "natt_port"}
+TOP_KEYS = {"state", "addresses", "ike_port", "natt_port", "keylog", "peer", "accept_any"}
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass
+class NodeConfig:
+    path: str
+    state: str
+    addresses: list = field(default_factory=list)
+    ike_port: int = 500
+    natt_port: int = 4500
+    keylog: str | None = None
+    peers: list = field(default_factory=list)
+    accept_any: PeerConfig | None = None
+
+
+def load(path: str) -> NodeConfig:
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file")
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}")
+    base = os.path.dirname(os.path.abspath(path))
+    where = lambda key: f"{path}: {key}"  # noqa: E731
+    unknown = set(raw) - TOP_KEYS
+    if unknown:
+        raise ConfigError(where(f"unknown key(s) {sorted(unknown)}; known: {sorted(TOP_KEYS)}"))
+    cfg = NodeConfig(path=path, state=_path(base, raw.get("state", "state")))
+    cfg.addresses = [_addr(a, where("addresses")) for a in _list(raw.get("addresses", []), where("addresses"))]
+    cfg.ike_port = _port(raw.get("ike_port", 500), where("ike_port"))
+    cfg.natt_port = _port(raw.get("natt_port", 4500), where("natt_port"))
+    if raw.get("keylog") is not None:
+        cfg.keylog = _path(base, raw["keylog"])
+    peers = raw.get("peer", [])
+    if not isinstance(peers, list):
+        raise ConfigError(where("peer must be an array of tables: [[peer]]"))
+    for i, p in enumerate(peers):
+        cfg.peers.append(_peer(p, base, f"{path}: peer[{i}]", cfg))
+    if raw.get("accept_any") is not None:
+        cfg.accept_any = _peer_cfg(raw["accept_any"], base, where("accept_any"), cfg, None)
+    return cfg
+
+
+def _peer(p, base, where, cfg):
+    if not isinstance(p, dict):
+        raise ConfigError(f"{where}: must be a table")
+    unknown = set(p) - PEER_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(PEER_KEYS)}")
+    if "address" not in p:
+        raise ConfigError(f"{where}: missing 'address'")
+    host = _addr(p["address"], f"{where}.address")
+    pc = _peer_cfg(p, base, where, cfg, host)
+    ike_port = _port(p.get("ike_port", 500), f"{where}.ike_port")
+    natt_port = _port(p.get("natt_port", 4500), f"{where}.natt_port")
+    return PeerEntry(host, pc, ike_port=ike_port, natt_port=natt_port)
+
+
+def _peer_cfg(p, base, where, cfg, host):
+    auth = p.get("auth", "null")
+    if auth not in ("null", "psk", "pubkey"):
+        raise ConfigError(f"{where}.auth: {auth!r} is not one of null, psk, pubkey")
+    for key, supported in (("proposals", SUPPORTED_IKE), ("esp_proposals", SUPPORTED_ESP)):
+        for prop in _list(p.get(key, list(supported)), f"{where}.{key}"):
+            if prop not in supported:
+                raise ConfigError(f"{where}.{key}: {prop!r} unsupported; supported: {', '.join(supported)}")
+    psk = None
+    if auth == "psk":
+        if not p.get("psk"):
+            raise ConfigError(f"{where}.psk: auth = \"psk\" needs a non-empty psk")
+        psk = str(p["psk"]).encode()
+    pub = None
+    if auth == "pubkey":
+        if not p.get("peer_pubkey"):
+            raise ConfigError(f"{where}.peer_pubkey: auth = \"pubkey\" needs the peer's public key file")
+        pub = _pubkey(_path(base, p["peer_pubkey"]), f"{where}.peer_pubkey")
+    mode = p.get("mode", "transport")
+    if mode not in ("transport", "tunnel"):
+        raise ConfigError(f"{where}.mode: {mode!r} is not transport or tunnel")
+    default_id = "null" if auth == "null" else None
+    local_id = _id(p.get("local_id", default_id), f"{where}.local_id", cfg, host)
+    remote_id = _id(p.get("remote_id", default_id), f"{where}.remote_id", cfg, host)
+    local_ts = [_prefix(t, f"{where}.local_ts") for t in _list(p.get("local_ts", []), f"{where}.local_ts")]
+    remote_ts = [_prefix(t, f"{where}.remote_ts") for t in _list(p.get("remote_ts", []), f"{where}.remote_ts")]
+    if mode == "tunnel" and host is not None and not local_ts:
+        fam = len(inet.pton(host))
+        mine = [a for a in cfg.addresses if len(inet.pton(a)) == fam]
+        if not mine:
+            raise ConfigError(f"{where}: tunnel mode needs local_ts or an address of the peer's family in 'addresses'")
+        local_ts = [_prefix(mine[0], f"{where}.local_ts")]
+    if mode == "tunnel" and host is not None and not remote_ts:
+        remote_ts = [_prefix(host, f"{where}.remote_ts")]
+    return PeerConfig(auth=auth, local_id=local_id, remote_id=remote_id, psk=psk,
+                      peer_pubkey=pub, mode=mode, local_ts=local_ts or None,
+                      remote_ts=remote_ts or None, childless=bool(p.get("childless", False)))
+
+
+def _id(text, where, cfg, host):
+    """'null', 'fqdn:x', 'email:x', 'ipv4:a', 'ipv6:a', 'keyid:hex'; None = our own address."""
+    if text is None:
+        fam = len(inet.pton(host)) if host else 16
+        mine = [a for a in cfg.addresses if len(inet.pton(a)) == fam]
+        if not mine:
+            return None
+        return (5 if fam == 16 else 1, inet.pton(mine[0]))
+    if text == "null":
+        return (ID_NULL, b"")
+    kind, sep, value = str(text).partition(":")
+    if not sep or kind not in ID_TYPES:
+        raise ConfigError(f"{where}: {text!r} must be null or one of {', '.join(k + ':...' for k in ID_TYPES)}")
+    if kind in ("ipv4", "ipv6"):
+        b = _pton(value, where)
+        if len(b) != (4 if kind == "ipv4" else 16):
+            raise ConfigError(f"{where}: {value!r} is not an {kind} address")
+        return (ID_TYPES[kind], b)
+    if kind == "keyid":
+        try:
+            return (ID_TYPES[kind], bytes.fromhex(value))
+        except ValueError:
+            raise ConfigError(f"{where}: keyid must be hex")
+    return (ID_TYPES[kind], value.encode())
+
+
+def _pubkey(path, where):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read {path}: {e.strerror}")
+    try:
+        return public_from_pem(data)
+    except IdentityError as e:
+        raise ConfigError(f"{where}: {path}: {e}")
+
+
+def _prefix(text, where):
+    addr, _, plen = str(text).partition("/")
+    b = _pton(addr, where)
+    bits = len(b) * 8
+    try:
+        n = int(plen) if plen else bits
+    except ValueError:
+        raise ConfigError(f"{where}: bad prefix length in {text!r}")
+    if not 0 <= n <= bits:
+        raise ConfigError(f"{where}: prefix length {n} out of range in {text!r}")
+    v = int.from_bytes(b, "big")
+    host_mask = (1 << (bits - n)) - 1
+    start = (v & ~host_mask).to_bytes(len(b), "big")
+    end = (v | host_mask).to_bytes(len(b), "big")
+    return (start, end)
+
+
+def _pton(text, where):
+    try:
+        return inet.pton(str(text))
+    except (ValueError, IndexError):
+        raise ConfigError(f"{where}: {text!r} is not an IPv4 or IPv6 address")
+
+
+def _addr(text, where):
+    if text == "any":
+        return "any"
+    return inet.ntop(_pton(text, where))
+
+
+def _port(v, where):
+    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 65535:
+        raise ConfigError(f"{where}: {v!r} is not a port number 1-65535")
+    return v
+
+
+def _list(v, where):
+    if isinstance(v, str):
+        return [v]
+    if not isinstance(v, list):
+        raise ConfigError(f"{where}: must be a list")
+    return v
+
+
+def _path(base, p):
+    return p if os.path.isabs(p) else os.path.join(base, p)

@@ -459,3 +459,52 @@ def test_property_round_trip_oracle(payload, nh):
     pkt = out.seal(payload, nh)
     assert oracle_open(pkt)[3:] == (nh, payload)
     assert inn.open(pkt) == (nh, payload)
+
+
+def test_next_header_out_of_range():
+    out, _ = make_pair()
+    for nh in (-1, 256, 4096 + 17):
+        with pytest.raises(ValueError):
+            out.seal(b"x", nh)
+    assert out.seq == 0
+    # the trailer cache did not confuse next headers
+    out2, inn = make_pair()
+    for nh in (17, 41, 4, 59, 17 + 16, 255, 0):
+        for n in range(16):
+            assert inn.open(out2.seal(bytes(n), nh)) == (nh, bytes(n))
+
+
+def test_open_accepts_bytearray_and_memoryview():
+    out, inn = make_pair()
+    assert inn.open(bytearray(out.seal(b"ba", 17)))[1] == b"ba"
+    assert bytes(inn.open(memoryview(out.seal(b"mv", 17)))[1]) == b"mv"
+
+
+# ------------------------------------------------------------------ udpencap (RFC 3948)
+
+from pnpipsec import udpencap  # noqa: E402
+
+
+def test_udpencap_classify_cases():
+    assert udpencap.MARKER == b"\0\0\0\0" and udpencap.KEEPALIVE == b"\xff"
+    assert udpencap.classify(b"\xff") == ("keepalive", b"\xff")
+    assert udpencap.classify(udpencap.frame_ike(b"IKE!")) == ("ike", b"IKE!")
+    assert udpencap.classify(b"\0\0\0\0") == ("ike", b"")
+    out, _ = make_pair()
+    pkt = out.seal(b"x", 17)
+    assert udpencap.classify(pkt) == ("esp", pkt)
+    for bad in (b"", b"\0", b"\xfe", b"\xff\xff", b"\1\2\3", b"\1\2\3\4", b"\1\2\3\4\5\6\7"):
+        assert udpencap.classify(bad)[0] == "bad", bad
+
+
+@given(st.binary(max_size=64))
+def test_udpencap_classify_total(d):
+    kind, body = udpencap.classify(d)
+    if d == b"\xff":
+        assert kind == "keepalive"
+    elif len(d) >= 4 and d[:4] == b"\0\0\0\0":
+        assert (kind, body) == ("ike", d[4:])
+    elif len(d) >= 8:
+        assert (kind, body) == ("esp", d)
+    else:
+        assert kind == "bad"

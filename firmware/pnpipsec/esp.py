@@ -16,6 +16,8 @@ This is the per-packet hot path: one padding concatenation, one header+IV+cipher
 concatenation and the ICV append on seal; slices on open. No per-packet loops in Python.
 """
 
+from struct import pack, unpack_from
+
 NH_IPV4 = 4     # tunnel mode, inner IPv4 packet
 NH_IPV6 = 41    # tunnel mode, inner IPv6 packet
 NH_UDP = 17     # transport mode, UDP header + datagram
@@ -38,16 +40,47 @@ R_ICV = "icv"           # integrity check failed
 R_PAD = "pad"           # padding bytes or pad length invalid after decryption
 
 _PAD255 = bytes(range(1, 256))
-# tails without the next-header byte, for pad lengths 0..15: pad bytes + pad length
-_TAILS = [bytes(range(1, k + 1)) + bytes((k,)) for k in range(16)]
+# trailers (pad 1,2,3.. | pad length | next header) by (next header << 4 | pad length),
+# filled on first use: a handful of entries in practice (next headers 4, 17, 41, 59)
+_TAILS = {}
+
+
+def _tail(key):
+    k = key & 15
+    t = _PAD255[:k] + bytes((k, key >> 4))  # ValueError if next header is not 0..255
+    if len(_TAILS) < 256:
+        _TAILS[key] = t
+    return t
+
+
+def _ct_differ16(mac, icv):
+    # constant-time-ish: one XOR of two 128-bit integers, no early exit
+    return int.from_bytes(mac[:16], "big") ^ int.from_bytes(icv, "big")
+
+
+def _pick_differ():
+    try:
+        import sys
+        if sys.implementation.name != "cpython":
+            return _ct_differ16
+        from hmac import compare_digest  # the standard library's, constant time in C
+    except (ImportError, AttributeError):
+        return _ct_differ16
+
+    def differ(mac, icv):
+        return not compare_digest(mac[:16], icv)
+    return differ
+
+
+_differ = _pick_differ()
 
 
 class EspDrop(Exception):
     """An inbound packet was dropped; ``.reason`` is one of the R_* strings."""
 
-    def __init__(self, reason):
-        Exception.__init__(self, reason)
-        self.reason = reason
+    @property
+    def reason(self):
+        return self.args[0]
 
 
 class EspLimit(Exception):
@@ -91,7 +124,6 @@ class EspOut:
                  soft_packets=0x80000000, soft_bytes=None, hard_bytes=None):
         _check_keys(spi, enc_key, int_key)
         self.spi = spi
-        self._spib = spi.to_bytes(4, "big")
         self._ek = bytes(enc_key)
         self._ik = bytes(int_key)
         self._aes = aes
@@ -124,9 +156,12 @@ class EspOut:
         if len(iv) != 16:
             raise ValueError("rand(16) returned %d bytes" % len(iv))
         # payload + pad + pad_len + next_header is a multiple of 16
-        ct = self._aes.cbc_encrypt(
-            self._ek, iv, payload + _TAILS[(14 - n) & 15] + bytes((next_header,)))
-        body = self._spib + seq.to_bytes(4, "big") + iv + ct
+        key = (next_header << 4) | ((14 - n) & 15)
+        tail = _TAILS.get(key)
+        if tail is None:
+            tail = _tail(key)
+        ct = self._aes.cbc_encrypt(self._ek, iv, payload + tail)
+        body = pack(">II", self.spi, seq) + iv + ct
         pkt = body + self._mac(self._ik, body)[:16]
         self.seq = seq
         self.packets += 1
@@ -149,7 +184,6 @@ class EspIn:
         if window < 1:
             raise ValueError("window must be >= 1")
         self.spi = spi
-        self._spib = spi.to_bytes(4, "big")
         self._ek = bytes(enc_key)
         self._ik = bytes(int_key)
         self._aes = aes
@@ -181,9 +215,9 @@ class EspIn:
         n = len(packet)
         if n < MIN_LEN or (n - (HDR_LEN + IV_LEN + ICV_LEN)) & 15:
             raise self._drop(R_LENGTH)
-        if packet[0:4] != self._spib:
+        spi, seq = unpack_from(">II", packet)
+        if spi != self.spi:
             raise self._drop(R_SPI)
-        seq = int.from_bytes(packet[4:8], "big")
         if seq == 0:
             # sequence 0 is never sent (the first packet has 1)
             raise self._drop(R_REPLAY)
@@ -194,9 +228,7 @@ class EspIn:
                 raise self._drop(R_OLD)
             if (self.bitmap >> diff) & 1:
                 raise self._drop(R_REPLAY)
-        # constant-time-ish compare: one XOR of two 128-bit integers, no early exit
-        mac = self._mac(self._ik, packet[:-16])
-        if int.from_bytes(mac[:16], "big") ^ int.from_bytes(packet[-16:], "big"):
+        if _differ(self._mac(self._ik, packet[:-16]), packet[-16:]):
             raise self._drop(R_ICV)
         pt = self._aes.cbc_decrypt(self._ek, packet[8:24], packet[24:-16])
         m = len(pt)

@@ -101,10 +101,13 @@ class Capture:
 
 # -- tshark ---------------------------------------------------------------------
 def tshark(pcap, args, options=None, keydir=None, timeout=30):
-    """Run ``tshark -r pcap -n [-o k:v ...] ARGS``; return CompletedProcess (text)."""
+    """Run ``tshark -r pcap -n [-o k:v ...] ARGS``; return CompletedProcess (text).
+
+    ``options``: dict or list of (key, value) pairs (a list allows repeated ``uat`` keys).
+    """
     cmd = [TSHARK, "-r", pcap, "-n"]
-    opts = dict(options or {})
-    for k, v in opts.items():
+    items = options.items() if isinstance(options, dict) else (options or ())
+    for k, v in items:
         cmd += ["-o", "%s:%s" % (k, v)]
     env = dict(os.environ)
     if keydir:
@@ -190,23 +193,20 @@ def write_keydir(keydir, esp=(), ike=()):
 
 
 def uat_options(esp=(), ike=()):
-    """The same tables as ``-o uat:...`` options (dict for tshark()'s options)."""
-    opts = {}
-    # tshark accepts one uat:TABLE:record per -o; repeated keys need a list, so
-    # return a list of (key, value) pairs through a dict-compatible wrapper
-    pairs = []
+    """The same tables as ``-o uat:TABLE:record`` options: a list of (key, value) pairs
+    for tshark()'s ``options`` (the ESP decode/check switches included)."""
+    pairs = list(ESP_OPTIONS.items())
     for r in esp:
         pairs.append(("uat", "esp_sa:" + esp_sa_line(r["src"], r["dst"], r["spi"], r["enc"], r["int"])))
     for e in ike:
         pairs.append(("uat", "ikev2_decryption_table:" + ikev2_line(
             e["spi_i"], e["spi_r"], e["sk_ei"], e["sk_er"], e["sk_ai"], e["sk_ar"])))
-    opts.update(ESP_OPTIONS)
-    return opts, pairs
+    return pairs
 
 
 # -- wire analysis ------------------------------------------------------------------
 IKE_FIELDS = ["frame.time_epoch", "ip.src", "ipv6.src", "udp.srcport", "udp.dstport",
-              "udp.length", "isakmp.ispi", "isakmp.rspi", "isakmp.exch_type", "isakmp.flags",
+              "udp.length", "isakmp.ispi", "isakmp.rspi", "isakmp.exchangetype", "isakmp.flags",
               "isakmp.messageid"]
 EXCH = {34: "IKE_SA_INIT", 35: "IKE_AUTH", 36: "CREATE_CHILD_SA", 37: "INFORMATIONAL"}
 
@@ -223,23 +223,64 @@ def ike_messages(pcap, keydir=None):
         out.append({"time": float(t), "src": s6 or s4, "sport": int(sp.split(",")[-1]),
                     "dport": int(dp.split(",")[-1]),
                     "udp_payload": int(ulen.split(",")[-1]) - 8 if ulen else 0,
-                    "ispi": ispi.split(",")[0], "rspi": rspi.split(",")[0],
+                    "ispi": ispi.split(",")[0].replace("0x", ""), "rspi": rspi.split(",")[0].replace("0x", ""),
                     "exch": EXCH.get(ex, str(ex)), "response": bool(fl & 0x20),
                     "mid": int(mid.split(",")[0], 16 if mid.split(",")[0].startswith("0x") else 10) if mid else 0})
     return out
 
 
-def handshake_stats(pcap, keydir=None):
-    """Wire time IKE_SA_INIT request -> IKE_AUTH response (seconds) and the UDP payload
-    bytes of those four messages (both directions) for the first IKE SA in the capture."""
+def handshakes(pcap, keydir=None):
+    """One dict per IKE SA started in the capture (by initiator SPI), in order:
+    ispi, rspi, wire_time (IKE_SA_INIT request -> last IKE_AUTH response, seconds,
+    None if no IKE_AUTH response), bytes (UDP payload bytes of the IKE_SA_INIT and
+    IKE_AUTH messages, both directions, incl. the 4-byte non-ESP marker on 4500),
+    ike_bytes (same without markers), messages [(exch, is_response, udp_payload)]."""
     msgs = ike_messages(pcap, keydir=keydir)
-    init_req = next(m for m in msgs if m["exch"] == "IKE_SA_INIT" and not m["response"])
-    spi = init_req["ispi"]
-    mine = [m for m in msgs if m["ispi"] == spi]
-    hs = [m for m in mine if m["exch"] in ("IKE_SA_INIT", "IKE_AUTH")]
-    auth_resp = [m for m in hs if m["exch"] == "IKE_AUTH" and m["response"]]
-    if not auth_resp:
-        raise CaptureError("no IKE_AUTH response in capture")
-    return {"wire_time": auth_resp[-1]["time"] - init_req["time"],
-            "bytes": sum(m["udp_payload"] for m in hs),
-            "messages": [(m["exch"], m["response"], m["udp_payload"]) for m in hs]}
+    out = []
+    for req in msgs:
+        if req["exch"] != "IKE_SA_INIT" or req["response"]:
+            continue
+        if any(o["ispi"] == req["ispi"] for o in out):
+            continue       # retransmission or INVALID_KE / COOKIE retry with the same SPI
+        hs = [m for m in msgs if m["ispi"] == req["ispi"] and m["exch"] in ("IKE_SA_INIT", "IKE_AUTH")]
+        auth_resp = [m for m in hs if m["exch"] == "IKE_AUTH" and m["response"]]
+        rspi = next((m["rspi"] for m in hs if m["rspi"] and int(m["rspi"], 16)), "")
+        markers = sum(4 for m in hs if 4500 in (m["sport"], m["dport"]))
+        total = sum(m["udp_payload"] for m in hs)
+        out.append({"ispi": req["ispi"], "rspi": rspi,
+                    "wire_time": (auth_resp[-1]["time"] - req["time"]) if auth_resp else None,
+                    "bytes": total, "ike_bytes": total - markers,
+                    "messages": [(m["exch"], m["response"], m["udp_payload"]) for m in hs]})
+    return out
+
+
+def handshake_stats(pcap, keydir=None):
+    """handshakes()[0], raising CaptureError when it did not complete."""
+    hs = handshakes(pcap, keydir=keydir)
+    if not hs or hs[0]["wire_time"] is None:
+        raise CaptureError("no complete IKE_SA_INIT + IKE_AUTH in capture")
+    return hs[0]
+
+
+def check_decryption(pcap, keydir):
+    """Judge a capture with the keys in ``keydir``.
+
+    Returns counts: esp (ESP packets), esp_good / esp_bad (ICV verdicts),
+    ike_encrypted (IKE messages with an SK payload), ike_correct / ike_incorrect
+    (tshark's "Integrity Checksum Data ... [correct]" / "[incorrect, should be ...]"),
+    ike_decrypted (messages whose inner payloads were dissected, i.e. that carry a
+    "Decrypted Data" tree).
+    """
+    rows = tshark_fields(pcap, ["esp.spi", "esp.icv_good", "esp.icv_bad"], options=ESP_OPTIONS,
+                         keydir=keydir, display_filter="esp")
+    res = {"esp": len(rows),
+           "esp_good": sum(1 for r in rows if r[1] in ("1", "True")),
+           "esp_bad": sum(1 for r in rows if r[2] in ("1", "True"))}
+    text = tshark_verbose(pcap, options=ESP_OPTIONS, keydir=keydir, display_filter="isakmp")
+    res["ike_encrypted"] = text.count("Payload: Encrypted and Authenticated (46)")
+    res["ike_decrypted"] = text.count("Decrypted Data (")
+    res["ike_correct"] = sum(1 for l in text.splitlines()
+                             if "Integrity Checksum Data:" in l and l.rstrip().endswith("[correct]"))
+    res["ike_incorrect"] = sum(1 for l in text.splitlines()
+                               if "Integrity Checksum Data:" in l and "[incorrect" in l)
+    return res

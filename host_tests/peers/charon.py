@@ -46,11 +46,13 @@ def gen_ed25519(directory, name):
     os.makedirs(directory, exist_ok=True)
     priv = os.path.join(directory, name + ".pem")
     pub = os.path.join(directory, name + ".pub")
+    # pki complains about a missing TPM library on stderr: keep it quiet
     with open(priv, "wb") as f:
-        subprocess.run([PKI, "--gen", "--type", "ed25519", "--outform", "pem"], stdout=f, check=True)
+        subprocess.run([PKI, "--gen", "--type", "ed25519", "--outform", "pem"], stdout=f,
+                       stderr=subprocess.DEVNULL, check=True)
     with open(pub, "wb") as f:
         subprocess.run([PKI, "--pub", "--in", priv, "--type", "priv", "--outform", "pem"],
-                       stdout=f, check=True)
+                       stdout=f, stderr=subprocess.DEVNULL, check=True)
     return priv, pub
 
 
@@ -412,6 +414,12 @@ class Charon:
         See :func:`parse_keys`.
         """
         return parse_keys(self.log_text())
+
+    def write_keydir(self, keydir):
+        """Write this charon's logged keys as Wireshark UAT files into ``keydir``."""
+        from host_tests.peers import capture
+        k = self.keys()
+        return capture.write_keydir(keydir, esp_sa_rows(k), k["ike"])
 
 
 # -- list-sas parsing -----------------------------------------------------------

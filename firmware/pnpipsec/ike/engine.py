@@ -2,12 +2,18 @@
 
 CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
 
-    eng = Engine(rand, aes, local, policy=None)
+    eng = Engine(rand, aes, local, policy=None, cookie_threshold=8,
+                 half_open_timeout=30.0, natt_ports=(500, 4500), dh=None, sig=None)
         rand(n) -> bytes; aes: an AES provider (pnpipsec.crypto.aes);
         local: LocalIdentity(ed25519_seed=None, psk_ids=None) -- our long-term identity;
         policy(peer_addr, peer_id, auth_method) -> PeerConfig or None: asked on every
-        incoming IKE_SA_INIT (peer_id None then) and again in IKE_AUTH with the peer's
-        ID; None refuses (NO_PROPOSAL_CHOSEN / AUTHENTICATION_FAILED).
+        incoming IKE_SA_INIT (peer_id and auth_method None then) and again in IKE_AUTH
+        with the peer's ID (id_type, bytes) and its method ("null"/"psk"/"pubkey");
+        None refuses (NO_PROPOSAL_CHOSEN / AUTHENTICATION_FAILED). policy=None accepts
+        every peer with NULL authentication (PeerConfig() defaults).
+        dh / sig: optional module-like providers standing in for pnpipsec.crypto.x25519
+        (keypair, x25519) and pnpipsec.crypto.ed25519 (sign, verify), e.g. the host
+        board's OpenSSL-backed ones; default: the pure-Python modules.
 
     sa = eng.initiate(peer_addr, peer_cfg, now)   -> IkeSA  (queues IKE_SA_INIT)
     eng.receive(data, peer_addr, now)              IKE message without non-ESP marker
@@ -15,21 +21,1250 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     eng.next_deadline() -> float or None
     eng.pop_datagrams() -> list of (bytes, peer_addr)   to send (node adds marker on 4500)
     eng.pop_events() -> list of events (see Event classes below)
-    eng.rekey_child(child, now); eng.rekey_ike(sa, now); eng.delete(sa, now)
-    eng.stats: dict of counters, e.g. "drop_malformed", "drop_unknown_spi", "retransmit"
+    eng.rekey_child(child, now); eng.rekey_ike(sa, now)
+    eng.delete(sa_or_child, now)                   IKE SA (with its children) or one CHILD SA
+    eng.check_liveness(sa, now)                    empty INFORMATIONAL (dead peer detection)
+    eng.send_notify(sa, ntype, data, now)          INFORMATIONAL carrying one status notify
+    eng.auth_octets(sa, local=True) -> bytes       the octets our (peer's) AUTH signed
+    eng.half_open() -> int
+    eng.stats: dict of counters: "rx", "drop_malformed", "drop_icv", "drop_unknown_spi",
+        "drop_mid", "drop_unexpected", "drop_bad_ke", "retransmit", "replay",
+        "cookie_sent", "invalid_ke_sent", "timeout" (missing key = 0)
 
     PeerConfig(auth="null"|"psk"|"pubkey", local_id=None, remote_id=None, psk=None,
                peer_pubkey=None, mode="transport"|"tunnel", local_ts=None,
                remote_ts=None, childless=False, child_lifetime=3600,
-               ike_lifetime=14400, retransmit_base=0.5, retransmit_tries=5)
+               ike_lifetime=14400, retransmit_base=0.5, retransmit_tries=5,
+               pfs=False, dpd=0)
         ids are (id_type, bytes); traffic selectors are lists of
         (start_addr_bytes, end_addr_bytes) with 4- or 16-byte addresses.
+        Default IDs: ID_NULL for "null"; otherwise (ID_KEY_ID, our Ed25519 public key)
+        when we have one, else (ID_KEY_ID, b"pnpipsec"). remote_id, when set, must
+        match the peer's ID (not checked for "null"). pfs: our CHILD rekeys carry KE.
+        dpd: seconds without inbound IKE traffic before tick() sends a liveness check.
 
-    Events: IkeUp(sa), ChildUp(child), ChildRekeyed(old, new), ChildDown(child),
-            IkeDown(sa, reason), AuthFailed(sa, reason), NotifyReceived(sa, type, data).
+    Events (pnpipsec.ike.sa; each has .kind):
+        IkeUp(sa), ChildUp(child), ChildRekeyed(old, new), ChildDown(child),
+        IkeDown(sa, reason), AuthFailed(sa, reason), NotifyReceived(sa, type, data),
+        IkeRekeyed(old, new), ChildFailed(sa, reason).
+      - Every IkeSA that initiate() returned or that appeared in an event ends with one
+        IkeDown, except an SA replaced by IkeRekeyed (its children moved to new).
+        Responder half-open SAs that never authenticate vanish silently.
+      - AuthFailed is followed by IkeDown(sa, "AUTHENTICATION_FAILED").
+      - ChildRekeyed(old, new): send on new at once; keep old inbound until
+        ChildDown(old), which comes when the old CHILD SA is deleted.
+      - ChildFailed(sa, reason): the IKE SA is up but a requested CHILD SA was refused
+        (reason NO_PROPOSAL_CHOSEN, TS_UNACCEPTABLE, ...).
+      - NotifyReceived: status notifies (and error notifies in requests) carried by
+        INFORMATIONAL exchanges, e.g. a private-use proof notify.
+
     A ChildSA carries spi_in, spi_out (4-byte ints), enc_in, int_in, enc_out, int_out
-    (bytes), mode, local_ts, remote_ts, peer_addr, ike (the IkeSA).
+    (bytes), mode, local_ts, remote_ts, peer_addr, ike (the IkeSA), state.
     An IkeSA carries spi_i, spi_r (8 bytes), initiator (bool), peer_addr, peer_id,
     auth ("null"/"psk"/"pubkey"), peer_pubkey (for pubkey auth), state, keys for the
     key log (sk_ei, sk_er, sk_ai, sk_ar), and children.
+
+PORTS AND NAT-T. Both sides always send NAT_DETECTION_*_IP notifies with random
+20-byte values, i.e. we always claim "NAT detected" (as charon's encap=yes does): the
+peer then always uses UDP encapsulation on 4500 and ESP-in-UDP is the only ESP we do
+(raw ESP needs a raw socket MicroPython lacks). Random values also spare us SHA-1,
+which the WebAssembly MicroPython lacks. The peers' NAT-D content is ignored. As
+initiator, after IKE_SA_INIT the engine moves a peer_addr whose port is natt_ports[0]
+to natt_ports[1]. The runtime sends a datagram whose exchange type (data[18]) is
+IKE_SA_INIT (34) to a peer port other than natt_ports[1] from its port-500 socket
+without marker, every other one from its 4500 socket with the non-ESP marker. The
+responder answers to the address a request came from and follows a peer whose address
+changes (only on messages whose ICV checked).
+
+TRAFFIC SELECTORS. Tunnel mode: local_ts/remote_ts (as initiator we propose them; as
+responder we answer with ours when the proposal covers them, else TS_UNACCEPTABLE;
+when not configured we accept the proposal). Transport mode: the initiator proposes
+TSi = local_ts or the whole address family, TSr = remote_ts or the peer's address;
+the responder narrows TSi to the initiator's address as it sees it (or to TSi when that
+is a single address: NAT) and TSr to local_ts or the proposed single address.
+Protocol and ports are always 0 / 0-65535.
+
+REKEY COLLISIONS (RFC 7296 section 2.8.1, simplified): when both ends rekey the same
+CHILD SA (or the IKE SA) at once, the original responder of the IKE SA answers the
+original initiator's request with TEMPORARY_FAILURE, and the original initiator accepts
+the original responder's request; so exactly one rekey wins. A failed rekey is retried
+10 s later while the SA still needs it. Lifetimes: rekey at 80-90 % of the lifetime
+(jitter from rand), hard expiry at 100 % (delete).
+
+TEST HOOKS: eng.ike_proposals / eng.esp_proposals (lists of proposals as codec.encode_sa
+takes them, ESP SPI filled in) and eng.first_ke_group (a group other than 31 makes our
+first KE a dummy of that group, which a responder must refuse with INVALID_KE_PAYLOAD).
 """
+
+from pnpipsec.ike import const as C
+from pnpipsec.ike import codec
+from pnpipsec.ike import auth as A
+from pnpipsec.ike import ts as TS
+from pnpipsec.ike.codec import IkeParseError
+from pnpipsec.ike.keys import ike_keys, child_keys
+from pnpipsec.ike.sa import (LocalIdentity, PeerConfig, IkeSA, ChildSA, Pending,  # noqa
+                             IkeUp, IkeDown, IkeRekeyed, AuthFailed, ChildUp,
+                             ChildRekeyed, ChildDown, ChildFailed, NotifyReceived)
+from pnpipsec.crypto.hmac import hmac_sha256
+from pnpipsec.crypto import x25519
+
+ZERO8 = b"\x00" * 8
+IKE_SUITE = [(C.T_ENCR, C.ENCR_AES_CBC, 128), (C.T_PRF, C.PRF_HMAC_SHA2_256, None),
+             (C.T_INTEG, C.AUTH_HMAC_SHA2_256_128, None), (C.T_DH, C.DH_CURVE25519, None)]
+ESP_SUITE = [(C.T_ENCR, C.ENCR_AES_CBC, 128), (C.T_INTEG, C.AUTH_HMAC_SHA2_256_128, None),
+             (C.T_ESN, C.ESN_NO, None)]
+T_DH31 = (C.T_DH, C.DH_CURVE25519, None)
+RETRY_LATER = 10.0
+DEAD_KEEP = 10.0
+COOKIE_ROTATE = 300.0
+
+
+def _n(ntype, data=b"", proto=0, spi=b""):
+    return (C.PT_N, codec.encode_notify(ntype, data, proto, spi))
+
+
+def select(props, proto, spisz, dh):
+    """First acceptable proposal -> (num, spi, [transforms]) or None.
+    dh: "require" (must offer group 31), "none" (no DH or NONE), "ignore"."""
+    for num, p, spi, trs in props:
+        if p != proto or len(spi) != spisz:
+            continue
+        types = {}
+        bad = False
+        for t in trs:
+            if t[0] < 1 or t[0] > 5:
+                bad = True
+            types.setdefault(t[0], []).append(t)
+        if bad:
+            continue
+        pick = []
+        want = [(C.T_ENCR, (C.T_ENCR, C.ENCR_AES_CBC, 128))]
+        if proto == C.PROTO_IKE:
+            want.append((C.T_PRF, (C.T_PRF, C.PRF_HMAC_SHA2_256, None)))
+        want.append((C.T_INTEG, (C.T_INTEG, C.AUTH_HMAC_SHA2_256_128, None)))
+        ok = True
+        for ttype, need in want:
+            if need not in types.get(ttype, ()):
+                ok = False
+            pick.append(need)
+        if proto == C.PROTO_ESP and C.T_ESN in types:
+            if (C.T_ESN, 0, None) not in types[C.T_ESN]:
+                ok = False
+            pick.append((C.T_ESN, 0, None))
+        if proto == C.PROTO_IKE and C.T_ESN in types:
+            ok = False
+        if proto == C.PROTO_ESP and C.T_PRF in types:
+            ok = False
+        dhs = types.get(C.T_DH, ())
+        if dh == "require":
+            if T_DH31 not in dhs:
+                ok = False
+            pick.append(T_DH31)
+        elif dh == "none":
+            if dhs and (C.T_DH, 0, None) not in dhs:
+                ok = False
+        if ok:
+            return num, spi, pick
+    return None
+
+
+class Engine:
+    def __init__(self, rand, aes, local, policy=None, cookie_threshold=8,
+                 half_open_timeout=30.0, natt_ports=(500, 4500), dh=None, sig=None):
+        self.dh = dh if dh is not None else x25519
+        self.sig = sig
+        self.rand = rand
+        self.aes = aes
+        self.local = local if local is not None else LocalIdentity()
+        self.policy = policy if policy is not None else _null_policy
+        self.cookie_threshold = cookie_threshold
+        self.half_open_timeout = half_open_timeout
+        self.natt_ports = natt_ports
+        self.sas = {}            # our SPI -> IkeSA
+        self.init_idx = {}       # (peer SPIi, peer_addr) -> responder IkeSA
+        self.out = []
+        self.events = []
+        self.stats = {}
+        self.ike_proposals = [(1, C.PROTO_IKE, b"", IKE_SUITE)]
+        self.esp_proposals = [(1, C.PROTO_ESP, b"", ESP_SUITE)]
+        self.first_ke_group = C.DH_CURVE25519
+        self._secret = None
+        self._old_secret = None
+        self._secret_ver = 0
+        self._secret_at = None
+
+    # ------------------------------------------------------------ public API
+
+    def pop_datagrams(self):
+        o = self.out
+        self.out = []
+        return o
+
+    def pop_events(self):
+        e = self.events
+        self.events = []
+        return e
+
+    def half_open(self):
+        n = 0
+        for sa in self.sas.values():
+            if sa.state == "half_open":
+                n += 1
+        return n
+
+    def initiate(self, peer_addr, cfg, now):
+        sa = IkeSA(True, self._new_ike_spi(), peer_addr, cfg)
+        sa.ni = self.rand(32)
+        self._new_ke(sa, self.first_ke_group)
+        sa.state = "init_sent"
+        sa.last_rx = now
+        self.sas[sa.spi_i] = sa
+        self._send_init(sa, now)
+        return sa
+
+    def rekey_child(self, child, now):
+        sa = child.ike
+        if child.state != "up" or child.rekeying or sa.state != "established":
+            return
+        child.rekeying = True
+        self._request(sa, C.CREATE_CHILD_SA, _ChildRekey(self, sa, child), now)
+
+    def rekey_ike(self, sa, now):
+        if sa.state != "established" or sa.rekeying:
+            return
+        sa.rekeying = True
+        self._request(sa, C.CREATE_CHILD_SA, _IkeRekey(self, sa), now)
+
+    def delete(self, obj, now):
+        if isinstance(obj, ChildSA):
+            child = obj
+            sa = child.ike
+            if child.state in ("down", "deleting") or sa.state not in ("established", "rekeyed"):
+                return
+            child.state = "deleting"
+            self._request(sa, C.INFORMATIONAL, _DelChild(self, sa, child), now)
+            return
+        sa = obj
+        if sa.state in ("dead", "deleting"):
+            return
+        if sa.keys is None or sa.state in ("init_sent", "half_open"):
+            self._kill(sa, "deleted")
+            return
+        if sa.state != "rekeyed":
+            sa.state = "deleting"
+        sa.queue = []
+        self._request(sa, C.INFORMATIONAL, _DelIke(self, sa), now)
+
+    def check_liveness(self, sa, now):
+        if sa.state == "established" and sa.pending is None and not sa.queue:
+            self._request(sa, C.INFORMATIONAL, _Simple([]), now)
+
+    def send_notify(self, sa, ntype, data, now):
+        if sa.state == "established":
+            self._request(sa, C.INFORMATIONAL, _Simple([_n(ntype, data)]), now)
+
+    def auth_octets(self, sa, local=True):
+        k = sa.keys
+        if sa.initiator == local:
+            return A.signed_octets(sa.init_req, sa.nr, k.sk_pi, sa.id_local if local else sa.id_peer)
+        return A.signed_octets(sa.init_resp, sa.ni, k.sk_pr, sa.id_local if local else sa.id_peer)
+
+    def next_deadline(self):
+        best = None
+        for sa in self.sas.values():
+            for t in self._deadlines(sa):
+                if t is not None and (best is None or t < best):
+                    best = t
+        return best
+
+    def tick(self, now):
+        for sa in list(self.sas.values()):
+            p = sa.pending
+            if p is not None and now >= p.next_at:
+                if p.tries >= sa.cfg.retransmit_tries:
+                    self._count("timeout")
+                    self._kill(sa, "timeout")
+                    continue
+                p.tries += 1
+                p.interval *= 2
+                p.next_at = now + p.interval
+                self._count("retransmit")
+                self.out.append((p.data, sa.peer_addr))
+            if sa.expire_at is not None and now >= sa.expire_at:
+                if sa.state in ("half_open", "dead", "rekeyed"):
+                    self._remove(sa)
+                else:
+                    self.delete(sa, now)
+                    sa.expire_at = None
+                continue
+            if sa.state != "established":
+                continue
+            if sa.rekey_at is not None and now >= sa.rekey_at:
+                sa.rekey_at = now + RETRY_LATER
+                self.rekey_ike(sa, now)
+            for ch in list(sa.children):
+                if ch.state != "up":
+                    continue
+                if ch.expire_at is not None and now >= ch.expire_at:
+                    self.delete(ch, now)
+                elif ch.rekey_at is not None and now >= ch.rekey_at:
+                    ch.rekey_at = now + RETRY_LATER
+                    self.rekey_child(ch, now)
+            if sa.cfg.dpd and sa.last_rx is not None and now >= sa.last_rx + sa.cfg.dpd:
+                sa.last_rx = now
+                self.check_liveness(sa, now)
+
+    def receive(self, data, peer_addr, now):
+        self._count("rx")
+        try:
+            msg = codec.parse(data)
+        except IkeParseError:
+            self._count("drop_malformed")
+            return
+        try:
+            if msg.exch == C.IKE_SA_INIT and not msg.is_response:
+                self._init_request(msg, peer_addr, now)
+            else:
+                self._dispatch(msg, peer_addr, now)
+        except IkeParseError as e:
+            self._count("drop_icv" if str(e) == "bad ICV" else "drop_malformed")
+
+    # ------------------------------------------------------------ internals: plumbing
+
+    def _count(self, key):
+        self.stats[key] = self.stats.get(key, 0) + 1
+
+    def _deadlines(self, sa):
+        p = sa.pending
+        yield p.next_at if p is not None else None
+        yield sa.expire_at
+        if sa.state == "established":
+            yield sa.rekey_at
+            for ch in sa.children:
+                if ch.state == "up":
+                    yield ch.rekey_at
+                    yield ch.expire_at
+            if sa.cfg.dpd and sa.last_rx is not None:
+                yield sa.last_rx + sa.cfg.dpd
+
+    def _new_ike_spi(self):
+        while True:
+            s = self.rand(8)
+            if s != ZERO8 and s not in self.sas:
+                return s
+
+    def _new_esp_spi(self):
+        while True:
+            s = int.from_bytes(self.rand(4), "big")
+            if s < 256:
+                continue
+            clash = False
+            for sa in self.sas.values():
+                for ch in sa.children:
+                    if ch.spi_in == s:
+                        clash = True
+            if not clash:
+                return s
+
+    def _new_ke(self, sa, group):
+        sa.ke_group = group
+        if group == C.DH_CURVE25519:
+            sa.dh_priv, sa.ke_pub = self.dh.keypair(self.rand)
+        else:
+            sa.dh_priv, sa.ke_pub = None, self.rand(64)
+
+    def _jitter(self, now, lifetime):
+        if not lifetime:
+            return None
+        return now + lifetime * (0.9 - 0.1 * self.rand(1)[0] / 255.0)
+
+    def _emit(self, ev):
+        self.events.append(ev)
+
+    def _surface(self, sa):
+        sa.surfaced = True
+
+    def _remove(self, sa):
+        if self.sas.get(sa.local_spi) is sa:
+            del self.sas[sa.local_spi]
+        for k in list(self.init_idx):
+            if self.init_idx[k] is sa:
+                del self.init_idx[k]
+
+    def _kill(self, sa, reason):
+        """The IKE SA is gone: children down, IkeDown if the SA was ever visible."""
+        if sa.state == "dead":
+            return
+        was = sa.state
+        sa.state = "dead"
+        sa.pending = None
+        sa.queue = []
+        for ch in sa.children:
+            if ch.state != "down":
+                ch.state = "down"
+                self._emit(ChildDown(ch))
+        sa.children = []
+        self._remove(sa)
+        if sa.surfaced and was != "rekeyed":
+            self._emit(IkeDown(sa, reason))
+
+    def _keys_out(self, sa):
+        k = sa.keys
+        return (k.sk_ei, k.sk_ai) if sa.initiator else (k.sk_er, k.sk_ar)
+
+    def _keys_in(self, sa):
+        k = sa.keys
+        return (k.sk_er, k.sk_ar) if sa.initiator else (k.sk_ei, k.sk_ai)
+
+    def _flags(self, sa, response):
+        f = C.F_INITIATOR if sa.initiator else 0
+        return f | C.F_RESPONSE if response else f
+
+    def _encode(self, sa, exch, response, mid, payloads):
+        e, a = self._keys_out(sa)
+        return codec.encode_sk(sa.spi_i, sa.spi_r, exch, self._flags(sa, response), mid,
+                               payloads, e, a, self.aes, self.rand)
+
+    def _request(self, sa, exch, job, now):
+        sa.queue.append((exch, job))
+        self._pump(sa, now)
+
+    def _pump(self, sa, now):
+        while sa.pending is None and sa.queue and sa.state not in ("dead",):
+            exch, job = sa.queue.pop(0)
+            payloads = job.build(now)
+            if payloads is None:
+                continue
+            mid = sa.send_mid
+            sa.send_mid += 1
+            data = self._encode(sa, exch, False, mid, payloads)
+            sa.pending = Pending(mid, exch, data, job.done, now, sa.cfg.retransmit_base)
+            self.out.append((data, sa.peer_addr))
+
+    def _respond(self, sa, msg, payloads):
+        data = self._encode(sa, msg.exch, True, msg.mid, payloads)
+        sa.last_resp = (msg.mid, data)
+        sa.recv_mid = msg.mid + 1
+        self.out.append((data, sa.peer_addr))
+
+    def _plain_reply(self, msg, addr, ntype, data):
+        self.out.append((codec.encode(msg.spi_i, ZERO8, C.IKE_SA_INIT, C.F_RESPONSE, 0,
+                                      [_n(ntype, data)]), addr))
+
+    def _dispatch(self, msg, addr, now):
+        local = msg.spi_r if msg.from_initiator else msg.spi_i
+        sa = self.sas.get(local)
+        if sa is None or sa.initiator == msg.from_initiator:
+            self._count("drop_unknown_spi")
+            return
+        other = msg.spi_i if msg.from_initiator else msg.spi_r
+        if other != (sa.spi_i if msg.from_initiator else sa.spi_r) and sa.state != "init_sent":
+            self._count("drop_unknown_spi")
+            return
+        if msg.is_response:
+            p = sa.pending
+            if p is None or p.mid != msg.mid or p.exch != msg.exch:
+                self._count("drop_mid")
+                return
+            if msg.exch != C.IKE_SA_INIT:
+                e, a = self._keys_in(sa)
+                codec.decrypt(msg, e, a, self.aes)
+            elif msg.spi_r == ZERO8 and msg.get(C.PT_SA) is not None:
+                raise IkeParseError("zero SPIr")
+            sa.pending = None
+            sa.last_rx = now
+            self._follow(sa, addr)
+            try:
+                p.on_resp(sa, msg, now)
+            except IkeParseError:
+                # the peer's response is broken: the exchange failed for good
+                self._count("drop_malformed")
+                self._kill(sa, "malformed response")
+            self._pump(sa, now)
+            return
+        # a request from the peer
+        if msg.exch == C.IKE_SA_INIT or sa.keys is None:
+            self._count("drop_unexpected")
+            return
+        if sa.last_resp is not None and msg.mid == sa.last_resp[0]:
+            e, a = self._keys_in(sa)
+            codec.decrypt(msg, e, a, self.aes)
+            self._count("replay")
+            self.out.append((sa.last_resp[1], addr))
+            return
+        if msg.mid != sa.recv_mid:
+            self._count("drop_mid")
+            return
+        if sa.state == "dead":
+            self._count("drop_unexpected")
+            return
+        ok = (sa.state == "half_open") == (msg.exch == C.IKE_AUTH)
+        if not ok or (msg.exch == C.CREATE_CHILD_SA and sa.state != "established"):
+            self._count("drop_unexpected")
+            return
+        e, a = self._keys_in(sa)
+        codec.decrypt(msg, e, a, self.aes)
+        if msg.crit is not None:
+            self._follow(sa, addr)
+            self._respond(sa, msg, [_n(C.N_UNSUPPORTED_CRITICAL_PAYLOAD, bytes((msg.crit,)))])
+            return
+        if msg.exch == C.IKE_AUTH:
+            self._auth_request(sa, msg, addr, now)
+        elif msg.exch == C.CREATE_CHILD_SA:
+            self._follow(sa, addr)
+            sa.last_rx = now
+            self._create_child_request(sa, msg, now)
+        elif msg.exch == C.INFORMATIONAL:
+            self._follow(sa, addr)
+            sa.last_rx = now
+            self._info_request(sa, msg, now)
+        else:
+            self._count("drop_unexpected")
+
+    def _follow(self, sa, addr):
+        if addr != sa.peer_addr and sa.state != "init_sent":
+            sa.peer_addr = addr
+            for ch in sa.children:
+                ch.peer_addr = addr
+
+    # ------------------------------------------------------------ IKE_SA_INIT
+
+    def _init_payloads(self, sa):
+        p = []
+        if sa.cookie is not None:
+            p.append(_n(C.N_COOKIE, sa.cookie))
+        p.append((C.PT_SA, codec.encode_sa(self.ike_proposals)))
+        p.append((C.PT_KE, codec.encode_ke(sa.ke_group, sa.ke_pub)))
+        p.append((C.PT_NONCE, sa.ni))
+        p.append(_n(C.N_NAT_DETECTION_SOURCE_IP, self.rand(20)))
+        p.append(_n(C.N_NAT_DETECTION_DESTINATION_IP, self.rand(20)))
+        p.append(_n(C.N_CHILDLESS_IKEV2_SUPPORTED))
+        if sa.cfg.auth == "pubkey":
+            p.append(_n(C.N_SIGNATURE_HASH_ALGORITHMS, b"\x00\x08"))
+        return p
+
+    def _send_init(self, sa, now):
+        data = codec.encode(sa.spi_i, ZERO8, C.IKE_SA_INIT, C.F_INITIATOR, 0,
+                            self._init_payloads(sa))
+        sa.init_req = data
+        sa.send_mid = 1
+        sa.pending = Pending(0, C.IKE_SA_INIT, data, self._init_response, now,
+                             sa.cfg.retransmit_base)
+        self.out.append((data, sa.peer_addr))
+
+    def _cookie_for(self, ver, secret, ni, addr, spi_i):
+        host = addr[0] if isinstance(addr, tuple) else addr
+        return bytes((ver,)) + hmac_sha256(secret, ni + str(host).encode() + spi_i)[:16]
+
+    def _cookie_ok(self, cookie, ni, addr, spi_i):
+        if self._secret is None or len(cookie) != 17:
+            return False
+        if cookie[0] == self._secret_ver:
+            s = self._secret
+        elif cookie[0] == (self._secret_ver - 1) & 0xFF and self._old_secret is not None:
+            s = self._old_secret
+        else:
+            return False
+        return codec.ct_eq(cookie, self._cookie_for(cookie[0], s, ni, addr, spi_i))
+
+    def _rotate(self, now):
+        if self._secret is None or now - self._secret_at >= COOKIE_ROTATE:
+            self._old_secret = self._secret
+            self._secret = self.rand(16)
+            self._secret_ver = (self._secret_ver + 1) & 0xFF
+            self._secret_at = now
+
+    def _init_request(self, msg, addr, now):
+        if msg.spi_r != ZERO8 or msg.mid != 0 or not msg.from_initiator:
+            self._count("drop_unexpected")
+            return
+        old = self.init_idx.get((msg.spi_i, addr))
+        if old is not None:
+            if old.init_req == msg.raw and old.last_resp is not None:
+                self._count("replay")
+                self.out.append((old.init_resp, addr))
+            else:
+                self._count("drop_unexpected")
+            return
+        if msg.crit is not None:
+            self._plain_reply(msg, addr, C.N_UNSUPPORTED_CRITICAL_PAYLOAD, bytes((msg.crit,)))
+            return
+        sab, keb, nb = msg.get(C.PT_SA), msg.get(C.PT_KE), msg.get(C.PT_NONCE)
+        if sab is None or keb is None or nb is None:
+            raise IkeParseError("IKE_SA_INIT lacks SA, KE or Nonce")
+        props = codec.parse_sa(sab)
+        group, kedata = codec.parse_ke(keb)
+        ni = codec.parse_nonce(nb)
+        notes = msg.notifies()
+        if self.half_open() >= self.cookie_threshold:
+            self._rotate(now)
+            first = msg.payloads[0]
+            c = codec.parse_notify(first[1]) if first[0] == C.PT_N else None
+            if c is None or c[0] != C.N_COOKIE or not self._cookie_ok(c[3], ni, addr, msg.spi_i):
+                self._count("cookie_sent")
+                self._plain_reply(msg, addr, C.N_COOKIE, self._cookie_for(
+                    self._secret_ver, self._secret, ni, addr, msg.spi_i))
+                return
+        cfg = self.policy(addr, None, None)
+        chosen = select(props, C.PROTO_IKE, 0, "require") if cfg is not None else None
+        if chosen is None:
+            self._plain_reply(msg, addr, C.N_NO_PROPOSAL_CHOSEN, b"")
+            return
+        if group != C.DH_CURVE25519:
+            self._count("invalid_ke_sent")
+            self._plain_reply(msg, addr, C.N_INVALID_KE_PAYLOAD, b"\x00\x1f")
+            return
+        priv, pub = self.dh.keypair(self.rand)
+        try:
+            shared = self.dh.x25519(priv, kedata)
+        except ValueError:
+            self._count("drop_bad_ke")
+            return
+        sa = IkeSA(False, msg.spi_i, addr, cfg)
+        sa.spi_r = self._new_ike_spi()
+        sa.ni = ni
+        sa.nr = self.rand(32)
+        sa.keys = ike_keys(ni, sa.nr, shared, sa.spi_i, sa.spi_r)
+        for nt in notes:
+            if nt[0] == C.N_SIGNATURE_HASH_ALGORITHMS:
+                sa.peer_hash_algs = True
+        p = [(C.PT_SA, codec.encode_sa([(chosen[0], C.PROTO_IKE, b"", chosen[2])])),
+             (C.PT_KE, codec.encode_ke(C.DH_CURVE25519, pub)),
+             (C.PT_NONCE, sa.nr),
+             _n(C.N_NAT_DETECTION_SOURCE_IP, self.rand(20)),
+             _n(C.N_NAT_DETECTION_DESTINATION_IP, self.rand(20)),
+             _n(C.N_CHILDLESS_IKEV2_SUPPORTED)]
+        if sa.peer_hash_algs:
+            p.append(_n(C.N_SIGNATURE_HASH_ALGORITHMS, b"\x00\x08"))
+        resp = codec.encode(sa.spi_i, sa.spi_r, C.IKE_SA_INIT, C.F_RESPONSE, 0, p)
+        sa.init_req = msg.raw
+        sa.init_resp = resp
+        sa.last_resp = (0, resp)
+        sa.recv_mid = 1
+        sa.state = "half_open"
+        sa.expire_at = now + self.half_open_timeout
+        sa.last_rx = now
+        self.sas[sa.spi_r] = sa
+        self.init_idx[(sa.spi_i, addr)] = sa
+        self.out.append((resp, addr))
+
+    def _init_response(self, sa, msg, now):
+        if msg.crit is not None:
+            self._kill(sa, "unsupported critical payload")
+            return
+        c = msg.notify(C.N_COOKIE)
+        if c is not None and msg.get(C.PT_SA) is None:
+            sa.cookie_tries += 1
+            if sa.cookie_tries > 3 or not 1 <= len(c[3]) <= 64:
+                self._kill(sa, "cookie loop")
+                return
+            sa.cookie = c[3]
+            self._send_init(sa, now)
+            return
+        ike = msg.notify(C.N_INVALID_KE_PAYLOAD)
+        if ike is not None:
+            g = int.from_bytes(ike[3], "big") if len(ike[3]) == 2 else -1
+            if g == C.DH_CURVE25519 and sa.ke_group != g:
+                self._new_ke(sa, g)
+                self._send_init(sa, now)
+            else:
+                self._kill(sa, "INVALID_KE_PAYLOAD")
+            return
+        err = msg.error_notify()
+        if err is not None:
+            self._kill(sa, C.error_name(err[0]))
+            return
+        sab, keb, nb = msg.get(C.PT_SA), msg.get(C.PT_KE), msg.get(C.PT_NONCE)
+        if sab is None or keb is None or nb is None:
+            raise IkeParseError("IKE_SA_INIT response lacks SA, KE or Nonce")
+        props = codec.parse_sa(sab)
+        group, kedata = codec.parse_ke(keb)
+        nr = codec.parse_nonce(nb)
+        chosen = select(props, C.PROTO_IKE, 0, "require") if len(props) == 1 else None
+        if chosen is None or group != C.DH_CURVE25519 or sa.ke_group != group:
+            self._kill(sa, "NO_PROPOSAL_CHOSEN")
+            return
+        try:
+            shared = self.dh.x25519(sa.dh_priv, kedata)
+        except ValueError:
+            self._kill(sa, "bad KE")
+            return
+        sa.spi_r = msg.spi_r
+        sa.nr = nr
+        sa.init_resp = msg.raw
+        sa.keys = ike_keys(sa.ni, nr, shared, sa.spi_i, sa.spi_r)
+        sa.dh_priv = None
+        sa.ke_pub = None
+        np = self.natt_ports
+        if np and sa.peer_addr[1] == np[0]:
+            sa.peer_addr = (sa.peer_addr[0], np[1]) + tuple(sa.peer_addr[2:])
+        sa.state = "auth_sent"
+        self._request(sa, C.IKE_AUTH, _Auth(self, sa), now)
+
+    # ------------------------------------------------------------ IKE_AUTH
+
+    def _local_id(self, cfg):
+        if cfg.auth == "null":
+            return C.ID_NULL, b""
+        if cfg.local_id is not None:
+            return cfg.local_id
+        pub = self.local.public_key
+        return C.ID_KEY_ID, pub if pub is not None else b"pnpipsec"
+
+    def _make_auth(self, sa, octets, sk_p):
+        cfg = sa.cfg
+        return A.make(cfg.auth, octets, sk_p, cfg.psk, self.local.ed25519_seed, self.sig)
+
+    def _ts_offer(self, sa, cfg):
+        """(TSi, TSr) we propose as initiator of an exchange creating a CHILD SA."""
+        peer = TS.host_of(sa.peer_addr)
+        if cfg.mode == "tunnel" or peer is None:
+            fam = len(peer) if peer is not None else 16
+            return (cfg.local_ts or [TS.full_range(fam)],
+                    cfg.remote_ts or [TS.full_range(fam)])
+        return (cfg.local_ts or [TS.full_range(len(peer))], cfg.remote_ts or [(peer, peer)])
+
+    def _child_offer(self, sa, spi_in, mode, tsi, tsr, dh):
+        p = []
+        if mode == "transport":
+            p.append(_n(C.N_USE_TRANSPORT_MODE))
+        props = []
+        for num, proto, spi, trs in self.esp_proposals:
+            trs = list(trs)
+            if dh:
+                trs.append(T_DH31)
+            props.append((num, proto, spi_in.to_bytes(4, "big"), trs))
+        p.append((C.PT_SA, codec.encode_sa(props)))
+        return p, [(C.PT_TSI, codec.encode_ts(tsi)), (C.PT_TSR, codec.encode_ts(tsr))]
+
+    def _auth_request(self, sa, msg, addr, now):
+        idb, ab = msg.get(C.PT_IDI), msg.get(C.PT_AUTH)
+        if idb is None or ab is None:
+            raise IkeParseError("IKE_AUTH lacks IDi or AUTH")
+        peer_id = codec.parse_id(idb)
+        method, adata = codec.parse_auth(ab)
+        sab = msg.get(C.PT_SA)
+        props = tsi = tsr = None
+        if sab is not None:
+            props = codec.parse_sa(sab)
+            tib, trb = msg.get(C.PT_TSI), msg.get(C.PT_TSR)
+            if tib is None or trb is None:
+                raise IkeParseError("IKE_AUTH SA without TS")
+            tsi, tsr = codec.parse_ts(tib), codec.parse_ts(trb)
+        transport = msg.notify(C.N_USE_TRANSPORT_MODE) is not None
+        # everything parsed and the ICV checked: from here on state changes
+        self._follow(sa, addr)
+        sa.last_rx = now
+        self._surface(sa)
+        aname = A.NAMES.get(method)
+        cfg = self.policy(sa.peer_addr, peer_id, aname) if aname else None
+        why = None
+        if cfg is None:
+            why = "refused by policy" if aname else "unsupported AUTH method %d" % method
+        elif cfg.auth != aname:
+            why = "AUTH method %s, expected %s" % (aname, cfg.auth)
+        elif aname != "null" and cfg.remote_id is not None and cfg.remote_id != peer_id:
+            why = "peer ID mismatch"
+        else:
+            octets = A.signed_octets(sa.init_req, sa.nr, sa.keys.sk_pi, idb)
+            if not A.check(method, adata, octets, sa.keys.sk_pi, cfg.psk, cfg.peer_pubkey,
+                           self.sig):
+                why = "bad AUTH (%s)" % aname
+        if why is not None:
+            self._respond(sa, msg, [_n(C.N_AUTHENTICATION_FAILED)])
+            self._emit(AuthFailed(sa, why))
+            self._kill(sa, "AUTHENTICATION_FAILED")
+            # keep the failure answer for retransmissions for a while
+            sa.expire_at = now + DEAD_KEEP
+            self.sas[sa.spi_r] = sa
+            return
+        sa.cfg = cfg
+        sa.auth = aname
+        sa.peer_id = peer_id
+        sa.id_peer = idb
+        if aname == "pubkey":
+            sa.peer_pubkey = cfg.peer_pubkey
+        my_id = codec.encode_id(*self._local_id(cfg))
+        sa.id_local = my_id
+        octets = A.signed_octets(sa.init_resp, sa.ni, sa.keys.sk_pr, my_id)
+        m, d = self._make_auth(sa, octets, sa.keys.sk_pr)
+        resp = [(C.PT_IDR, my_id), (C.PT_AUTH, codec.encode_auth(m, d))]
+        child = None
+        if props is not None:
+            child, extra = self._accept_child(sa, props, tsi, tsr, transport, sa.ni, sa.nr,
+                                              None, "ignore", None, [], now)
+            resp += extra
+        sa.state = "established"
+        sa.expire_at = None
+        sa.rekey_at = self._jitter(now, cfg.ike_lifetime)
+        self._respond(sa, msg, resp)
+        self._emit(IkeUp(sa))
+        if child is not None:
+            self._emit(ChildUp(child))
+
+    def _accept_child(self, sa, props, tsi, tsr, transport, ni, nr, shared, dh, old,
+                      mid_payloads, now):
+        """Responder side of a CHILD SA (peer is "i"). Returns (child or None, payloads).
+        mid_payloads go between SA and TSi (Nr, KEr in CREATE_CHILD_SA)."""
+        cfg = sa.cfg
+        chosen = select(props, C.PROTO_ESP, 4, dh)
+        if chosen is None:
+            self._emit(ChildFailed(sa, "NO_PROPOSAL_CHOSEN"))
+            return None, [_n(C.N_NO_PROPOSAL_CHOSEN)]
+        mode = "transport" if transport and cfg.mode == "transport" else "tunnel"
+        pi, pr = TS.ranges(tsi), TS.ranges(tsr)
+        if old is not None:
+            remote, local = old.remote_ts, old.local_ts
+            mode = old.mode
+        elif mode == "transport":
+            peer = TS.host_of(sa.peer_addr)
+            remote = cfg.remote_ts
+            if remote is None:
+                if peer is not None and TS.covered([(peer, peer)], pi):
+                    remote = [(peer, peer)]
+                elif len(pi) >= 1 and pi[0][0] == pi[0][1]:
+                    remote = [pi[0]]
+            local = cfg.local_ts
+            if local is None and len(pr) >= 1 and pr[0][0] == pr[0][1]:
+                local = [pr[0]]
+        else:
+            remote = cfg.remote_ts or pi
+            local = cfg.local_ts or pr
+        if remote is None or local is None or not TS.covered(remote, pi) \
+                or not TS.covered(local, pr):
+            self._emit(ChildFailed(sa, "TS_UNACCEPTABLE"))
+            return None, [_n(C.N_TS_UNACCEPTABLE)]
+        spi_in = self._new_esp_spi()
+        ei, ai, er, ar = child_keys(sa.keys.sk_d, ni, nr, shared)
+        child = ChildSA(sa, spi_in, int.from_bytes(chosen[1], "big"), ei, ai, er, ar, mode,
+                        local, remote)
+        self._child_timers(sa, child, now)
+        sa.children.append(child)
+        p = [_n(C.N_USE_TRANSPORT_MODE)] if mode == "transport" else []
+        p.append((C.PT_SA, codec.encode_sa([(chosen[0], C.PROTO_ESP,
+                                             spi_in.to_bytes(4, "big"), chosen[2])])))
+        p += mid_payloads
+        p.append((C.PT_TSI, codec.encode_ts(remote)))
+        p.append((C.PT_TSR, codec.encode_ts(local)))
+        return child, p
+
+    def _child_timers(self, sa, child, now):
+        lt = sa.cfg.child_lifetime
+        child.rekey_at = self._jitter(now, lt)
+        child.expire_at = now + lt if lt else None
+
+    def _finish_child(self, sa, msg, offer, ni, nr, shared, dh, now):
+        """Initiator side: check the responder's SA/TS answer for our offer
+        (spi_in, mode, tsi, tsr). Returns the ChildSA or None (ChildFailed emitted)."""
+        spi_in, mode, tsi, tsr = offer
+        err = msg.error_notify()
+        sab = msg.get(C.PT_SA)
+        if err is not None or sab is None:
+            self._emit(ChildFailed(sa, C.error_name(err[0]) if err else "no SA in answer"))
+            return None
+        props = codec.parse_sa(sab)
+        tib, trb = msg.get(C.PT_TSI), msg.get(C.PT_TSR)
+        if tib is None or trb is None:
+            raise IkeParseError("CHILD answer without TS")
+        ri, rr = TS.ranges(codec.parse_ts(tib)), TS.ranges(codec.parse_ts(trb))
+        chosen = select(props, C.PROTO_ESP, 4, dh) if len(props) == 1 else None
+        why = None
+        if chosen is None:
+            why = "NO_PROPOSAL_CHOSEN"
+        elif not TS.covered(ri, tsi) or not TS.covered(rr, tsr):
+            why = "TS_UNACCEPTABLE"
+        elif (mode == "transport") != (msg.notify(C.N_USE_TRANSPORT_MODE) is not None):
+            why = "mode mismatch"
+        if why is not None:
+            self._emit(ChildFailed(sa, why))
+            if chosen is not None:
+                # the peer installed its half: delete it (by our inbound SPI)
+                self._request(sa, C.INFORMATIONAL, _Simple(
+                    [(C.PT_D, codec.encode_delete(C.PROTO_ESP, [spi_in.to_bytes(4, "big")]))]), now)
+            return None
+        ei, ai, er, ar = child_keys(sa.keys.sk_d, ni, nr, shared)
+        child = ChildSA(sa, spi_in, int.from_bytes(chosen[1], "big"), er, ar, ei, ai, mode,
+                        ri, rr)
+        self._child_timers(sa, child, now)
+        sa.children.append(child)
+        return child
+
+    # ------------------------------------------------------------ CREATE_CHILD_SA
+
+    def _create_child_request(self, sa, msg, now):
+        sab, nb = msg.get(C.PT_SA), msg.get(C.PT_NONCE)
+        if sab is None or nb is None:
+            raise IkeParseError("CREATE_CHILD_SA lacks SA or Nonce")
+        props = codec.parse_sa(sab)
+        ni = codec.parse_nonce(nb)
+        keb = msg.get(C.PT_KE)
+        ke = codec.parse_ke(keb) if keb is not None else None
+        is_ike = False
+        for pr in props:
+            if pr[1] == C.PROTO_IKE:
+                is_ike = True
+        if is_ike:
+            self._ike_rekey_request(sa, msg, props, ni, ke, now)
+            return
+        tib, trb = msg.get(C.PT_TSI), msg.get(C.PT_TSR)
+        if tib is None or trb is None:
+            raise IkeParseError("CREATE_CHILD_SA lacks TS")
+        tsi, tsr = codec.parse_ts(tib), codec.parse_ts(trb)
+        rk = msg.notify(C.N_REKEY_SA)
+        transport = msg.notify(C.N_USE_TRANSPORT_MODE) is not None
+        old = None
+        if rk is not None:
+            spi = int.from_bytes(rk[2], "big") if len(rk[2]) == 4 else -1
+            for ch in sa.children:
+                if ch.spi_out == spi:
+                    old = ch
+            if old is None:
+                self._respond(sa, msg, [_n(C.N_CHILD_SA_NOT_FOUND, b"", C.PROTO_ESP, rk[2])])
+                return
+            if old.state != "up" or (old.rekeying and not sa.initiator):
+                self._respond(sa, msg, [_n(C.N_TEMPORARY_FAILURE)])
+                return
+        shared = None
+        mid = []
+        nr = self.rand(32)
+        if ke is not None:
+            if ke[0] != C.DH_CURVE25519:
+                self._respond(sa, msg, [_n(C.N_INVALID_KE_PAYLOAD, b"\x00\x1f")])
+                return
+            priv, pub = self.dh.keypair(self.rand)
+            try:
+                shared = self.dh.x25519(priv, ke[1])
+            except ValueError:
+                self._respond(sa, msg, [_n(C.N_NO_PROPOSAL_CHOSEN)])
+                return
+            mid = [(C.PT_NONCE, nr), (C.PT_KE, codec.encode_ke(C.DH_CURVE25519, pub))]
+        else:
+            mid = [(C.PT_NONCE, nr)]
+        child, p = self._accept_child(sa, props, tsi, tsr, transport, ni, nr, shared,
+                                      "require" if ke is not None else "none", old, mid, now)
+        self._respond(sa, msg, p)
+        if child is None:
+            return
+        if old is not None:
+            old.state = "rekeyed"
+            self._emit(ChildRekeyed(old, child))
+        else:
+            self._emit(ChildUp(child))
+
+    def _ike_rekey_request(self, sa, msg, props, ni, ke, now):
+        if sa.rekeying and not sa.initiator:
+            self._respond(sa, msg, [_n(C.N_TEMPORARY_FAILURE)])
+            return
+        chosen = select(props, C.PROTO_IKE, 8, "require")
+        if chosen is None:
+            self._respond(sa, msg, [_n(C.N_NO_PROPOSAL_CHOSEN)])
+            return
+        if ke is None or ke[0] != C.DH_CURVE25519:
+            self._respond(sa, msg, [_n(C.N_INVALID_KE_PAYLOAD, b"\x00\x1f")])
+            return
+        priv, pub = self.dh.keypair(self.rand)
+        try:
+            shared = self.dh.x25519(priv, ke[1])
+        except ValueError:
+            self._respond(sa, msg, [_n(C.N_NO_PROPOSAL_CHOSEN)])
+            return
+        new = IkeSA(False, chosen[1], sa.peer_addr, sa.cfg)
+        new.spi_r = self._new_ike_spi()
+        new.nr = self.rand(32)
+        new.ni = ni
+        new.keys = ike_keys(ni, new.nr, shared, new.spi_i, new.spi_r, sa.keys.sk_d)
+        self._respond(sa, msg, [
+            (C.PT_SA, codec.encode_sa([(chosen[0], C.PROTO_IKE, new.spi_r, chosen[2])])),
+            (C.PT_NONCE, new.nr), (C.PT_KE, codec.encode_ke(C.DH_CURVE25519, pub))])
+        self._move(sa, new, now)
+        self.sas[new.spi_r] = new
+
+    def _move(self, old, new, now):
+        """Finish an IKE rekey: new SA takes over the children and the identity."""
+        for k in ("peer_id", "auth", "peer_pubkey", "init_req", "init_resp", "id_local",
+                  "id_peer"):
+            setattr(new, k, getattr(old, k))
+        new.surfaced = True
+        new.state = "established"
+        new.last_rx = now
+        new.rekey_at = self._jitter(now, new.cfg.ike_lifetime)
+        new.children = old.children
+        for ch in new.children:
+            ch.ike = new
+        old.children = []
+        old.state = "rekeyed"
+        old.rekeying = False
+        old.expire_at = now + 30.0
+        self._emit(IkeRekeyed(old, new))
+
+    # ------------------------------------------------------------ INFORMATIONAL
+
+    def _info_request(self, sa, msg, now):
+        dels = [codec.parse_delete(b) for b in msg.all(C.PT_D)]
+        notes = msg.notifies()
+        kill = False
+        gone = []
+        answer = []
+        for proto, spis in dels:
+            if proto == C.PROTO_IKE:
+                kill = True
+            elif proto == C.PROTO_ESP:
+                for s in spis:
+                    v = int.from_bytes(s, "big")
+                    for ch in sa.children:
+                        if ch.spi_out == v and ch not in gone:
+                            gone.append(ch)
+                            answer.append(ch.spi_in.to_bytes(4, "big"))
+        self._respond(sa, msg, [(C.PT_D, codec.encode_delete(C.PROTO_ESP, answer))]
+                      if answer and not kill else [])
+        for nt in notes:
+            if nt[0] == C.N_AUTHENTICATION_FAILED:
+                self._emit(AuthFailed(sa, "peer: AUTHENTICATION_FAILED"))
+                kill = True
+            else:
+                self._emit(NotifyReceived(sa, nt[0], nt[3]))
+        if kill:
+            self._kill(sa, "deleted by peer")
+            return
+        for ch in gone:
+            self._drop_child(sa, ch)
+
+    def _drop_child(self, sa, ch):
+        if ch in sa.children:
+            sa.children.remove(ch)
+        if ch.state != "down":
+            ch.state = "down"
+            self._emit(ChildDown(ch))
+
+
+def _null_policy(peer_addr, peer_id, method):
+    if method is None or method == "null":
+        return PeerConfig()
+    return None
+
+
+# ---------------------------------------------------------------- request jobs
+# A job builds the payloads of one request when its turn comes (build(now) -> list or
+# None to skip) and handles the response (done(sa, msg, now)).
+
+class _Simple:
+    def __init__(self, payloads):
+        self.payloads = payloads
+
+    def build(self, now):
+        return self.payloads
+
+    def done(self, sa, msg, now):
+        pass
+
+
+class _Auth:
+    def __init__(self, eng, sa):
+        self.eng = eng
+        self.sa = sa
+
+    def build(self, now):
+        eng, sa = self.eng, self.sa
+        cfg = sa.cfg
+        idb = codec.encode_id(*eng._local_id(cfg))
+        sa.id_local = idb
+        octets = A.signed_octets(sa.init_req, sa.nr, sa.keys.sk_pi, idb)
+        m, d = eng._make_auth(sa, octets, sa.keys.sk_pi)
+        p = [(C.PT_IDI, idb)]
+        if cfg.remote_id is not None and cfg.auth != "null":
+            p.append((C.PT_IDR, codec.encode_id(*cfg.remote_id)))
+        p.append((C.PT_AUTH, codec.encode_auth(m, d)))
+        if not cfg.childless:
+            spi_in = eng._new_esp_spi()
+            tsi, tsr = eng._ts_offer(sa, cfg)
+            sa.pending_child = (spi_in, cfg.mode, tsi, tsr)
+            a, b = eng._child_offer(sa, spi_in, cfg.mode, tsi, tsr, False)
+            p += a + b
+        return p
+
+    def done(self, sa, msg, now):
+        eng = self.eng
+        cfg = sa.cfg
+        idb, ab = msg.get(C.PT_IDR), msg.get(C.PT_AUTH)
+        err = msg.error_notify()
+        if ab is None or idb is None:
+            name = C.error_name(err[0]) if err else "no AUTH in answer"
+            if err is not None and err[0] == C.N_AUTHENTICATION_FAILED:
+                eng._emit(AuthFailed(sa, "peer: AUTHENTICATION_FAILED"))
+            eng._kill(sa, name)
+            return
+        peer_id = codec.parse_id(idb)
+        method, adata = codec.parse_auth(ab)
+        why = None
+        if A.NAMES.get(method) != cfg.auth:
+            why = "AUTH method %d, expected %s" % (method, cfg.auth)
+        elif cfg.auth != "null" and cfg.remote_id is not None and cfg.remote_id != peer_id:
+            why = "peer ID mismatch"
+        else:
+            octets = A.signed_octets(sa.init_resp, sa.ni, sa.keys.sk_pr, idb)
+            if not A.check(method, adata, octets, sa.keys.sk_pr, cfg.psk, cfg.peer_pubkey,
+                           eng.sig):
+                why = "bad AUTH (%s)" % cfg.auth
+        if why is not None:
+            eng._emit(AuthFailed(sa, why))
+            # tell the peer (best effort, not retransmitted), then go
+            mid = sa.send_mid
+            sa.send_mid += 1
+            eng.out.append((eng._encode(sa, C.INFORMATIONAL, False, mid,
+                                        [_n(C.N_AUTHENTICATION_FAILED)]), sa.peer_addr))
+            eng._kill(sa, "AUTHENTICATION_FAILED")
+            return
+        sa.peer_id = peer_id
+        sa.id_peer = idb
+        sa.auth = cfg.auth
+        if cfg.auth == "pubkey":
+            sa.peer_pubkey = cfg.peer_pubkey
+        sa.state = "established"
+        sa.rekey_at = eng._jitter(now, cfg.ike_lifetime)
+        eng._emit(IkeUp(sa))
+        offer = sa.pending_child
+        sa.pending_child = None
+        if offer is not None:
+            child = eng._finish_child(sa, msg, offer, sa.ni, sa.nr, None, "ignore", now)
+            if child is not None:
+                eng._emit(ChildUp(child))
+
+
+class _ChildRekey:
+    def __init__(self, eng, sa, old):
+        self.eng = eng
+        self.sa = sa
+        self.old = old
+
+    def build(self, now):
+        eng, sa, old = self.eng, self.sa, self.old
+        if old.state != "up" or sa.state != "established":
+            old.rekeying = False
+            return None
+        self.spi_in = eng._new_esp_spi()
+        self.ni = eng.rand(32)
+        pfs = sa.cfg.pfs
+        p = [_n(C.N_REKEY_SA, b"", C.PROTO_ESP, old.spi_in.to_bytes(4, "big"))]
+        a, b = eng._child_offer(sa, self.spi_in, old.mode, old.local_ts, old.remote_ts, pfs)
+        p += a
+        p.append((C.PT_NONCE, self.ni))
+        self.priv = None
+        if pfs:
+            self.priv, pub = eng.dh.keypair(eng.rand)
+            p.append((C.PT_KE, codec.encode_ke(C.DH_CURVE25519, pub)))
+        return p + b
+
+    def done(self, sa, msg, now):
+        eng, old = self.eng, self.old
+        old.rekeying = False
+        nb = msg.get(C.PT_NONCE)
+        err = msg.error_notify()
+        if err is not None or nb is None:
+            if old.state == "up":
+                old.rekey_at = now + RETRY_LATER
+            return
+        nr = codec.parse_nonce(nb)
+        shared = None
+        if self.priv is not None:
+            keb = msg.get(C.PT_KE)
+            if keb is None:
+                raise IkeParseError("no KE in CHILD rekey answer")
+            g, kd = codec.parse_ke(keb)
+            try:
+                shared = eng.dh.x25519(self.priv, kd) if g == C.DH_CURVE25519 else None
+            except ValueError:
+                shared = None
+            if shared is None:
+                eng._emit(ChildFailed(sa, "bad KE"))
+                return
+        offer = (self.spi_in, old.mode, old.local_ts, old.remote_ts)
+        new = eng._finish_child(sa, msg, offer, self.ni, nr, shared,
+                                "require" if self.priv is not None else "none", now)
+        self.priv = None
+        if new is None:
+            return
+        if old.state == "up":
+            old.state = "rekeyed"
+        eng._emit(ChildRekeyed(old, new))
+        old.state = "deleting"
+        eng._request(sa, C.INFORMATIONAL, _DelChild(eng, sa, old), now)
+
+
+class _IkeRekey:
+    def __init__(self, eng, sa):
+        self.eng = eng
+        self.sa = sa
+
+    def build(self, now):
+        eng, sa = self.eng, self.sa
+        if sa.state != "established":
+            sa.rekeying = False
+            return None
+        self.spi = eng._new_ike_spi()
+        self.ni = eng.rand(32)
+        self.priv, pub = eng.dh.keypair(eng.rand)
+        props = [(n, C.PROTO_IKE, self.spi, t) for n, _, _, t in eng.ike_proposals]
+        return [(C.PT_SA, codec.encode_sa(props)), (C.PT_NONCE, self.ni),
+                (C.PT_KE, codec.encode_ke(C.DH_CURVE25519, pub))]
+
+    def done(self, sa, msg, now):
+        eng = self.eng
+        sa.rekeying = False
+        err = msg.error_notify()
+        sab, nb, keb = msg.get(C.PT_SA), msg.get(C.PT_NONCE), msg.get(C.PT_KE)
+        if err is not None or sab is None or nb is None or keb is None:
+            if sa.state == "established":
+                sa.rekey_at = now + RETRY_LATER
+            return
+        props = codec.parse_sa(sab)
+        nr = codec.parse_nonce(nb)
+        g, kd = codec.parse_ke(keb)
+        chosen = select(props, C.PROTO_IKE, 8, "require") if len(props) == 1 else None
+        shared = None
+        if chosen is not None and g == C.DH_CURVE25519:
+            try:
+                shared = eng.dh.x25519(self.priv, kd)
+            except ValueError:
+                shared = None
+        self.priv = None
+        if shared is None or sa.state != "established":
+            sa.rekey_at = now + RETRY_LATER
+            return
+        new = IkeSA(True, self.spi, sa.peer_addr, sa.cfg)
+        new.spi_r = chosen[1]
+        new.ni, new.nr = self.ni, nr
+        new.keys = ike_keys(self.ni, nr, shared, new.spi_i, new.spi_r, sa.keys.sk_d)
+        eng.sas[new.spi_i] = new
+        eng._move(sa, new, now)
+        eng._request(sa, C.INFORMATIONAL, _DelIke(eng, sa), now)
+
+
+class _DelChild:
+    def __init__(self, eng, sa, child):
+        self.eng = eng
+        self.sa = sa
+        self.child = child
+
+    def build(self, now):
+        if self.child.state == "down":
+            return None
+        return [(C.PT_D, codec.encode_delete(C.PROTO_ESP, [self.child.spi_in.to_bytes(4, "big")]))]
+
+    def done(self, sa, msg, now):
+        self.eng._drop_child(self.child.ike, self.child)
+
+
+class _DelIke:
+    def __init__(self, eng, sa):
+        self.eng = eng
+        self.sa = sa
+
+    def build(self, now):
+        return [(C.PT_D, codec.encode_delete(C.PROTO_IKE))]
+
+    def done(self, sa, msg, now):
+        if sa.state == "rekeyed":
+            sa.state = "dead"
+            self.eng._remove(sa)
+        else:
+            self.eng._kill(sa, "deleted")

@@ -1,0 +1,218 @@
+"""IKEv2 engine data: configuration, SA records and events (see engine.py docstring)."""
+
+
+class LocalIdentity:
+    """Our long-term identity: an Ed25519 seed (for auth="pubkey") and optional
+    psk_ids, a dict {id_type_and_bytes: psk} a policy function may use."""
+
+    def __init__(self, ed25519_seed=None, psk_ids=None):
+        self.ed25519_seed = ed25519_seed
+        self.psk_ids = psk_ids or {}
+        self._pub = None
+
+    @property
+    def public_key(self):
+        if self._pub is None and self.ed25519_seed is not None:
+            from pnpipsec.crypto import ed25519
+            self._pub = ed25519.public_key(self.ed25519_seed)
+        return self._pub
+
+
+class PeerConfig:
+    def __init__(self, auth="null", local_id=None, remote_id=None, psk=None,
+                 peer_pubkey=None, mode="transport", local_ts=None, remote_ts=None,
+                 childless=False, child_lifetime=3600, ike_lifetime=14400,
+                 retransmit_base=0.5, retransmit_tries=5, pfs=False, dpd=0):
+        self.auth = auth
+        self.local_id = local_id
+        self.remote_id = remote_id
+        self.psk = psk
+        self.peer_pubkey = peer_pubkey
+        self.mode = mode
+        self.local_ts = local_ts
+        self.remote_ts = remote_ts
+        self.childless = childless
+        self.child_lifetime = child_lifetime
+        self.ike_lifetime = ike_lifetime
+        self.retransmit_base = retransmit_base
+        self.retransmit_tries = retransmit_tries
+        self.pfs = pfs          # CHILD rekeys we start carry KE (group 31)
+        self.dpd = dpd          # seconds without inbound IKE before a liveness check; 0 off
+
+
+class ChildSA:
+    def __init__(self, ike, spi_in, spi_out, enc_in, int_in, enc_out, int_out, mode,
+                 local_ts, remote_ts):
+        self.ike = ike
+        self.peer_addr = ike.peer_addr
+        self.spi_in = spi_in
+        self.spi_out = spi_out
+        self.enc_in = enc_in
+        self.int_in = int_in
+        self.enc_out = enc_out
+        self.int_out = int_out
+        self.mode = mode
+        self.local_ts = local_ts
+        self.remote_ts = remote_ts
+        self.state = "up"       # up, rekeyed (replaced, awaiting delete), deleting, down
+        self.rekeying = False
+        self.rekey_at = None
+        self.expire_at = None
+
+    def __repr__(self):
+        return "<ChildSA in=%08x out=%08x %s %s>" % (self.spi_in, self.spi_out, self.mode,
+                                                     self.state)
+
+
+class Pending:
+    """Our outstanding request: bytes for retransmission and the response handler."""
+
+    def __init__(self, mid, exch, data, on_resp, now, base):
+        self.mid = mid
+        self.exch = exch
+        self.data = data
+        self.on_resp = on_resp
+        self.tries = 0
+        self.interval = base
+        self.next_at = now + base
+
+
+class IkeSA:
+    def __init__(self, initiator, spi_i, peer_addr, cfg):
+        self.initiator = initiator
+        self.spi_i = spi_i
+        self.spi_r = b"\x00" * 8
+        self.peer_addr = peer_addr
+        self.cfg = cfg
+        self.peer_id = None
+        self.auth = cfg.auth if cfg is not None else None
+        self.peer_pubkey = None
+        # init_sent, auth_sent, half_open, established, rekeyed, deleting, dead
+        self.state = "new"
+        self.keys = None
+        self.children = []
+        self.ni = None
+        self.nr = None
+        self.dh_priv = None
+        self.ke_group = 31
+        self.ke_pub = None
+        self.cookie = None
+        self.cookie_tries = 0
+        self.init_req = None      # RealMessage1
+        self.init_resp = None     # RealMessage2
+        self.id_local = None      # ID payload bodies, for AUTH and proofs later
+        self.id_peer = None
+        self.peer_hash_algs = False
+        self.send_mid = 0
+        self.recv_mid = 0
+        self.pending = None
+        self.queue = []
+        self.last_resp = None     # (mid, bytes)
+        self.pending_child = None
+        self.rekeying = False
+        self.surfaced = initiator
+        self.rekey_at = None
+        self.expire_at = None
+        self.last_rx = None
+
+    @property
+    def sk_ei(self):
+        return self.keys.sk_ei if self.keys else None
+
+    @property
+    def sk_er(self):
+        return self.keys.sk_er if self.keys else None
+
+    @property
+    def sk_ai(self):
+        return self.keys.sk_ai if self.keys else None
+
+    @property
+    def sk_ar(self):
+        return self.keys.sk_ar if self.keys else None
+
+    @property
+    def local_spi(self):
+        return self.spi_i if self.initiator else self.spi_r
+
+    def __repr__(self):
+        import binascii
+        return "<IkeSA %s %s %s>" % (binascii.hexlify(self.spi_i).decode(),
+                                     binascii.hexlify(self.spi_r).decode(), self.state)
+
+
+class Event:
+    kind = "event"
+
+    def __repr__(self):
+        return "<%s %r>" % (self.kind, self.__dict__)
+
+
+class IkeUp(Event):
+    kind = "ike_up"
+
+    def __init__(self, sa):
+        self.sa = sa
+
+
+class IkeDown(Event):
+    kind = "ike_down"
+
+    def __init__(self, sa, reason):
+        self.sa = sa
+        self.reason = reason
+
+
+class IkeRekeyed(Event):
+    kind = "ike_rekeyed"
+
+    def __init__(self, old, new):
+        self.old = old
+        self.new = new
+
+
+class AuthFailed(Event):
+    kind = "auth_failed"
+
+    def __init__(self, sa, reason):
+        self.sa = sa
+        self.reason = reason
+
+
+class ChildUp(Event):
+    kind = "child_up"
+
+    def __init__(self, child):
+        self.child = child
+
+
+class ChildRekeyed(Event):
+    kind = "child_rekeyed"
+
+    def __init__(self, old, new):
+        self.old = old
+        self.new = new
+
+
+class ChildDown(Event):
+    kind = "child_down"
+
+    def __init__(self, child):
+        self.child = child
+
+
+class ChildFailed(Event):
+    kind = "child_failed"
+
+    def __init__(self, sa, reason):
+        self.sa = sa
+        self.reason = reason
+
+
+class NotifyReceived(Event):
+    kind = "notify"
+
+    def __init__(self, sa, type, data):
+        self.sa = sa
+        self.type = type
+        self.data = data

@@ -1,0 +1,215 @@
+"""Peer key pins: trust on first use, changed keys reported, approval from the API.
+
+    pins = PinStore(storage, name="pins", limit=64)    # raises PinError on a corrupt file
+    pins.observe(peer_id, pubkey, now) -> "new-pinned" | "match" | "changed" | "full"
+    pins.is_trusted(peer_id, pubkey) -> bool      # may this key reach AUTHENTICATED?
+    pins.approve(peer_id, pubkey)                  # user/API: this is the right key
+    pins.forget(peer_id) -> bool
+    pins.get(peer_id) -> (pubkey, state, pending_key_or_None) or None
+    pins.state(peer_id) -> "tofu" | "approved" | "changed" | None
+    pins.changes() -> list of (peer_id, pinned_key, seen_key)   # what to report
+    pins.counters
+
+peer_id: bytes (1..64), e.g. the IKE ID data or a key fingerprint; a str is encoded as
+UTF-8. pubkey: 32 bytes (Ed25519).
+
+States: "tofu" -- pinned automatically the first time this peer_id was seen;
+"approved" -- set by approve(); "changed" -- the pin (tofu or approved) stays, but a
+different key was seen for this peer_id: that key is kept as `pending`, reported, and
+is NOT trusted (the peer stays below AUTHENTICATED) until approve(peer_id, new_key).
+Seeing the pinned key again is still a "match" (the report stays until approve/forget).
+
+Limit: at most `limit` pins. A new peer_id seen when the store is full gets "full": it
+is not pinned and not trusted (so it stays at ENCRYPTED), and NOTHING is evicted --
+evicting would let anyone who can present many identities push a real pin out and
+then impersonate that peer. approve() of a new peer_id when full raises PinError;
+forget() makes room.
+
+File (text, written atomically by the board's storage on every change, never on a
+plain "match"):
+    pnpipsec pins v1
+    <peer_id hex> <key hex> <t|a> [<pending key hex>]      one line per pin
+    check <first 8 bytes of SHA-256 over all lines above, hex>
+A file that does not parse or whose check fails raises PinError and is left as it is:
+the store refuses to start rather than forget who it trusted.
+"""
+
+import binascii
+import hashlib
+
+FILE = "pins"
+_MAGIC = b"pnpipsec pins v1"
+KEY_LEN = 32
+ID_MAX = 64
+
+NEW = "new-pinned"
+MATCH = "match"
+CHANGED = "changed"
+FULL = "full"
+
+TOFU = "tofu"
+APPROVED = "approved"
+STATE_CHANGED = "changed"
+
+
+class PinError(Exception):
+    pass
+
+
+def _check(body):
+    return binascii.hexlify(hashlib.sha256(body).digest()[:8])
+
+
+def _id(peer_id):
+    if isinstance(peer_id, str):
+        peer_id = peer_id.encode()
+    if not isinstance(peer_id, (bytes, bytearray)) or not 0 < len(peer_id) <= ID_MAX:
+        raise ValueError("peer_id: 1..%d bytes" % ID_MAX)
+    return bytes(peer_id)
+
+
+def _key(pubkey):
+    if not isinstance(pubkey, (bytes, bytearray)) or len(pubkey) != KEY_LEN:
+        raise ValueError("pubkey: %d bytes" % KEY_LEN)
+    return bytes(pubkey)
+
+
+def encode(pins):
+    """pins: dict peer_id -> [key, approved(bool), pending or None] -> file bytes."""
+    lines = [_MAGIC]
+    for pid in sorted(pins.keys()):
+        key, approved, pending = pins[pid]
+        line = binascii.hexlify(pid) + b" " + binascii.hexlify(key) + (b" a" if approved else b" t")
+        if pending is not None:
+            line += b" " + binascii.hexlify(pending)
+        lines.append(line)
+    body = b"\n".join(lines) + b"\n"
+    return body + b"check " + _check(body) + b"\n"
+
+
+def decode(blob, limit=None):
+    """File bytes -> dict (see encode); PinError on anything wrong."""
+    if not blob.startswith(_MAGIC + b"\n"):
+        raise PinError("pin store: unknown format (first line %r)" % blob[:40])
+    at = blob.rfind(b"check ")
+    if at < 0 or blob[at - 1:at] != b"\n":
+        raise PinError("pin store: check line missing (truncated?)")
+    body = blob[:at]
+    if blob[at + 6:].strip() != _check(body):
+        raise PinError("pin store: check value does not match (corrupt)")
+    pins = {}
+    lines = body.split(b"\n")
+    for n in range(1, len(lines)):
+        line = lines[n]
+        if not line:
+            continue
+        f = line.split(b" ")
+        try:
+            if len(f) not in (3, 4) or f[2] not in (b"t", b"a"):
+                raise ValueError
+            pid = binascii.unhexlify(f[0])
+            key = binascii.unhexlify(f[1])
+            pending = binascii.unhexlify(f[3]) if len(f) == 4 else None
+        except ValueError:
+            raise PinError("pin store: line %d does not parse" % (n + 1))
+        if not 0 < len(pid) <= ID_MAX or len(key) != KEY_LEN or \
+                (pending is not None and len(pending) != KEY_LEN):
+            raise PinError("pin store: line %d has bad lengths" % (n + 1))
+        if pid in pins:
+            raise PinError("pin store: line %d repeats a peer id" % (n + 1))
+        pins[pid] = [key, f[2] == b"a", pending]
+    if limit is not None and len(pins) > limit:
+        raise PinError("pin store: %d pins, more than the limit %d" % (len(pins), limit))
+    return pins
+
+
+class PinStore:
+    def __init__(self, storage, name=FILE, limit=64):
+        self.storage = storage
+        self.name = name
+        self.limit = limit
+        blob = storage.read(name)
+        self._pins = {} if blob is None else decode(blob, limit)
+        self.counters = {"new": 0, "match": 0, "changed": 0, "full": 0, "approved": 0,
+                         "forgotten": 0, "writes": 0}
+
+    def __len__(self):
+        return len(self._pins)
+
+    def _save(self):
+        self.storage.write(self.name, encode(self._pins))
+        self.counters["writes"] += 1
+
+    def observe(self, peer_id, pubkey, now=None):
+        """Record that peer_id presented pubkey (a verified key); returns the verdict."""
+        pid = _id(peer_id)
+        key = _key(pubkey)
+        p = self._pins.get(pid)
+        if p is None:
+            if len(self._pins) >= self.limit:
+                self.counters["full"] += 1
+                return FULL
+            self._pins[pid] = [key, False, None]
+            self._save()
+            self.counters["new"] += 1
+            return NEW
+        if p[0] == key:
+            self.counters["match"] += 1
+            return MATCH
+        self.counters["changed"] += 1
+        if p[2] != key:
+            p[2] = key
+            self._save()
+        return CHANGED
+
+    def is_trusted(self, peer_id, pubkey):
+        p = self._pins.get(_id(peer_id))
+        return p is not None and p[0] == bytes(pubkey)
+
+    def approve(self, peer_id, pubkey):
+        """Pin pubkey for peer_id as approved (replacing any other key); clears a report."""
+        pid = _id(peer_id)
+        key = _key(pubkey)
+        p = self._pins.get(pid)
+        if p is None and len(self._pins) >= self.limit:
+            raise PinError("pin store full (%d pins): forget one first" % self.limit)
+        self._pins[pid] = [key, True, None]
+        self._save()
+        self.counters["approved"] += 1
+
+    def forget(self, peer_id):
+        pid = _id(peer_id)
+        if pid not in self._pins:
+            return False
+        del self._pins[pid]
+        self._save()
+        self.counters["forgotten"] += 1
+        return True
+
+    def get(self, peer_id):
+        p = self._pins.get(_id(peer_id))
+        if p is None:
+            return None
+        return (p[0], self._state(p), p[2])
+
+    def _state(self, p):
+        if p[2] is not None:
+            return STATE_CHANGED
+        return APPROVED if p[1] else TOFU
+
+    def state(self, peer_id):
+        p = self._pins.get(_id(peer_id))
+        return None if p is None else self._state(p)
+
+    def changes(self):
+        """Peers whose key changed: list of (peer_id, pinned_key, seen_key)."""
+        out = []
+        for pid in self._pins:
+            p = self._pins[pid]
+            if p[2] is not None:
+                out.append((pid, p[0], p[2]))
+        return out
+
+    def items(self):
+        """(peer_id, key, state) for every pin."""
+        return [(pid, self._pins[pid][0], self._state(self._pins[pid])) for pid in self._pins]

@@ -1,0 +1,170 @@
+"""Ours <-> ours over real UDP sockets on loopback (no root): each node on its own 127.0.0.x.
+
+The engine tests prove the exchanges in memory; these prove the runtime around them:
+sockets, the RFC 3948 marker, ESP install and rekey, delivery to endpoints.
+"""
+
+import asyncio
+import os
+import random
+import socket
+
+import pytest
+
+from pnp_hostboard.board import HostBoard
+from pnpipsec import AUTHENTICATED, ENCRYPTED
+from pnpipsec.identity import Identity
+from pnpipsec.ike.engine import PeerConfig
+from pnpipsec.node import Node, NodeError, PeerEntry
+
+ID_FQDN = 2
+
+
+def free_port():
+    for _ in range(50):
+        port = random.randint(20000, 60000)
+        ok = True
+        for host in ("127.0.0.2", "127.0.0.3"):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s.bind((host, port))
+            except OSError:
+                ok = False
+            finally:
+                s.close()
+        if ok:
+            return port
+    raise RuntimeError("no free port")
+
+
+def cfgs(auth, ia, ib, psk_a=b"correct horse", psk_b=b"correct horse"):
+    if auth == "null":
+        mk = lambda **k: PeerConfig(auth="null", local_id=(13, b""), remote_id=(13, b""), **k)  # noqa: E731
+        return mk(), mk()
+    if auth == "psk":
+        a = PeerConfig(auth="psk", psk=psk_a, local_id=(ID_FQDN, b"a"), remote_id=(ID_FQDN, b"b"))
+        b = PeerConfig(auth="psk", psk=psk_b, local_id=(ID_FQDN, b"b"), remote_id=(ID_FQDN, b"a"))
+        return a, b
+    a = PeerConfig(auth="pubkey", peer_pubkey=ib.public, local_id=(ID_FQDN, b"a"), remote_id=(ID_FQDN, b"b"))
+    b = PeerConfig(auth="pubkey", peer_pubkey=ia.public, local_id=(ID_FQDN, b"b"), remote_id=(ID_FQDN, b"a"))
+    return a, b
+
+
+async def pair(auth, **kw):
+    port = free_port()
+    ia, ib = Identity(os.urandom(32)), Identity(os.urandom(32))
+    ca, cb = cfgs(auth, ia, ib, **kw)
+    a = Node(HostBoard(bind6=None, bind4="127.0.0.2"), ia,
+             peers=[PeerEntry("127.0.0.3", ca, ike_port=port, natt_port=port)], ike_port=port, natt_port=port)
+    b = Node(HostBoard(bind6=None, bind4="127.0.0.3"), ib,
+             peers=[PeerEntry("127.0.0.2", cb, ike_port=port, natt_port=port)], ike_port=port, natt_port=port)
+    await a.start()
+    await b.start()
+    return a, b, port
+
+
+async def echo(node, port):
+    ep = node.endpoint(port)
+    while True:
+        data, addr, level = await ep.recv()
+        ep.send(data, addr)
+
+
+@pytest.mark.parametrize("auth,level", [("null", ENCRYPTED), ("psk", AUTHENTICATED), ("pubkey", AUTHENTICATED)])
+def test_handshake_and_echo(auth, level):
+    async def main():
+        a, b, _ = await pair(auth)
+        t = asyncio.create_task(echo(b, 7000))
+        try:
+            assert await a.connect("127.0.0.3", timeout=10) == level
+            ep = a.endpoint(40000)
+            ep.send(b"hello through ESP", ("127.0.0.3", 7000))
+            data, addr, lvl = await asyncio.wait_for(ep.recv(), 5)
+            assert (data, addr, lvl) == (b"hello through ESP", ("127.0.0.3", 7000), level)
+            assert b.level("127.0.0.2") == level
+            assert a.stats["esp_out"] == 1 and a.stats["esp_in"] == 1
+        finally:
+            t.cancel()
+            await a.stop()
+            await b.stop()
+    asyncio.run(main())
+
+
+def test_wrong_psk_fails_clearly():
+    async def main():
+        a, b, _ = await pair("psk", psk_b=b"another secret")
+        try:
+            with pytest.raises(NodeError) as ei:
+                await a.connect("127.0.0.3", timeout=10)
+            assert "failed" in str(ei.value)
+            assert not a.out and not b.out
+            with pytest.raises(NodeError):
+                a.endpoint(1).send(b"x", ("127.0.0.3", 7000))
+        finally:
+            await a.stop()
+            await b.stop()
+    asyncio.run(main())
+
+
+def test_rekey_under_steady_traffic_loses_nothing():
+    async def main():
+        a, b, _ = await pair("psk")
+        t = asyncio.create_task(echo(b, 7000))
+        try:
+            await a.connect("127.0.0.3", timeout=10)
+            ep = a.endpoint(40001)
+            first_spi = a.out["127.0.0.3"].child.spi_out
+            got = []
+            for i in range(300):
+                if i == 100:
+                    a.engine.rekey_child(a.out["127.0.0.3"].child, a.board.now())
+                    a._pump()
+                if i == 200:
+                    b.engine.rekey_child(b.out["127.0.0.2"].child, b.board.now())
+                    b._pump()
+                ep.send(b"%d" % i, ("127.0.0.3", 7000))
+                await asyncio.sleep(0.002)
+                while ep._items:
+                    got.append((await ep.recv())[0])
+            deadline = asyncio.get_running_loop().time() + 3
+            while len(got) < 300 and asyncio.get_running_loop().time() < deadline:
+                try:
+                    got.append((await asyncio.wait_for(ep.recv(), 0.5))[0])
+                except asyncio.TimeoutError:
+                    pass
+            assert sorted(int(x) for x in got) == list(range(300))
+            assert a.out["127.0.0.3"].child.spi_out != first_spi  # really rekeyed
+            assert a.stats["esp_drop"] == 0 and b.stats["esp_drop"] == 0
+        finally:
+            t.cancel()
+            await a.stop()
+            await b.stop()
+    asyncio.run(main())
+
+
+def test_garbage_is_counted_and_node_keeps_working():
+    async def main():
+        a, b, port = await pair("null")
+        t = asyncio.create_task(echo(b, 7000))
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.4", 0))
+        try:
+            rnd = random.Random(7)
+            junk = [b"", b"\x00", b"\x00\x00\x00\x00", b"\x00\x00\x00\x00" + bytes(30), b"\x01\x02\x03\x04" * 10]
+            junk += [bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 300))) for _ in range(200)]
+            for j in junk:
+                s.sendto(j, ("127.0.0.3", port))
+            await asyncio.sleep(0.3)
+            counted = (b.stats["bad_datagram"] + b.stats["no_sa"]
+                       + sum(v for k, v in b.engine.stats.items() if k.startswith("drop")))
+            assert counted >= len(junk) - 2  # the empty and 1-byte 0xFF keepalive-like may be benign
+            assert await a.connect("127.0.0.3", timeout=10) == ENCRYPTED
+            ep = a.endpoint(40002)
+            ep.send(b"still alive", ("127.0.0.3", 7000))
+            assert (await asyncio.wait_for(ep.recv(), 5))[0] == b"still alive"
+        finally:
+            s.close()
+            t.cancel()
+            await a.stop()
+            await b.stop()
+    asyncio.run(main())

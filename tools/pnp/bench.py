@@ -1,0 +1,492 @@
+"""`pnp bench`: medians of repeated measurements, each beside a baseline from the same run.
+
+Model (extend by adding to PROBES and ROWS):
+
+* a *probe* measures one thing on one implementation and yields a Measurement
+  (samples in seconds, or a single value in bytes); a probe that cannot run yields
+  "n/a (reason)" instead of raising;
+* a *row* shows one probe beside a baseline probe (and optionally a second reference
+  and a budget: the largest allowed ratio measurement/baseline).
+
+Pure-Python cases are written once as source (PURE_CASES) and run unchanged on CPython
+and inside the MicroPython WebAssembly port (boards/wasm/runner.mjs), where time comes
+from performance.now() because ticks_us only has millisecond resolution there.
+Every pure result is checked against the `cryptography` package before it is timed.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+RUNNER_MJS = os.path.join(REPO, "boards", "wasm", "runner.mjs")
+WASM_PKG = os.path.join(REPO, "node_modules", "@micropython", "micropython-webassembly-pyscript")
+
+
+# ------------------------------------------------------------------ measurements
+class Measurement:
+    """samples (seconds per operation) or value (e.g. bytes), or note = why n/a."""
+
+    def __init__(self, samples=None, value=None, unit="s", inner=1, note=None):
+        self.samples = list(samples or [])
+        self.unit = unit
+        self.inner = inner
+        self.note = note
+        if value is None and self.samples:
+            value = statistics.median(self.samples)
+        self.value = value
+
+    @property
+    def ok(self):
+        return self.value is not None and self.note is None
+
+    @property
+    def spread(self):
+        """Half the interquartile range relative to the median (robust noise figure)."""
+        s = sorted(self.samples)
+        if len(s) < 4 or not self.value:
+            return None
+        q1 = statistics.median(s[: len(s) // 2])
+        q3 = statistics.median(s[(len(s) + 1) // 2 :])
+        return (q3 - q1) / 2 / self.value
+
+    @classmethod
+    def na(cls, reason, unit="s"):
+        return cls(unit=unit, note=str(reason))
+
+    def to_json(self):
+        d = {"unit": self.unit, "median": self.value, "n": len(self.samples), "inner": self.inner}
+        if self.samples:
+            d["min"] = min(self.samples)
+            d["max"] = max(self.samples)
+            d["spread"] = self.spread
+        if self.note:
+            d["na"] = self.note
+        return d
+
+
+def fmt_value(v, unit):
+    if v is None:
+        return "n/a"
+    if unit == "s":
+        if v >= 1:
+            return "%.3g s" % v
+        if v >= 1e-3:
+            return "%.3g ms" % (v * 1e3)
+        return "%.3g µs" % (v * 1e6)
+    if unit == "B":
+        return "%.1f KiB" % (v / 1024) if v >= 1024 else "%d B" % v
+    return "%.4g %s" % (v, unit)
+
+
+def time_callable(fn, reps, target_s):
+    """Median-friendly samples: each sample runs fn `inner` times (about target_s)."""
+    t0 = time.perf_counter()
+    fn()  # warm-up (and a first estimate)
+    once = max(time.perf_counter() - t0, 1e-7)
+    inner = max(1, int(target_s / once))
+    samples = []
+    for _ in range(reps):
+        gc.collect()
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - t0) / inner)
+    return Measurement(samples=samples, inner=inner)
+
+
+# ------------------------------------------------------------------ inputs
+def _det(label, n):
+    """Deterministic input bytes, so every implementation signs/multiplies the same data."""
+    out = b""
+    i = 0
+    while len(out) < n:
+        out += hashlib.sha256(b"pnp bench %s %d" % (label.encode(), i)).digest()
+        i += 1
+    return out[:n]
+
+
+class Inputs:
+    """Inputs and expected outputs (from `cryptography`, the oracle) for the crypto cases."""
+
+    def __init__(self):
+        self.k = _det("x25519 scalar", 32)
+        self.u = _det("x25519 u", 32)
+        self.seed = _det("ed25519 seed", 32)
+        # roughly the size of the octets an IKEv2 AUTH payload signs
+        self.msg = _det("ed25519 message", 256)
+        self.error = None
+        try:
+            from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+            from cryptography.hazmat.primitives import serialization
+
+            raw = serialization.Encoding.Raw
+            sk = ed25519.Ed25519PrivateKey.from_private_bytes(self.seed)
+            self.pub = sk.public_key().public_bytes(raw, serialization.PublicFormat.Raw)
+            self.sig = sk.sign(self.msg)
+            self.shared = x25519.X25519PrivateKey.from_private_bytes(self.k).exchange(
+                x25519.X25519PublicKey.from_public_bytes(self.u)
+            )
+        except Exception as e:  # noqa: BLE001
+            self.error = "cryptography unavailable: %s" % e
+            self.pub = self.sig = self.shared = None
+
+    def globals(self):
+        return {"K": self.k, "U": self.u, "SEED": self.seed, "MSG": self.msg, "PUB": self.pub, "SIG": self.sig}
+
+    def expected(self, case):
+        return {"x25519": self.shared, "ed25519_sign": self.sig, "ed25519_verify": True}[case]
+
+
+# Pure-Python cases: source that defines fn() from the globals of Inputs.globals();
+# it runs as is on CPython and on MicroPython.
+PURE_CASES = {
+    "x25519": "from pnpipsec.crypto import x25519\ndef fn():\n    return x25519.x25519(K, U)\n",
+    "ed25519_sign": "from pnpipsec.crypto import ed25519\ndef fn():\n    return ed25519.sign(SEED, MSG)\n",
+    "ed25519_verify": "from pnpipsec.crypto import ed25519\ndef fn():\n    return ed25519.verify(PUB, MSG, SIG)\n",
+}
+
+
+# ------------------------------------------------------------------ probes
+class Context:
+    def __init__(self, reps, target_s, wasm=True, wasm_timeout=600, wasm_target_s=None):
+        self.reps = reps
+        self.target_s = target_s
+        self.wasm = wasm
+        self.wasm_timeout = wasm_timeout
+        self.wasm_target_s = target_s if wasm_target_s is None else wasm_target_s
+        self.inputs = Inputs()
+        self.cache = {}
+        self._wasm_results = None
+        self.env = {}
+
+
+def cpython_pure(case):
+    def probe(ctx):
+        if ctx.inputs.error:
+            return Measurement.na(ctx.inputs.error)
+        ns = dict(ctx.inputs.globals())
+        try:
+            exec(PURE_CASES[case], ns)
+            out = ns["fn"]()
+        except ImportError as e:
+            return Measurement.na("missing: %s" % e)
+        except Exception as e:  # noqa: BLE001
+            return Measurement.na("%s: %s" % (type(e).__name__, e))
+        if out != ctx.inputs.expected(case):
+            return Measurement.na("WRONG RESULT (differs from cryptography)")
+        return time_callable(ns["fn"], ctx.reps, ctx.target_s)
+
+    return probe
+
+
+def cpython_cryptography(case):
+    def probe(ctx):
+        if ctx.inputs.error:
+            return Measurement.na(ctx.inputs.error)
+        from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+
+        i = ctx.inputs
+        if case == "x25519":
+            # key objects built outside the timing: the scalar multiplication alone
+            sk = x25519.X25519PrivateKey.from_private_bytes(i.k)
+            pk = x25519.X25519PublicKey.from_public_bytes(i.u)
+            fn = lambda: sk.exchange(pk)  # noqa: E731
+        elif case == "ed25519_sign":
+            sk = ed25519.Ed25519PrivateKey.from_private_bytes(i.seed)
+            fn = lambda: sk.sign(i.msg)  # noqa: E731
+        elif case == "ed25519_verify":
+            pk = ed25519.Ed25519PublicKey.from_public_bytes(i.pub)
+
+            def fn():
+                pk.verify(i.sig, i.msg)  # raises InvalidSignature on failure
+                return True
+
+        else:
+            return Measurement.na("unknown case %s" % case)
+        return time_callable(fn, ctx.reps, ctx.target_s)
+
+    return probe
+
+
+WASM_SCRIPT = r'''
+import gc, json, sys
+from binascii import hexlify, unhexlify
+from pnpwasm import perf_ms
+
+CFG = json.loads(sys.argv[1])
+G = {}
+for k, v in CFG["globals"].items():
+    G[k] = unhexlify(v) if v is not None else None
+
+
+def time_ms(fn, reps, target_ms):
+    t0 = perf_ms()
+    fn()
+    once = max(perf_ms() - t0, 0.001)
+    inner = max(1, int(target_ms / once))
+    samples = []
+    for _ in range(reps):
+        gc.collect()
+        t0 = perf_ms()
+        for _ in range(inner):
+            fn()
+        samples.append((perf_ms() - t0) / inner)
+    return samples, inner
+
+
+res = {"_env": {"version": list(sys.implementation.version[:3])}}
+for case, src in CFG["cases"].items():
+    ns = dict(G)
+    try:
+        exec(src, ns)
+        out = ns["fn"]()
+        exp = CFG["expected"][case]
+        if (hexlify(out).decode() if isinstance(out, bytes) else out) != exp:
+            res[case] = {"na": "WRONG RESULT (differs from cryptography)"}
+            continue
+        gc.collect()
+        samples, inner = time_ms(ns["fn"], CFG["reps"], CFG["target_ms"])
+        res[case] = {"samples_ms": samples, "inner": inner}
+    except ImportError as e:
+        res[case] = {"na": "missing: %s" % e}
+    except Exception as e:
+        res[case] = {"na": "%s: %s" % (type(e).__name__, e)}
+print("PNPBENCH " + json.dumps(res))
+'''
+
+
+def _wasm_results(ctx):
+    if ctx._wasm_results is not None:
+        return ctx._wasm_results
+    res = {"_na": None}
+    node = shutil.which("node")
+    if not ctx.wasm:
+        res["_na"] = "skipped (--no-wasm)"
+    elif ctx.inputs.error:
+        res["_na"] = ctx.inputs.error
+    elif node is None:
+        res["_na"] = "node not found"
+    elif not os.path.isdir(WASM_PKG):
+        res["_na"] = "node_modules missing (run scripts/setup.sh)"
+    else:
+        g = {k: (v.hex() if isinstance(v, bytes) else None) for k, v in ctx.inputs.globals().items()}
+        exp = {}
+        for case in PURE_CASES:
+            e = ctx.inputs.expected(case)
+            exp[case] = e.hex() if isinstance(e, bytes) else e
+        cfg = {
+            "globals": g,
+            "expected": exp,
+            "cases": PURE_CASES,
+            "reps": ctx.reps,
+            "target_ms": ctx.wasm_target_s * 1000.0,
+        }
+        with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+            f.write(WASM_SCRIPT)
+            script = f.name
+        try:
+            p = subprocess.run(
+                [node, RUNNER_MJS, "--timeout", str(ctx.wasm_timeout), "--script", script, json.dumps(cfg)],
+                capture_output=True,
+                text=True,
+                timeout=ctx.wasm_timeout + 30,
+            )
+            line = [ln for ln in p.stdout.splitlines() if ln.startswith("PNPBENCH ")]
+            if p.returncode != 0 or not line:
+                tail = (p.stderr.strip().splitlines() or ["exit status %d" % p.returncode])[-1]
+                res["_na"] = "MicroPython run failed: %s" % tail
+            else:
+                res.update(json.loads(line[-1][len("PNPBENCH ") :]))
+        except subprocess.TimeoutExpired:
+            res["_na"] = "MicroPython run timed out"
+        finally:
+            os.unlink(script)
+    env = res.get("_env")
+    if env:
+        ctx.env["micropython"] = ".".join(str(x) for x in env["version"])
+    ctx._wasm_results = res
+    return res
+
+
+def wasm_pure(case):
+    def probe(ctx):
+        res = _wasm_results(ctx)
+        if res["_na"]:
+            return Measurement.na(res["_na"])
+        r = res.get(case)
+        if r is None:
+            return Measurement.na("no result")
+        if "na" in r:
+            return Measurement.na(r["na"])
+        return Measurement(samples=[ms / 1000.0 for ms in r["samples_ms"]], inner=r["inner"])
+
+    return probe
+
+
+# key -> (implementation label, probe function)
+PROBES = {}
+for _case in PURE_CASES:
+    PROBES[_case + "/cryptography"] = ("CPython cryptography (OpenSSL)", cpython_cryptography(_case))
+    PROBES[_case + "/cpython"] = ("CPython pure Python", cpython_pure(_case))
+    PROBES[_case + "/wasm"] = ("MicroPython wasm pure Python", wasm_pure(_case))
+
+
+class Row:
+    """One line of the table: probe beside baseline (None: this row is the baseline)."""
+
+    def __init__(self, operation, probe, baseline=None, also=None, budget=None):
+        self.operation = operation
+        self.probe = probe
+        self.baseline = baseline
+        self.also = also  # a second reference shown after the baseline ratio
+        self.budget = budget  # max ratio probe/baseline, or None
+
+
+ROWS = []
+for _case, _op in (
+    ("x25519", "X25519 scalar mult"),
+    ("ed25519_sign", "Ed25519 sign (256 B)"),
+    ("ed25519_verify", "Ed25519 verify (256 B)"),
+):
+    ROWS.append(Row(_op, _case + "/cryptography"))
+    ROWS.append(Row(_op, _case + "/cpython", baseline=_case + "/cryptography"))
+    ROWS.append(Row(_op, _case + "/wasm", baseline=_case + "/cryptography", also=_case + "/cpython"))
+
+
+# ------------------------------------------------------------------ running
+def measure(ctx, key):
+    if key not in ctx.cache:
+        label, fn = PROBES[key]
+        try:
+            m = fn(ctx)
+        except Exception as e:  # noqa: BLE001 - a probe must never crash the bench
+            m = Measurement.na("%s: %s" % (type(e).__name__, e))
+        ctx.cache[key] = m
+    return ctx.cache[key]
+
+
+def _ratio(m, b):
+    if m.ok and b is not None and b.ok and b.value:
+        return m.value / b.value
+    return None
+
+
+def collect(ctx, rows):
+    out = []
+    for row in rows:
+        m = measure(ctx, row.probe)
+        d = {
+            "operation": row.operation,
+            "implementation": PROBES[row.probe][0],
+            "probe": row.probe,
+            **m.to_json(),
+            "baseline": row.baseline,
+        }
+        if row.baseline:
+            b = measure(ctx, row.baseline)
+            d["baseline_implementation"] = PROBES[row.baseline][0]
+            d["baseline_median"] = b.value
+            d["ratio"] = _ratio(m, b)
+            if row.budget is not None:
+                d["budget"] = row.budget
+                d["within_budget"] = None if d["ratio"] is None else d["ratio"] <= row.budget
+        if row.also:
+            a = measure(ctx, row.also)
+            d["also"] = row.also
+            d["also_implementation"] = PROBES[row.also][0]
+            d["also_ratio"] = _ratio(m, a)
+        out.append(d)
+    return out
+
+
+def _short(label):
+    return label.replace(" (OpenSSL)", "").replace(" pure Python", " pure")
+
+
+def render(results, ctx):
+    head = ("operation", "implementation", "median", "±", "vs baseline (same run)")
+    lines = []
+    prev_op = None
+    for d in results:
+        op = d["operation"] if d["operation"] != prev_op else ""
+        prev_op = d["operation"]
+        if d.get("na"):
+            lines.append((op, d["implementation"], "n/a (%s)" % d["na"], "", ""))
+            continue
+        med = fmt_value(d["median"], d["unit"])
+        spread = "" if d.get("spread") is None else "%.0f%%" % (d["spread"] * 100)
+        if not d["baseline"]:
+            cmp_ = "baseline"
+        elif d.get("ratio") is None:
+            cmp_ = "baseline n/a"
+        else:
+            cmp_ = "%.3gx %s" % (d["ratio"], _short(d["baseline_implementation"]))
+            if "budget" in d:
+                cmp_ += " (budget ≤%.3gx: %s)" % (d["budget"], "ok" if d["within_budget"] else "OVER")
+        if d.get("also_ratio") is not None:
+            cmp_ += ", %.3gx %s" % (d["also_ratio"], _short(d["also_implementation"]))
+        lines.append((op, d["implementation"], med, spread, cmp_))
+    widths = [max(len(r[i]) for r in lines + [head]) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    out = [fmt(head), fmt(tuple("-" * w for w in widths))]
+    out += [fmt(r) for r in lines]
+    return "\n".join(out)
+
+
+def environment(ctx):
+    env = {"python": platform.python_version(), "machine": platform.machine()}
+    try:
+        import cryptography
+
+        env["cryptography"] = cryptography.__version__
+    except ImportError:
+        pass
+    env.update(ctx.env)
+    return env
+
+
+def add_arguments(p):
+    p.add_argument("--reps", type=int, default=9, help="repetitions per measurement; the median is shown (default 9)")
+    p.add_argument("--target-ms", type=float, default=30.0,
+                   help="approximate duration of one sample; fast operations are looped (default 30)")
+    p.add_argument("--only", metavar="TEXT", help="only rows whose operation contains TEXT (case-insensitive)")
+    p.add_argument("--no-wasm", action="store_true", help="skip the MicroPython WebAssembly measurements")
+    p.add_argument("--wasm-timeout", type=float, default=600, help="seconds allowed for the MicroPython run")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+
+
+def run(args) -> int:
+    if args.reps < 1:
+        print("pnp bench: --reps must be at least 1", file=sys.stderr)
+        return 2
+    ctx = Context(args.reps, args.target_ms / 1000.0, wasm=not args.no_wasm, wasm_timeout=args.wasm_timeout)
+    rows = ROWS
+    if args.only:
+        rows = [r for r in ROWS if args.only.lower() in r.operation.lower()]
+    t0 = time.perf_counter()
+    results = collect(ctx, rows)
+    elapsed = time.perf_counter() - t0
+    env = environment(ctx)
+    if args.json:
+        json.dump({"reps": args.reps, "env": env, "elapsed_s": elapsed, "rows": results}, sys.stdout, indent=1)
+        print()
+    else:
+        print("pnp bench: median of %d samples per figure; ± = half the interquartile range;" % args.reps)
+        print("ratios are against a baseline measured in the same run. %s" % ", ".join(
+            "%s %s" % kv for kv in sorted(env.items())))
+        print()
+        print(render(results, ctx))
+        print()
+        print("(%.1f s)" % elapsed)
+    return 0

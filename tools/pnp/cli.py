@@ -1,0 +1,79 @@
+"""`pnp`: the host-side command line of pnpipsec.
+
+Adding a subcommand: write a module in tools/pnp exposing
+
+    add_arguments(parser: argparse.ArgumentParser) -> None
+    run(args: argparse.Namespace) -> int          # the process exit status
+
+and add one line to SUBCOMMANDS below. Only the module of the chosen subcommand is
+imported, so a broken or slow-to-import tool never breaks the others (and `pnp --help`
+imports none of them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Keep sorted by name.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("pnp.bench", "benchmark the crypto (and later ESP, handshake, firmware size) against baselines"),
+    "keygen": ("pnp.keygen", "create (once) and show the node's Ed25519 identity"),
+    "node": ("pnp.node_cmd", "run a node until stopped"),
+    "send": ("pnp.send_cmd", "send one datagram through the SA and print the reply"),
+}
+
+
+def _version() -> str:
+    try:
+        import pnpipsec
+
+        return pnpipsec.__version__
+    except Exception:  # noqa: BLE001 - the version line must never crash the CLI
+        return "unknown"
+
+
+def _chosen(argv: list[str]) -> str | None:
+    """The subcommand named in argv (the first argument that is not an option)."""
+    for a in argv:
+        if a == "--":
+            return None
+        if not a.startswith("-"):
+            return a if a in SUBCOMMANDS else None
+    return None
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pnp",
+        description="Plug-and-Play IPsec for MicroPython appliances: host tools.",
+    )
+    parser.add_argument("--version", action="version", version="pnp " + _version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    chosen = _chosen(argv)
+    for name in sorted(SUBCOMMANDS):
+        modname, help_text = SUBCOMMANDS[name]
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            mod = importlib.import_module(modname)
+            mod.add_arguments(p)
+            p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    try:
+        rc = args._run(args)
+    except KeyboardInterrupt:
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

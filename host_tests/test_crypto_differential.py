@@ -198,7 +198,10 @@ PURE = aes.PureAES()
 @given(key=key_st, data=blocks_st)
 def test_aes_ecb_vs_openssl(key, data):
     e = c_cipher(key, modes.ECB()).encryptor()
-    assert PURE.ecb_encrypt(key, data) == e.update(data) + e.finalize()
+    ct = e.update(data) + e.finalize()
+    assert PURE.ecb_encrypt(key, data) == ct
+    d = c_cipher(key, modes.ECB()).decryptor()
+    assert PURE.ecb_decrypt(key, data) == d.update(data) + d.finalize()  # extra method of PureAES
 
 
 @FAST

@@ -422,3 +422,58 @@ def test_cryptolib_absent_on_cpython_raises():
     if aes._cryptolib is None:
         with pytest.raises(ImportError):
             aes.CryptolibAES()
+
+
+class _FakeCryptolibAES:
+    """Stands in for MicroPython's cryptolib.aes: one object, one direction, CBC state
+    carried between calls (so reusing an object across calls would give wrong bytes)."""
+
+    made = 0
+
+    def __init__(self, key, mode, iv=None):
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+        assert mode in (1, 2)
+        _FakeCryptolibAES.made += 1
+        m = modes.ECB() if mode == 1 else modes.CBC(iv)
+        self._c = Cipher(algorithms.AES(key), m)
+        self._dir = None
+        self._ctx = None
+
+    def _use(self, d):
+        assert self._dir in (None, d), "cryptolib objects are one-way"
+        if self._dir is None:
+            self._dir = d
+            self._ctx = self._c.encryptor() if d == "e" else self._c.decryptor()
+        return self._ctx
+
+    def encrypt(self, data):
+        return self._use("e").update(data)
+
+    def decrypt(self, data):
+        return self._use("d").update(data)
+
+
+def test_cryptolib_provider_with_fake_module(monkeypatch):
+    import importlib.util
+    import sys
+    import types
+
+    fake = types.ModuleType("cryptolib")
+    fake.aes = _FakeCryptolibAES
+    monkeypatch.setitem(sys.modules, "cryptolib", fake)
+    spec = importlib.util.spec_from_file_location("_aes_with_fake_cryptolib", aes.__file__)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod._cryptolib is fake
+    prov = mod.default_provider()
+    assert type(prov).__name__ == "CryptolibAES"
+    before = _FakeCryptolibAES.made
+    for _ in range(2):  # twice: a fresh cipher object per call
+        assert prov.ecb_encrypt(KEY128, PLAIN) == ECB128
+        assert prov.cbc_encrypt(KEY128, CBC_IV, PLAIN) == CBC128
+        assert prov.cbc_decrypt(KEY128, CBC_IV, CBC128) == PLAIN
+        assert mod.ctr(prov, KEY128, CTR_IV, PLAIN) == CTR128
+    assert _FakeCryptolibAES.made - before == 8
+    with pytest.raises(ValueError):
+        prov.ecb_encrypt(bytes(15), bytes(16))

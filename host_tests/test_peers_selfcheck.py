@@ -73,26 +73,7 @@ def _psk_pair(make_pair, net, fam):
     return A, B
 
 
-ECHO_SERVER = r"""
-import socket, sys
-fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-s = socket.socket(fam, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], int(sys.argv[2])))
-print("ready", flush=True)
-s.settimeout(10)
-data, peer = s.recvfrom(2000)
-print("got", data.decode(), peer[0], flush=True)
-s.sendto(b"echo:" + data, peer)
-"""
-
-CLIENT = r"""
-import socket, sys
-fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-s = socket.socket(fam, socket.SOCK_DGRAM)
-s.settimeout(5)
-s.sendto(sys.argv[3].encode(), (sys.argv[1], int(sys.argv[2])))
-print(s.recvfrom(2000)[0].decode(), flush=True)
-"""
+from host_tests.peers.udpapp import CLIENT, ECHO_SERVER  # noqa: E402
 
 
 def _udp_roundtrip(net, fam, text):

@@ -2,7 +2,7 @@
 
     disc = Discovery(probe_timeout=3.0, backoff_min=30.0, backoff_max=3600.0,
                      probe_burst=3, probe_window=600.0, sticky_time=86400.0,
-                     max_peers=64, max_probing=8)
+                     max_peers=32, max_probing=8)
     what, probe, why = disc.on_send(peer, action, level, now)
     deliver, probe = disc.on_clear_inbound(peer, action, now)
     disc.probe_result(peer, OK | TIMEOUT | UNREACHABLE, now)
@@ -17,7 +17,9 @@ level of the SA we hold with the peer now (CLEAR when none).
 
 `what` is SEND_ESP ("esp"), SEND_CLEAR ("clear"), HOLD ("hold": wait for the SA up to
 the caller's timeout, then fail) or FAIL ("fail": refuse now, `why` says why).
-`probe` True means discovery has just counted a probe and marked the peer PROBING:
+On HOLD the runtime waits (LevelTable.wait) for level >= max(action.level, ENCRYPTED)
+or the caller's timeout, and then asks on_send again (a probe that failed meanwhile
+turns the answer into FAIL). `probe` True means discovery has just counted a probe and marked the peer PROBING:
 the runtime starts IKE_SA_INIT now and later reports probe_result(), or tick() times
 it out. `why` is "" or a short reason ("legacy", "sticky", "level", "probing",
 "rate", "full").
@@ -100,7 +102,7 @@ class _Peer:
 class Discovery:
     def __init__(self, probe_timeout=3.0, backoff_min=30.0, backoff_max=3600.0,
                  probe_burst=3, probe_window=600.0, sticky_time=86400.0,
-                 max_peers=64, max_probing=8):
+                 max_peers=32, max_probing=8):
         self.probe_timeout = probe_timeout
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max

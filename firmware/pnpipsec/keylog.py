@@ -16,6 +16,9 @@ Two UAT tables (files of the same name in the Wireshark configuration directory,
 
   SRC/DST are the addresses of the ESP packet (outer header; "*" matches any), the SPI
   is 0x + 8 hex digits. One line per direction (each SA has its own SPI and keys).
+  Checked against tshark 4.0.17 (host_tests/test_keylog.py). Newer Wireshark (the 4.5
+  development docs show sn_length/sn_upper in the SA record, for ESN) may expect more
+  fields per line; not verified here.
 
 Nothing here writes files: the node runtime or the CLI decides where lines go.
 """

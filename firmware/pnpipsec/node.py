@@ -85,7 +85,10 @@ class Node:
         self.log = log or (lambda msg: None)
         self.accept_any = accept_any  # PeerConfig for unknown initiators, or None
         local = ike.LocalIdentity(ed25519_seed=identity.seed if identity else None)
-        self.engine = ike.Engine(board.rand, board.aes, local, policy=self._policy)
+        # A board may offer faster DH / signatures (the host board: OpenSSL); same API.
+        self.engine = ike.Engine(board.rand, board.aes, local, policy=self._policy,
+                                 natt_ports=(ike_port, natt_port),
+                                 dh=getattr(board, "dh", None), sig=getattr(board, "sig", None))
         self.children = {}      # spi_in -> _Child
         self.out = {}           # peer host -> _Child used for sending
         self.endpoints = {}
@@ -96,6 +99,7 @@ class Node:
         self._waiters = []
         self._failed = {}       # peer host -> why its last SA attempt ended
         self._initiating = {}   # peer host -> IkeSA we started and that is not up yet
+        self.ike_up = {}        # peer host -> established IkeSA
         self._wake = asyncio.Event()
         self._tasks = []
         self.sock_ike = None
@@ -145,13 +149,23 @@ class Node:
     async def connect(self, host, timeout=10):
         """Bring up an SA with a configured peer; returns its level or raises NodeError."""
         host = _norm(host)
-        if host in self.out:
-            return self.out[host].level
+        await self._bring_up(host, timeout, lambda: host in self.out)
+        return self.out[host].level
+
+    async def connect_ike(self, host, timeout=10):
+        """Bring up the IKE SA only (enough for a childless peer); returns the IkeSA."""
+        host = _norm(host)
+        await self._bring_up(host, timeout, lambda: host in self.ike_up)
+        return self.ike_up[host]
+
+    async def _bring_up(self, host, timeout, done):
+        if done():
+            return
         p = self.peer_for(host)
         if p is None:
             raise NodeError("no peer configured for %s" % host)
         self._failed.pop(host, None)
-        if host not in self._initiating:
+        if host not in self._initiating and host not in self.ike_up:
             port = p.ike_port if p.ike_port != p.natt_port else p.natt_port
             self._initiating[host] = self.engine.initiate((host, port), p.cfg, self.board.now())
             self._pump()
@@ -159,7 +173,7 @@ class Node:
         ev = asyncio.Event()
         self._waiters.append(ev)
         try:
-            while host not in self.out:
+            while not done():
                 reason = self._failed.get(host)
                 if reason:
                     raise NodeError("SA with %s failed: %s" % (host, reason))
@@ -173,7 +187,6 @@ class Node:
                     pass
         finally:
             self._waiters.remove(ev)
-        return self.out[host].level
 
     # -- datagrams from the sockets ---------------------------------------------
     async def _rx(self, sock, natt):
@@ -303,8 +316,12 @@ class Node:
 
     def _event(self, ev):
         name = ev.__class__.__name__
-        if name == "IkeUp" and self.keylog is not None:
-            self.keylog.ike(ev.sa)
+        if name == "IkeUp":
+            host = _norm(ev.sa.peer_addr[0])
+            self.ike_up[host] = ev.sa
+            self._initiating.pop(host, None)
+            if self.keylog is not None:
+                self.keylog.ike(ev.sa)
         elif name == "ChildUp":
             self._install(ev.child)
         elif name == "ChildRekeyed":
@@ -316,6 +333,8 @@ class Node:
             host = _norm(sa.peer_addr[0])
             self._failed[host] = ev.reason
             self._initiating.pop(host, None)
+            if self.ike_up.get(host) is sa:
+                del self.ike_up[host]
             for ch in list(getattr(sa, "children", ())):
                 self._remove(ch)
         self.log("%s %s" % (name, getattr(ev, "reason", "")))

@@ -10,7 +10,8 @@
     pins.changes() -> list of (peer_id, pinned_key, seen_key)   # what to report
     pins.counters
 
-peer_id: bytes (1..64), e.g. the IKE ID data or a key fingerprint; a str is encoded as
+`now` is accepted for the runtime's convenience and not stored (monotonic time means
+nothing after a reboot). peer_id: bytes (1..64), e.g. the IKE ID data or a key fingerprint; a str is encoded as
 UTF-8. pubkey: 32 bytes (Ed25519).
 
 States: "tofu" -- pinned automatically the first time this peer_id was seen;

@@ -40,6 +40,9 @@ DecisionPoint -- asked for every SA proposal, incoming and outgoing:
     d = dp.decide_local(request)               # sync, SPD only
     d = dp.decide_now(request, now)            # sync: fresh cached answer, else local
     d = await dp.decide(request, now)          # asks `ask` (if set) with timeout + cache
+    d = dp.begin(request, now)                 # the same in two sync halves, for loops
+    if d is None:                              # that are not asyncio's: None = ask now,
+        d = dp.finish(request, now, answer, error)   # error None | "timeout" | exception
     d.accept, d.level, d.reason, d.source ("local"|"remote"|"cache"|"fallback")
 
 `ask(request)` is a coroutine (the policy server client) returning a Decision, a dict
@@ -102,9 +105,6 @@ class Action:
         """May a datagram under this action travel in the clear (while there is no SA)?"""
         return self.kind != REQUIRE
 
-    def wants_sa(self):
-        return self.kind != BYPASS
-
     def rank(self):
         # BYPASS 0 < OPPORTUNISTIC 1 < REQUIRE encrypted 2 < ... < REQUIRE authorized 4
         if self.kind == BYPASS:
@@ -123,15 +123,6 @@ class Action:
         if self.kind == REQUIRE and self.level >= min_level:
             return self
         return Action(REQUIRE, min_level, self.name)
-
-    def __eq__(self, other):
-        return isinstance(other, Action) and self.kind == other.kind and self.level == other.level
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    def __hash__(self):
-        return hash((self.kind, self.level))
 
     def __repr__(self):
         if self.kind == REQUIRE:
@@ -185,6 +176,7 @@ class Entry:
             self._nb = plen >> 3
             rem = plen & 7
             self._mask = (0xFF << (8 - rem)) & 0xFF if rem else 0
+            self._head = prefix[:self._nb]
             if self._mask and prefix[self._nb] & (~self._mask & 0xFF):
                 raise ValueError("peer: host bits set after /%d" % plen)
             for i in range(self._nb + (1 if self._mask else 0), len(prefix)):
@@ -201,7 +193,7 @@ class Entry:
         if addr is None or len(addr) != len(p):
             return False
         nb = self._nb
-        if addr[:nb] != p[:nb]:
+        if addr[:nb] != self._head:
             return False
         return not self._mask or (addr[nb] & self._mask) == p[nb]
 
@@ -213,9 +205,6 @@ class Entry:
         if self.remote_port is not None and rport != self.remote_port:
             return False
         return True
-
-    def __repr__(self):
-        return "Entry(%s %r)" % (self.name or "", self.action)
 
 
 def norm_fp_fast(fp):
@@ -326,9 +315,6 @@ class Spd:
             self.entries.insert(index, entry)
         return entry
 
-    def remove(self, entry):
-        self.entries.remove(entry)
-
     def match(self, peer_addr, fingerprint=None, local_port=None, remote_port=None):
         """The Action of the first entry matching this datagram, else the default."""
         for e in self.entries:
@@ -377,9 +363,6 @@ class Request:
 
     def key(self):
         return (self.peer_addr, self.peer_id, self.auth_method, self.fingerprint, self.direction)
-
-    def __repr__(self):
-        return "Request(%r %s %s)" % (self.peer_addr, self.auth_method, self.direction)
 
 
 class Decision:
@@ -469,25 +452,29 @@ class DecisionPoint:
             return self._count(hit._as("cache"))
         return self.decide_local(request)
 
-    async def decide(self, request, now):
-        """Ask the policy server (if any) with timeout and cache; fall back to local."""
+    def begin(self, request, now):
+        """Sync first half of decide(): a Decision when no server needs asking (no `ask`
+        set: local; a fresh cache entry: "cache"), else None -- then ask the server and
+        hand its answer (or failure) to finish()."""
         if self.ask is None:
             return self.decide_local(request)
         hit = self.cached(request, now)
         if hit is not None:
             self.counters["cache_hit"] += 1
             return self._count(hit._as("cache"))
-        import asyncio
-        try:
-            ans = await asyncio.wait_for(self.ask(request), self.timeout)
-            d = _from_remote(ans)
-        except asyncio.TimeoutError:
-            self.counters["remote_timeout"] += 1
-            d = None
-        except Exception:
-            self.counters["remote_error"] += 1
-            d = None
+        return None
+
+    def finish(self, request, now, answer=None, error=None):
+        """Sync second half: error None with the server's answer, or error "timeout" /
+        an exception -> the local answer ("fallback"). Caches and counts."""
+        d = None
+        if error is None:
+            try:
+                d = _from_remote(answer)
+            except ValueError:
+                error = "garbage"
         if d is None:
+            self.counters["remote_timeout" if error == "timeout" else "remote_error"] += 1
             d = self._local(request)._as("fallback")
             self._store(request, now, self.fallback_lifetime, d)
             return self._count(d)
@@ -500,6 +487,20 @@ class DecisionPoint:
             d.min_level = self._local(request).min_level
         self._store(request, now, life, d)
         return self._count(d)
+
+    async def decide(self, request, now):
+        """Ask the policy server (if any) with timeout and cache; fall back to local."""
+        d = self.begin(request, now)
+        if d is not None:
+            return d
+        import asyncio
+        try:
+            ans = await asyncio.wait_for(self.ask(request), self.timeout)
+        except asyncio.TimeoutError:
+            return self.finish(request, now, None, "timeout")
+        except Exception as e:
+            return self.finish(request, now, None, e)
+        return self.finish(request, now, ans)
 
     def _store(self, request, now, life, d):
         if life is None or life <= 0 or self.cache_max <= 0:

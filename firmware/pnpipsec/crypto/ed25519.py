@@ -7,7 +7,7 @@ Points are kept in extended coordinates (X:Y:Z:T), x = X/Z, y = Y/Z, xy = T/Z, o
 -x^2 + y^2 = 1 + d x^2 y^2 over GF(2^255 - 19). Inversion and square roots use pow().
 
 Speed and memory: base-point multiplication uses a 4-tooth comb (one table of 15
-precomputed points in affine "niels" form (y+x, y-x, 2dxy), about 3 KB of heap on a
+precomputed points in affine "niels" form (y+x, y-x, 2dxy), about 4 KB of heap on a
 32-bit MicroPython, built lazily on first use; 63 doublings and at most 64 mixed
 additions per multiplication). Verification interleaves that comb with a signed
 4-bit sliding window (wNAF) over the public key, sharing one chain of doublings.

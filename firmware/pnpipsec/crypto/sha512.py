@@ -37,25 +37,32 @@ _H0 = (
 )
 
 
+_DUP = (1 << 64) + 1  # x * _DUP = x | x << 64: a right shift of it is a rotation
+
+
 def _compress(h, block, w):
-    # one 128-byte block; h is a list of 8 words, w a scratch list of 80
+    # one 128-byte block; h is a list of 8 words, w a scratch list of 80.
+    # Rotations: x2 = x * _DUP holds x twice, so (x2 >> n) has rotr(x, n) in its low 64
+    # bits. The sigma values keep garbage above bit 63; every sum they feed is masked
+    # with & m before it is stored, and the low 64 bits of a sum depend only on the
+    # low 64 bits of its terms, so they need no mask of their own. Fewer big-int
+    # operations matter most on MicroPython, where each one allocates.
     m = _M
+    dup = _DUP
     w[0:16] = struct.unpack(">16Q", block)
     for t in range(16, 80):
         x = w[t - 15]
         y = w[t - 2]
-        s0 = ((x >> 1) | (x << 63)) ^ ((x >> 8) | (x << 56)) ^ (x >> 7)
-        s1 = ((y >> 19) | (y << 45)) ^ ((y >> 61) | (y << 3)) ^ (y >> 6)
-        w[t] = (w[t - 16] + s0 + w[t - 7] + s1) & m
+        x2 = x * dup
+        y2 = y * dup
+        w[t] = (w[t - 16] + ((x2 >> 1) ^ (x2 >> 8) ^ (x >> 7)) + w[t - 7] + ((y2 >> 19) ^ (y2 >> 61) ^ (y >> 6))) & m
     a, b, c, d, e, f, g, hh = h
     k = _K
     for t in range(80):
-        s1 = ((e >> 14) | (e << 50)) ^ ((e >> 18) | (e << 46)) ^ ((e >> 41) | (e << 23))
-        ch = (e & f) ^ (~e & g)
-        t1 = hh + (s1 & m) + ch + k[t] + w[t]
-        s0 = ((a >> 28) | (a << 36)) ^ ((a >> 34) | (a << 30)) ^ ((a >> 39) | (a << 25))
-        maj = (a & b) ^ (a & c) ^ (b & c)
-        t2 = (s0 & m) + maj
+        e2 = e * dup
+        a2 = a * dup
+        t1 = hh + ((e2 >> 14) ^ (e2 >> 18) ^ (e2 >> 41)) + (g ^ (e & (f ^ g))) + k[t] + w[t]
+        t2 = ((a2 >> 28) ^ (a2 >> 34) ^ (a2 >> 39)) + ((a & b) | (c & (a | b)))
         hh = g
         g = f
         f = e
@@ -110,4 +117,5 @@ def _pick():
     return sha512_hashlib
 
 
+# sha512(data) -> 64-byte digest: hashlib when it has SHA-512, else sha512_pure
 sha512 = _pick()

@@ -540,7 +540,7 @@ class Engine:
         p.append(_n(C.N_NAT_DETECTION_DESTINATION_IP, self.rand(20)))
         p.append(_n(C.N_CHILDLESS_IKEV2_SUPPORTED))
         if sa.cfg.auth == "pubkey":
-            p.append(_n(C.N_SIGNATURE_HASH_ALGORITHMS, b"\x00\x08"))
+            p.append(_n(C.N_SIGNATURE_HASH_ALGORITHMS, C.HASH_IDENTITY.to_bytes(2, "big")))
         return p
 
     def _send_init(self, sa, now):
@@ -635,7 +635,7 @@ class Engine:
              _n(C.N_NAT_DETECTION_DESTINATION_IP, self.rand(20)),
              _n(C.N_CHILDLESS_IKEV2_SUPPORTED)]
         if sa.peer_hash_algs:
-            p.append(_n(C.N_SIGNATURE_HASH_ALGORITHMS, b"\x00\x08"))
+            p.append(_n(C.N_SIGNATURE_HASH_ALGORITHMS, C.HASH_IDENTITY.to_bytes(2, "big")))
         resp = codec.encode(sa.spi_i, sa.spi_r, C.IKE_SA_INIT, C.F_RESPONSE, 0, p)
         sa.init_req = msg.raw
         sa.init_resp = resp

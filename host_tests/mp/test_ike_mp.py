@@ -1,0 +1,134 @@
+# IKEv2 engine under MicroPython (and CPython): full handshakes between two engines in
+# memory with PureAES and a deterministic rand. Plain asserts; imports only pnpipsec
+# and modules MicroPython has.
+
+import hashlib
+
+from pnpipsec.crypto.aes import PureAES
+from pnpipsec.ike import codec
+from pnpipsec.ike import const as C
+from pnpipsec.ike.engine import Engine
+from pnpipsec.ike.sa import LocalIdentity, PeerConfig
+
+A_ADDR = ("fd00:1::1", 500)
+B_ADDR = ("fd00:1::2", 500)
+
+
+class Rand:
+    """Deterministic rand(n): SHA-256 in counter mode over a seed."""
+
+    def __init__(self, seed):
+        self.seed = seed
+        self.n = 0
+
+    def __call__(self, n):
+        out = b""
+        while len(out) < n:
+            self.n += 1
+            out += hashlib.sha256(self.seed + self.n.to_bytes(4, "big")).digest()
+        return out[:n]
+
+
+def _pair(a_cfg, b_policy=None):
+    aes = PureAES()
+    a = Engine(Rand(b"a"), aes, LocalIdentity())
+    b = Engine(Rand(b"b"), aes, LocalIdentity(), b_policy)
+    return a, b
+
+
+def _run(a, b, now=0.0):
+    sizes = []
+    for _ in range(10):
+        moved = False
+        for d, to in a.pop_datagrams():
+            moved = True
+            sizes.append(len(d))
+            b.receive(d, (A_ADDR[0], to[1]), now)
+        for d, to in b.pop_datagrams():
+            moved = True
+            sizes.append(len(d))
+            a.receive(d, (B_ADDR[0], to[1]), now)
+        if not moved:
+            break
+    return sizes
+
+
+def _events(eng):
+    return [(e.kind, e) for e in eng.pop_events()]
+
+
+def _check_up(a, b):
+    ea, eb = _events(a), _events(b)
+    assert [k for k, _ in ea] == ["ike_up", "child_up"], ea
+    assert [k for k, _ in eb] == ["ike_up", "child_up"], eb
+    ca, cb = ea[1][1].child, eb[1][1].child
+    assert ca.spi_in == cb.spi_out and ca.spi_out == cb.spi_in
+    assert ca.enc_out == cb.enc_in and ca.int_out == cb.int_in
+    assert ca.enc_in == cb.enc_out and ca.int_in == cb.int_out
+    assert len(ca.enc_in) == 16 and len(ca.int_in) == 32 and ca.enc_in != ca.enc_out
+    sa_a, sa_b = ea[0][1].sa, eb[0][1].sa
+    assert sa_a.sk_ei == sa_b.sk_ei and sa_a.sk_ar == sa_b.sk_ar
+    assert ca.mode == "transport"
+    me = codec.encode_ts([(b"\xfd\x00\x00\x01" + bytes(11) + b"\x01",) * 2])
+    assert codec.encode_ts(ca.local_ts) == me
+    return sa_a, sa_b, ca, cb
+
+
+def test_null_handshake():
+    a, b = _pair(PeerConfig())
+    a.initiate(B_ADDR, PeerConfig(), 0.0)
+    sizes = _run(a, b)
+    assert len(sizes) == 4
+    sa_a, sa_b, ca, cb = _check_up(a, b)
+    assert sa_b.auth == "null" and sa_b.peer_id == (C.ID_NULL, b"")
+    assert sa_a.peer_addr == (B_ADDR[0], 4500)
+
+
+def test_psk_handshake_and_delete():
+    psk = b"mp-psk"
+
+    def policy(addr, peer_id, method):
+        return PeerConfig(auth="psk", psk=psk, local_id=(C.ID_FQDN, b"b"))
+    a, b = _pair(None, policy)
+    sa = a.initiate(B_ADDR, PeerConfig(auth="psk", psk=psk, local_id=(C.ID_FQDN, b"a"),
+                                       remote_id=(C.ID_FQDN, b"b")), 0.0)
+    _run(a, b)
+    sa_a, sa_b, ca, cb = _check_up(a, b)
+    assert sa_a is sa and sa_b.peer_id == (C.ID_FQDN, b"a")
+    a.delete(sa_a, 1.0)
+    _run(a, b, 1.0)
+    assert [k for k, _ in _events(a)] == ["child_down", "ike_down"]
+    assert [k for k, _ in _events(b)] == ["child_down", "ike_down"]
+    assert not a.sas and not b.sas
+
+
+def test_wrong_psk_refused():
+    def policy(addr, peer_id, method):
+        return PeerConfig(auth="psk", psk=b"right")
+    a, b = _pair(None, policy)
+    a.initiate(B_ADDR, PeerConfig(auth="psk", psk=b"wrong"), 0.0)
+    _run(a, b)
+    assert [k for k, _ in _events(b)] == ["auth_failed", "ike_down"]
+    assert [k for k, _ in _events(a)] == ["auth_failed", "ike_down"]
+
+
+def test_child_rekey_with_ke():
+    a, b = _pair(None)
+    a.initiate(B_ADDR, PeerConfig(pfs=True), 0.0)
+    _run(a, b)
+    sa_a, sa_b, ca, cb = _check_up(a, b)
+    a.rekey_child(ca, 1.0)
+    _run(a, b, 1.0)
+    ea = _events(a)
+    eb = _events(b)
+    assert [k for k, _ in ea] == ["child_rekeyed", "child_down"]
+    assert [k for k, _ in eb] == ["child_rekeyed", "child_down"]
+    na, nb = ea[0][1].new, eb[0][1].new
+    assert na.enc_out == nb.enc_in and na.int_in == nb.int_out and na.enc_out != ca.enc_out
+
+
+if __name__ == "__main__":
+    for name in sorted(dir()):
+        if name.startswith("test_"):
+            globals()[name]()
+            print("ok", name)

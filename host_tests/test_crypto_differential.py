@@ -80,6 +80,22 @@ def test_x25519_vs_openssl(k, u):
     assert x25519.x25519(k, u) == want
 
 
+def test_x25519_noncanonical_u_vs_openssl():
+    # u >= p (after masking bit 255) is processed as u mod p (RFC 7748 section 5)
+    k = bytes(range(1, 33))
+    p = (1 << 255) - 19
+    for u_int in list(range(p, 1 << 255)) + [p + (1 << 255), 9 + (1 << 255)]:
+        u = u_int.to_bytes(32, "little")
+        want = c_x25519(k, u)
+        if want is None:
+            try:
+                x25519.x25519(k, u)
+            except x25519.X25519Error:
+                continue
+            raise AssertionError("pure x25519 accepted an all-zero result")
+        assert x25519.x25519(k, u) == want, u_int - p
+
+
 @SLOW
 @given(k=b32)
 def test_x25519_public_vs_openssl(k):

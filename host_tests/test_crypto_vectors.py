@@ -102,6 +102,8 @@ def test_rfc7748_keypair(impl):
         (1).to_bytes(32, "little"),  # u = 1 (order 4)
         # order-8 point (Curve25519 low-order list) and p (= 0 mod p), p + 1 (= 1)
         H("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+        H("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),  # order 8
+        ((1 << 255) - 20).to_bytes(32, "little"),  # p - 1 (order 2)
         ((1 << 255) - 19).to_bytes(32, "little"),
         ((1 << 255) - 18).to_bytes(32, "little"),
     ],

@@ -732,3 +732,80 @@ def test_lifetimes_trigger_rekeys():
     assert na.state == "established" and len(na.children) == 1
     assert not net.of("a", IkeDown) and not net.of("b", IkeDown)
     assert_pair(na.children[0], net.of("b", IkeRekeyed)[0].new.children[0])
+
+
+def test_ike_rekey_collision_one_winner():
+    net = Net()
+    sa_a, sa_b = up(net)
+    net.a.rekey_ike(sa_a, net.now)
+    net.b.rekey_ike(sa_b, net.now)
+    net.settle()
+    (ra,), (rb,) = net.of("a", IkeRekeyed), net.of("b", IkeRekeyed)
+    assert (ra.new.spi_i, ra.new.spi_r) == (rb.new.spi_i, rb.new.spi_r)
+    assert rb.new.initiator and not ra.new.initiator      # the original responder won
+    assert list(net.a.sas.values()) == [ra.new] and list(net.b.sas.values()) == [rb.new]
+    assert not net.of("a", IkeDown) and not net.of("b", IkeDown)
+    _rekey_child_on(net, ra.new, rb.new)
+
+
+def test_auth_failure_answer_replayed():
+    net = Net(PeerConfig(auth="psk", psk=b"wrong"), psk_policy(b"right"))
+    net.start()
+    net.step()                                    # IKE_SA_INIT both ways
+    (auth, to), = net.a.pop_datagrams()
+    net.b.receive(auth, (A_HOST, 4500), net.now)
+    net.b.receive(auth, (A_HOST, 4500), net.now)
+    (r1, _), (r2, _) = net.b.pop_datagrams()
+    assert r1 == r2 and net.b.stats["replay"] == 1
+    assert [e.kind for e in net.b.pop_events()] == ["auth_failed", "ike_down"]
+    net.b.tick(net.now + 11)
+    assert not net.b.sas
+
+
+def test_child_rekey_ke_group_refused():
+    net = Net()
+    sa_a, sa_b = up(net)
+    old = sa_a.children[0]
+    # a CHILD rekey request with KE of group 19: INVALID_KE_PAYLOAD(31), nothing changes
+    m = net.a._encode(sa_a, C.CREATE_CHILD_SA, False, sa_a.send_mid, [
+        (C.PT_N, codec.encode_notify(C.N_REKEY_SA, b"", 3, old.spi_in.to_bytes(4, "big"))),
+        (C.PT_SA, codec.encode_sa([(1, 3, b"\x00\x00\x99\x99", [(1, 12, 128), (3, 12, None), (4, 19, None)])])),
+        (C.PT_NONCE, os.urandom(32)), (C.PT_KE, codec.encode_ke(19, os.urandom(64))),
+        (C.PT_TSI, codec.encode_ts(old.local_ts)), (C.PT_TSR, codec.encode_ts(old.remote_ts))])
+    net.b.receive(m, (A_HOST, 4500), net.now)
+    (resp, _), = net.b.pop_datagrams()
+    r = codec.decrypt(codec.parse(resp), sa_a.sk_er, sa_a.sk_ar, AES)
+    assert r.notify(C.N_INVALID_KE_PAYLOAD)[3] == b"\x00\x1f"
+    assert len(sa_b.children) == 1 and not net.b.pop_events()
+
+
+def test_rekey_of_unknown_child():
+    net = Net()
+    sa_a, sa_b = up(net)
+    old = sa_a.children[0]
+    m = net.a._encode(sa_a, C.CREATE_CHILD_SA, False, sa_a.send_mid, [
+        (C.PT_N, codec.encode_notify(C.N_REKEY_SA, b"", 3, b"\x00\x00\x00\x01")),
+        (C.PT_SA, codec.encode_sa([(1, 3, b"\x00\x00\x99\x99", [(1, 12, 128), (3, 12, None)])])),
+        (C.PT_NONCE, os.urandom(32)),
+        (C.PT_TSI, codec.encode_ts(old.local_ts)), (C.PT_TSR, codec.encode_ts(old.remote_ts))])
+    net.b.receive(m, (A_HOST, 4500), net.now)
+    (resp, _), = net.b.pop_datagrams()
+    r = codec.decrypt(codec.parse(resp), sa_a.sk_er, sa_a.sk_ar, AES)
+    assert r.error_notify()[0] == C.N_CHILD_SA_NOT_FOUND
+
+
+def test_ipv6_transport_selectors():
+    net = Net()
+    net.a.initiate(("fd00:1::2", 500), PeerConfig(), 0.0)
+    for d, to in net.a.pop_datagrams():
+        net.b.receive(d, ("fd00:1::1", 500), 0.0)
+    for _ in range(3):
+        for d, to in net.b.pop_datagrams():
+            net.a.receive(d, (to[0] == "fd00:1::1" and "fd00:1::2", 500 if d[18] == 34 else 4500), 0.0)
+        for d, to in net.a.pop_datagrams():
+            assert to == ("fd00:1::2", 4500)
+            net.b.receive(d, ("fd00:1::1", 4500), 0.0)
+    cb = [e.child for e in net.b.pop_events() if isinstance(e, ChildUp)][0]
+    a6 = bytes.fromhex("fd000001000000000000000000000001")
+    b6 = bytes.fromhex("fd000001000000000000000000000002")
+    assert cb.remote_ts == [(a6, a6)] and cb.local_ts == [(b6, b6)]

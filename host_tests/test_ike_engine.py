@@ -254,9 +254,10 @@ def test_ed25519_handshake():
     (ca,), (cb,) = children(net)
     assert_pair(ca, cb)
     assert sa_b.peer_pubkey == a_pub and sa_a.peer_pubkey == b_pub
-    # the initiator announced Identity (8) in SIGNATURE_HASH_ALGORITHMS
+    # the initiator announced Identity (5, RFC 8420) in SIGNATURE_HASH_ALGORITHMS
     init = codec.parse(net.log[0][1])
-    assert init.notify(C.N_SIGNATURE_HASH_ALGORITHMS)[3] == b"\x00\x08"
+    assert init.notify(C.N_SIGNATURE_HASH_ALGORITHMS)[3] == b"\x00\x05"
+    assert codec.parse(net.log[1][1]).notify(C.N_SIGNATURE_HASH_ALGORITHMS)[3] == b"\x00\x05"
     # verify the on-wire signature with the cryptography package
     req = [d for k, d in net.log if k == "ab" and d[18] == C.IKE_AUTH][0]
     m = codec.decrypt(codec.parse(req), sa_a.sk_ei, sa_a.sk_ai, AES)

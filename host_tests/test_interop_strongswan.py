@@ -129,6 +129,9 @@ def test_we_initiate_charon_responds(net, charon, tmp_path, fam, auth):
     assert sas and sas[0]["state"] == "ESTABLISHED" and not sas[0]["initiator"]
     assert cap.tshark_fields(pcap, ["frame.number"], display_filter=f"udp.port == {APP_PORT}") == []
     judge(pcap, str(tmp_path / "keys"), tmp_path)
+    stats = cap.handshake_stats(pcap)
+    print(f"\n[ours -> charon, {auth}, IPv{fam}] wire time {stats['wire_time'] * 1000:.2f} ms, "
+          f"{stats['bytes']} UDP payload bytes {[m[2] for m in stats['messages']]}")
 
 
 @pytest.mark.parametrize("fam,auth", [(6, "psk"), (4, "pubkey")], ids=["ipv6-psk", "ipv4-ed25519"])

@@ -113,3 +113,21 @@ def test_wasm_randomness_and_clock():
     )
     p = subprocess.run([_node(), RUNNER_MJS, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "RANDOM_OK" in p.stdout, _explain(p)
+
+
+def test_bench_measures_every_row():
+    # `pnp bench` (CPython pure, cryptography, and MicroPython wasm through runner.mjs
+    # --script): every row must produce a figure, i.e. no "n/a".
+    _node()
+    import json
+
+    p = subprocess.run(
+        [sys.executable, "-m", "pnp.cli", "bench", "--reps", "1", "--target-ms", "1", "--json"],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )
+    assert p.returncode == 0, _explain(p)
+    rows = json.loads(p.stdout)["rows"]
+    assert len(rows) >= 9
+    na = ["%s / %s: %s" % (r["operation"], r["implementation"], r["na"]) for r in rows if r.get("na")]
+    assert not na, "\n".join(na)
+    assert all(r["median"] > 0 for r in rows)

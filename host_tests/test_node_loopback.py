@@ -50,14 +50,15 @@ def cfgs(auth, ia, ib, psk_a=b"correct horse", psk_b=b"correct horse"):
     return a, b
 
 
-async def pair(auth, **kw):
+async def pair(auth, node_kw=None, **kw):
     port = free_port()
     ia, ib = Identity(os.urandom(32)), Identity(os.urandom(32))
     ca, cb = cfgs(auth, ia, ib, **kw)
+    nk = node_kw or {}
     a = Node(HostBoard(bind6=None, bind4="127.0.0.2"), ia,
-             peers=[PeerEntry("127.0.0.3", ca, ike_port=port, natt_port=port)], ike_port=port, natt_port=port)
+             peers=[PeerEntry("127.0.0.3", ca, ike_port=port, natt_port=port)], ike_port=port, natt_port=port, **nk)
     b = Node(HostBoard(bind6=None, bind4="127.0.0.3"), ib,
-             peers=[PeerEntry("127.0.0.2", cb, ike_port=port, natt_port=port)], ike_port=port, natt_port=port)
+             peers=[PeerEntry("127.0.0.2", cb, ike_port=port, natt_port=port)], ike_port=port, natt_port=port, **nk)
     await a.start()
     await b.start()
     return a, b, port
@@ -164,6 +165,46 @@ def test_garbage_is_counted_and_node_keeps_working():
             assert (await asyncio.wait_for(ep.recv(), 5))[0] == b"still alive"
         finally:
             s.close()
+            t.cancel()
+            await a.stop()
+            await b.stop()
+    asyncio.run(main())
+
+
+def test_nat_keepalives_flow_while_sa_is_up():
+    async def main():
+        a, b, _ = await pair("null", node_kw={"keepalive": 0.05})
+        try:
+            await a.connect("127.0.0.3", timeout=10)
+            await asyncio.sleep(0.4)
+            assert a.stats["keepalive_out"] >= 3 and b.stats["keepalive_in"] >= 3
+            assert b.stats["bad_datagram"] == 0
+        finally:
+            await a.stop()
+            await b.stop()
+    asyncio.run(main())
+
+
+def test_soft_sequence_limit_rekeys_without_loss():
+    async def main():
+        a, b, _ = await pair("psk", node_kw={"esp_soft_packets": 40})
+        t = asyncio.create_task(echo(b, 7000))
+        try:
+            await a.connect("127.0.0.3", timeout=10)
+            first = a.out["127.0.0.3"].child.spi_out
+            ep = a.endpoint(40003)
+            got = []
+            for i in range(150):
+                ep.send(b"%d" % i, ("127.0.0.3", 7000))
+                await asyncio.sleep(0.002)
+                while ep._items:
+                    got.append((await ep.recv())[0])
+            while len(got) < 150:
+                got.append((await asyncio.wait_for(ep.recv(), 3))[0])
+            assert sorted(int(x) for x in got) == list(range(150))
+            assert a.out["127.0.0.3"].child.spi_out != first
+            assert a.out["127.0.0.3"].out.seq < 150   # the counter restarted on a new SA
+        finally:
             t.cancel()
             await a.stop()
             await b.stop()

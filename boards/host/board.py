@@ -10,7 +10,7 @@ import os
 import socket
 import time
 
-from pnp_hostboard.crypto import CryptographyAES
+from pnp_hostboard.crypto import CryptographyAES, fast_ed25519, fast_x25519
 from pnp_hostboard.storage import DirStorage
 
 
@@ -86,8 +86,12 @@ class UdpSocket:
 class HostBoard:
     name = "host"
 
-    def __init__(self, state_dir=None, bind6="::", bind4="0.0.0.0"):
+    def __init__(self, state_dir=None, bind6="::", bind4="0.0.0.0", pure=False):
         self.aes = CryptographyAES()
+        # DESIGN section 9: the host may swap OpenSSL in for the pure-Python X25519 and
+        # Ed25519 (same API, same vectors); pure=True keeps the device's code path.
+        self.dh = None if pure else fast_x25519
+        self.sig = None if pure else fast_ed25519
         self.storage = DirStorage(state_dir) if state_dir else None
         self.bind6 = bind6
         self.bind4 = bind4

@@ -36,9 +36,11 @@ class PeerEntry:
 class _Child:
     """One installed CHILD SA: the engine's record plus its two ESP directions."""
 
-    def __init__(self, child, aes, rand):
+    def __init__(self, child, aes, rand, soft_packets):
         self.child = child
-        self.out = esp.EspOut(child.spi_out, child.enc_out, child.int_out, aes, rand)
+        self.rekey_asked = False
+        self.out = esp.EspOut(child.spi_out, child.enc_out, child.int_out, aes, rand,
+                              soft_packets=soft_packets)
         self.inp = esp.EspIn(child.spi_in, child.enc_in, child.int_in, aes)
         self.host = _norm(child.peer_addr[0])
         self.level = AUTHENTICATED if child.ike.auth in ("psk", "pubkey") else ENCRYPTED
@@ -75,7 +77,8 @@ class Endpoint:
 
 class Node:
     def __init__(self, board, identity, peers=(), ike_port=500, natt_port=4500,
-                 addresses=(), keylog=None, log=None, accept_any=None):
+                 addresses=(), keylog=None, log=None, accept_any=None,
+                 keepalive=20.0, esp_soft_packets=1 << 31):
         self.board = board
         self.peers = list(peers)
         self.ike_port = ike_port
@@ -84,6 +87,10 @@ class Node:
         self.keylog = keylog
         self.log = log or (lambda msg: None)
         self.accept_any = accept_any  # PeerConfig for unknown initiators, or None
+        # RFC 3948 section 4: NAT keepalives hold the mapping open (we always claim NAT).
+        self.keepalive = keepalive
+        self.esp_soft_packets = esp_soft_packets
+        self._next_keepalive = 0.0
         local = ike.LocalIdentity(ed25519_seed=identity.seed if identity else None)
         # A board may offer faster DH / signatures (the host board: OpenSSL); same API.
         self.engine = ike.Engine(board.rand, board.aes, local, policy=self._policy,
@@ -93,7 +100,7 @@ class Node:
         self.out = {}           # peer host -> _Child used for sending
         self.endpoints = {}
         self.stats = {"esp_in": 0, "esp_out": 0, "esp_drop": 0, "bad_datagram": 0,
-                      "no_sa": 0, "inner_refused": 0}
+                      "no_sa": 0, "inner_refused": 0, "keepalive_in": 0, "keepalive_out": 0}
         self._arrival = {}      # peer (host, port) -> socket the last request came in on
         self._natt_seen = {}    # peer host -> its NAT-T source port
         self._waiters = []
@@ -209,7 +216,9 @@ class Node:
             self._ike_in(body, addr, sock, now)
         elif kind == "esp":
             self._esp_in(body, addr)
-        elif kind == "bad":
+        elif kind == "keepalive":
+            self.stats["keepalive_in"] += 1
+        else:
             self.stats["bad_datagram"] += 1
 
     def _ike_in(self, msg, addr, sock, now):
@@ -265,7 +274,9 @@ class Node:
         packet = c.out.seal(payload, nh)
         self.stats["esp_out"] += 1
         self._send_natt(packet, host)
-        if c.out.needs_rekey:
+        if c.out.needs_rekey and not c.rekey_asked:
+            # Soft sequence limit: rekey long before the 32-bit counter could wrap.
+            c.rekey_asked = True
             self.engine.rekey_child(c.child, self.board.now())
             self._pump()
 
@@ -342,7 +353,7 @@ class Node:
             w.set()
 
     def _install(self, child):
-        c = _Child(child, self.board.aes, self.board.rand)
+        c = _Child(child, self.board.aes, self.board.rand, self.esp_soft_packets)
         self.children[child.spi_in] = c
         self.out[c.host] = c
         self._failed.pop(c.host, None)
@@ -361,12 +372,26 @@ class Node:
             now = self.board.now()
             self.engine.tick(now)
             self._pump()
+            if self.keepalive and now >= self._next_keepalive:
+                self._send_keepalives(now)
             dl = self.engine.next_deadline()
+            if self.keepalive:
+                dl = self._next_keepalive if dl is None else min(dl, self._next_keepalive)
             wait = 1.0 if dl is None else max(0.001, min(1.0, dl - now))
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), wait)
             except asyncio.TimeoutError:
+                pass
+
+
+    def _send_keepalives(self, now):
+        self._next_keepalive = now + self.keepalive
+        for host in list(self.out):
+            try:
+                self._send_natt(udpencap.KEEPALIVE, host)
+                self.stats["keepalive_out"] += 1
+            except OSError:
                 pass
 
 

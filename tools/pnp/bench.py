@@ -168,6 +168,7 @@ class Context:
         self.inputs = Inputs()
         self.cache = {}
         self._wasm_results = None
+        self.wasm_cases = None  # cases the wasm run measures (None: all of PURE_CASES)
         self.env = {}
 
 
@@ -288,7 +289,7 @@ def _wasm_results(ctx):
         cfg = {
             "globals": g,
             "expected": exp,
-            "cases": PURE_CASES,
+            "cases": {c: src for c, src in PURE_CASES.items() if ctx.wasm_cases is None or c in ctx.wasm_cases},
             "reps": ctx.reps,
             "target_ms": ctx.wasm_target_s * 1000.0,
         }
@@ -422,7 +423,7 @@ def render(results, ctx):
         op = d["operation"] if d["operation"] != prev_op else ""
         prev_op = d["operation"]
         if d.get("na"):
-            lines.append((op, d["implementation"], "n/a (%s)" % d["na"], "", ""))
+            lines.append((op, d["implementation"], "n/a", "", "(%s)" % d["na"]))
             continue
         med = fmt_value(d["median"], d["unit"])
         spread = "" if d.get("spread") is None else "%.0f%%" % (d["spread"] * 100)
@@ -474,6 +475,8 @@ def run(args) -> int:
     rows = ROWS
     if args.only:
         rows = [r for r in ROWS if args.only.lower() in r.operation.lower()]
+    keys = [k for r in rows for k in (r.probe, r.baseline, r.also) if k]
+    ctx.wasm_cases = {k.split("/")[0] for k in keys if k.endswith("/wasm")}
     t0 = time.perf_counter()
     results = collect(ctx, rows)
     elapsed = time.perf_counter() - t0

@@ -20,6 +20,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("pnp.bench", "benchmark the crypto (and later ESP, handshake, firmware size) against baselines"),
     "connect": ("pnp.connect_cmd", "bring up the IKE SA (and CHILD SA) with a peer and print it"),
+    "connect": ("pnp.connect_cmd", "bring up the SA with a peer and print what came up"),
     "keygen": ("pnp.keygen", "create (once) and show the node's Ed25519 identity"),
     "node": ("pnp.node_cmd", "run a node until stopped"),
     "send": ("pnp.send_cmd", "send one datagram through the SA and print the reply"),

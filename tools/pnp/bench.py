@@ -453,6 +453,12 @@ def environment(ctx):
         env["cryptography"] = cryptography.__version__
     except ImportError:
         pass
+    node = shutil.which("node")
+    if node and ctx.wasm:
+        try:
+            env["node"] = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
     env.update(ctx.env)
     return env
 

@@ -303,11 +303,10 @@ class Engine:
                 sa.rekey_at = now + RETRY_LATER
                 self.rekey_ike(sa, now)
             for ch in list(sa.children):
-                if ch.state != "up":
-                    continue
                 if ch.expire_at is not None and now >= ch.expire_at:
-                    self.delete(ch, now)
-                elif ch.rekey_at is not None and now >= ch.rekey_at:
+                    if ch.state in ("up", "rekeyed"):
+                        self.delete(ch, now)
+                elif ch.state == "up" and ch.rekey_at is not None and now >= ch.rekey_at:
                     ch.rekey_at = now + RETRY_LATER
                     self.rekey_child(ch, now)
             if sa.cfg.dpd and sa.last_rx is not None and now >= sa.last_rx + sa.cfg.dpd:
@@ -343,6 +342,7 @@ class Engine:
             for ch in sa.children:
                 if ch.state == "up":
                     yield ch.rekey_at
+                if ch.state in ("up", "rekeyed"):
                     yield ch.expire_at
             if sa.cfg.dpd and sa.last_rx is not None:
                 yield sa.last_rx + sa.cfg.dpd
@@ -1183,6 +1183,12 @@ class _ChildRekey:
         self.priv = None
         if new is None:
             return
+        if old.ike is not sa:
+            # the IKE SA was rekeyed meanwhile: the new CHILD SA follows the old one
+            sa.children.remove(new)
+            new.ike = old.ike
+            old.ike.children.append(new)
+            sa = old.ike
         if old.state == "up":
             old.state = "rekeyed"
         eng._emit(ChildRekeyed(old, new))

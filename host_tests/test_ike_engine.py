@@ -810,3 +810,156 @@ def test_ipv6_transport_selectors():
     a6 = bytes.fromhex("fd000001000000000000000000000001")
     b6 = bytes.fromhex("fd000001000000000000000000000002")
     assert cb.remote_ts == [(a6, a6)] and cb.local_ts == [(b6, b6)]
+
+
+def test_child_rekey_in_flight_across_ike_rekey():
+    net = Net()
+    sa_a, sa_b = up(net)
+    child_a = sa_a.children[0]
+    net.a.rekey_child(child_a, net.now)
+    held = net.a.pop_datagrams()            # A's CHILD rekey request, delayed
+    net.b.rekey_ike(sa_b, net.now)
+    net.settle()                            # B's IKE rekey completes, old IKE SA deleted
+    (ra,), (rb,) = net.of("a", IkeRekeyed), net.of("b", IkeRekeyed)
+    assert child_a.ike is ra.new
+    assert not net.a.sas.get(sa_a.spi_i)
+    for d, to in held:                       # too late: the old IKE SA is gone at B
+        net.b.receive(d, (A_HOST, 4500), net.now)
+    net.settle()
+    # the CHILD SA is not wedged: its rekey is retried over the new IKE SA
+    net.run(lambda: net.of("a", ChildRekeyed) and net.of("b", ChildRekeyed), dt=1.0)
+    assert net.now < 30
+    net.settle()
+    assert_pair(ra.new.children[0], rb.new.children[0])
+    assert len(ra.new.children) == 1 and len(rb.new.children) == 1
+
+
+def test_rekeyed_child_expires_when_peer_never_deletes():
+    pol = lambda addr, pid, m: PeerConfig(child_lifetime=100)
+    net = Net(PeerConfig(child_lifetime=100), pol)
+    sa_a, sa_b = up(net)
+    old_b = sa_b.children[0]
+    # A rekeys, but B never hears A's Delete of the old CHILD SA
+    net.drop = lambda direction, d, n: direction == "ab" and d[18] == C.INFORMATIONAL
+    net.a.rekey_child(sa_a.children[0], net.now)
+    net.settle()
+    assert old_b.state == "rekeyed" and old_b in sa_b.children
+    net.drop = None
+    net.run(lambda: old_b.state == "down", dt=1.0)
+    assert net.now <= 101
+
+
+def test_policy_refuses_at_init_and_sees_ids_at_auth():
+    calls = []
+
+    def policy(addr, peer_id, method):
+        calls.append((addr, peer_id, method))
+        return PeerConfig(auth="psk", psk=b"k") if peer_id is not None else PeerConfig()
+    net = Net(PeerConfig(auth="psk", psk=b"k", local_id=(C.ID_RFC822_ADDR, b"a@x")), policy)
+    up(net)
+    assert calls == [((A_HOST, 500), None, None), ((A_HOST, 4500), (C.ID_RFC822_ADDR, b"a@x"), "psk")]
+    net = Net(None, lambda addr, pid, m: None)
+    net.start()
+    net.run(lambda: net.of("a", IkeDown))
+    assert net.of("a", IkeDown)[0].reason == "NO_PROPOSAL_CHOSEN" and not net.b.sas
+
+
+def test_method_and_id_mismatches_refused():
+    # the peer uses NULL where we require PSK
+    net = Net(PeerConfig(), psk_policy(b"k"))
+    net.start()
+    net.run(lambda: net.of("a", IkeDown))
+    assert "expected psk" in net.of("b", AuthFailed)[0].reason
+    # the responder's ID is not the one we expect
+    net = Net(PeerConfig(auth="psk", psk=b"k", remote_id=(C.ID_FQDN, b"other.example")),
+              psk_policy(b"k"))
+    net.start()
+    net.run(lambda: net.of("a", IkeDown))
+    assert net.of("a", AuthFailed)[0].reason == "peer ID mismatch"
+    assert not net.of("a", ChildUp)
+
+
+# ---------------------------------------------------------------- engine fuzz
+
+from hypothesis import given, settings, strategies as st, HealthCheck  # noqa: E402
+
+_FUZZ = settings(max_examples=150, deadline=None,
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+_EDITS = st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), min_size=1, max_size=4)
+
+
+def _mutate(d, edits, cut):
+    b = bytearray(d)
+    for pos, val in edits:
+        b[pos % len(b)] = val
+    if cut is not None:
+        b = b[:cut % (len(b) + 1)]
+    return bytes(b)
+
+
+def _full_parse_ok(d):
+    try:
+        m = codec.parse(d)
+        for t, b in m.payloads:
+            {C.PT_SA: codec.parse_sa, C.PT_KE: codec.parse_ke, C.PT_NONCE: codec.parse_nonce,
+             C.PT_N: codec.parse_notify}.get(t, bytes)(b)
+        return True
+    except codec.IkeParseError:
+        return False
+
+
+@_FUZZ
+@given(_EDITS, st.one_of(st.none(), st.integers(0, 4000)))
+def test_fuzz_init_response_to_initiator(edits, cut):
+    net = Net()
+    sa = net.start()
+    (init, _), = net.a.pop_datagrams()
+    net.b.receive(init, (A_HOST, 500), 0.0)
+    (resp, _), = net.b.pop_datagrams()
+    bad = _mutate(resp, edits, cut)
+    net.a.receive(bad, (B_HOST, 500), 0.0)
+    if not _full_parse_ok(bad):
+        assert sa.state == "init_sent" and sa.pending is not None and sa.keys is None
+        assert not net.a.pop_events() and not net.a.pop_datagrams()
+        net.a.receive(resp, (B_HOST, 500), 0.0)        # the genuine answer still works
+        assert sa.state == "auth_sent"
+
+
+@_FUZZ
+@given(_EDITS, st.one_of(st.none(), st.integers(0, 4000)))
+def test_fuzz_init_request_to_responder(edits, cut):
+    net = Net()
+    net.start()
+    (init, _), = net.a.pop_datagrams()
+    bad = _mutate(init, edits, cut)
+    net.b.receive(bad, (A_HOST, 500), 0.0)             # must not raise
+    if not _full_parse_ok(bad):
+        assert not net.b.sas
+
+
+_KEYS = {}
+
+
+@_FUZZ
+@given(st.binary(min_size=0, max_size=120), st.integers(0, 255), st.sampled_from([35, 36, 37]))
+def test_fuzz_authenticated_garbage(inner, first, exch):
+    """Garbage inside a correctly encrypted and authenticated SK payload (a broken or
+    hostile but authenticated peer) never raises out of receive()."""
+    if not _KEYS:
+        net = Net()
+        _KEYS["net"] = net
+        _KEYS["sa"] = up(net)
+    net = _KEYS["net"]
+    sa_a, sa_b = _KEYS["sa"]
+    import struct as _s
+    pad = (16 - (len(inner) + 1) % 16) % 16
+    iv = os.urandom(16)
+    e = Cipher(algorithms.AES(sa_a.sk_ei), modes.CBC(iv)).encryptor()
+    ct = e.update(inner + bytes(pad) + bytes([pad])) + e.finalize()
+    n = 28 + 4 + 16 + len(ct) + 16
+    hdr = sa_a.spi_i + sa_a.spi_r + bytes([46, 0x20, exch, 0x08]) + _s.pack(">II", sa_b.recv_mid, n)
+    m = hdr + bytes([first, 0]) + _s.pack(">H", n - 28) + iv + ct
+    m += o_prf(sa_a.sk_ai, m)[:16]
+    net.b.receive(m, (A_HOST, 4500), net.now)
+    net.b.pop_datagrams()
+    net.b.pop_events()

@@ -51,6 +51,7 @@ def cfgs(auth, ia, ib, psk_a=b"correct horse", psk_b=b"correct horse"):
 
 
 async def pair(auth, node_kw=None, **kw):
+    """Two nodes on 127.0.0.2 / 127.0.0.3 with the same free port for IKE and NAT-T."""
     port = free_port()
     ia, ib = Identity(os.urandom(32)), Identity(os.urandom(32))
     ca, cb = cfgs(auth, ia, ib, **kw)
@@ -68,7 +69,7 @@ async def echo(node, port):
     ep = node.endpoint(port)
     while True:
         data, addr, level = await ep.recv()
-        ep.send(data, addr)
+        await ep.send(data, addr)
 
 
 @pytest.mark.parametrize("auth,level", [("null", ENCRYPTED), ("psk", AUTHENTICATED), ("pubkey", AUTHENTICATED)])
@@ -78,11 +79,14 @@ def test_handshake_and_echo(auth, level):
         t = asyncio.create_task(echo(b, 7000))
         try:
             assert await a.connect("127.0.0.3", timeout=10) == level
+            # NULL auth starts ENCRYPTED; the channel-bound proof (trust on first use)
+            # then lifts both sides to AUTHENTICATED without a new handshake.
+            assert await a.wait_level("127.0.0.3", AUTHENTICATED, timeout=5) == AUTHENTICATED
+            assert await b.wait_level("127.0.0.2", AUTHENTICATED, timeout=5) == AUTHENTICATED
             ep = a.endpoint(40000)
-            ep.send(b"hello through ESP", ("127.0.0.3", 7000))
+            await ep.send(b"hello through ESP", ("127.0.0.3", 7000))
             data, addr, lvl = await asyncio.wait_for(ep.recv(), 5)
-            assert (data, addr, lvl) == (b"hello through ESP", ("127.0.0.3", 7000), level)
-            assert b.level("127.0.0.2") == level
+            assert (data, addr, lvl) == (b"hello through ESP", ("127.0.0.3", 7000), AUTHENTICATED)
             assert a.stats["esp_out"] == 1 and a.stats["esp_in"] == 1
         finally:
             t.cancel()
@@ -99,8 +103,10 @@ def test_wrong_psk_fails_clearly():
                 await a.connect("127.0.0.3", timeout=10)
             assert "failed" in str(ei.value)
             assert not a.out and not b.out
+            # Policy wants encryption for this datagram: it fails, it does not go clear.
             with pytest.raises(NodeError):
-                a.endpoint(1).send(b"x", ("127.0.0.3", 7000))
+                await a.endpoint(40009).send(b"x", ("127.0.0.3", 7000), min_level=ENCRYPTED, timeout=0.5)
+            assert a.stats["clear_out"] == 0
         finally:
             await a.stop()
             await b.stop()
@@ -123,7 +129,7 @@ def test_rekey_under_steady_traffic_loses_nothing():
                 if i == 200:
                     b.engine.rekey_child(b.out["127.0.0.2"].child, b.board.now())
                     b._pump()
-                ep.send(b"%d" % i, ("127.0.0.3", 7000))
+                await ep.send(b"%d" % i, ("127.0.0.3", 7000))
                 await asyncio.sleep(0.002)
                 while ep._items:
                     got.append((await ep.recv())[0])
@@ -161,7 +167,7 @@ def test_garbage_is_counted_and_node_keeps_working():
             assert counted >= len(junk) - 2  # the empty and 1-byte 0xFF keepalive-like may be benign
             assert await a.connect("127.0.0.3", timeout=10) == ENCRYPTED
             ep = a.endpoint(40002)
-            ep.send(b"still alive", ("127.0.0.3", 7000))
+            await ep.send(b"still alive", ("127.0.0.3", 7000))
             assert (await asyncio.wait_for(ep.recv(), 5))[0] == b"still alive"
         finally:
             s.close()
@@ -195,7 +201,7 @@ def test_soft_sequence_limit_rekeys_without_loss():
             ep = a.endpoint(40003)
             got = []
             for i in range(150):
-                ep.send(b"%d" % i, ("127.0.0.3", 7000))
+                await ep.send(b"%d" % i, ("127.0.0.3", 7000))
                 await asyncio.sleep(0.002)
                 while ep._items:
                     got.append((await ep.recv())[0])
@@ -206,6 +212,24 @@ def test_soft_sequence_limit_rekeys_without_loss():
             assert a.out["127.0.0.3"].out.seq < 150   # the counter restarted on a new SA
         finally:
             t.cancel()
+            await a.stop()
+            await b.stop()
+    asyncio.run(main())
+
+
+def test_without_tofu_null_peer_stays_encrypted_until_approved():
+    async def main():
+        a, b, _ = await pair("null", node_kw={"tofu": False})
+        try:
+            assert await a.connect("127.0.0.3", timeout=10) == ENCRYPTED
+            await asyncio.sleep(0.2)                         # the proofs arrived meanwhile
+            assert a.stats["proof_ok"] == 1 and a.level("127.0.0.3") == ENCRYPTED
+            with pytest.raises(NodeError):
+                await a.wait_level("127.0.0.3", AUTHENTICATED, timeout=0.3)
+            a.approve("127.0.0.3", b.identity.public)        # the user scanned b's QR code
+            assert a.level("127.0.0.3") == AUTHENTICATED
+            assert b.level("127.0.0.2") == ENCRYPTED         # b has not approved a
+        finally:
             await a.stop()
             await b.stop()
     asyncio.run(main())

@@ -3,24 +3,42 @@
 Runs unchanged on CPython and MicroPython asyncio (no Queue, no datagram transports:
 the board's socket offers `await recvfrom()` and `sendto()`).
 
+    node = Node(board, identity, accept_any=zero_config())   # zero configuration
+    await node.start()
+    ep = node.endpoint(7000)                 # UDP-like port; clear socket on 7000 too
+    await ep.send(b"hi", ("fd00::2", 7000))  # clear now if policy allows, ESP once up
+    data, (host, port), level = await ep.recv()
+    await node.wait_level("fd00::2", AUTHENTICATED, timeout=10)
+
 Ports: `ike_port` (500 in interop) carries marker-less IKE; `natt_port` (4500) carries
 RFC 3948 traffic: IKE behind the non-ESP marker, ESP, keepalives. A peer whose
 ike_port equals its natt_port is spoken to on the NAT-T port only (our nodes may
-start directly on 4500).
+start directly on 4500). Decisions (policy, discovery, levels, pins, proof) live in
+their own sans-IO modules; this file only wires them to sockets and time.
 """
 
 import asyncio
 
 from pnpipsec import CLEAR, ENCRYPTED, AUTHENTICATED
-from pnpipsec import esp, inet, udpencap
+from pnpipsec import esp, inet, udpencap, proof
+from pnpipsec import policy as pol
+from pnpipsec.discovery import Discovery, OK as PROBE_OK, TIMEOUT as PROBE_TIMEOUT
+from pnpipsec.levels import LevelTable
+from pnpipsec.pins import PinStore
 from pnpipsec.ike import engine as ike
 
 _IKE_SA_INIT = 34
 _FLAG_RESPONSE = 0x20
+_ESP_OVERHEAD_V6 = 40 + 8      # outer IPv6 + UDP header around the ESP packet
+_ESP_OVERHEAD_V4 = 20 + 8
 
 
 class NodeError(Exception):
     pass
+
+
+class LevelTimeout(NodeError):
+    """The level an operation needed was not reached in time; nothing was sent in clear."""
 
 
 class PeerEntry:
@@ -33,6 +51,28 @@ class PeerEntry:
         self.natt_port = natt_port
 
 
+def zero_config(**kw):
+    """The PeerConfig of plug and play: NULL auth, transport mode, short probe.
+
+    Three IKE_SA_INIT tries (0.5 s, 1 s, 2 s apart) bound the probe of a legacy peer
+    to about 3.5 s and 3 packets."""
+    kw.setdefault("auth", "null")
+    kw.setdefault("mode", "transport")
+    kw.setdefault("retransmit_tries", 3)
+    return ike.PeerConfig(**kw)
+
+
+class _RamStorage:
+    def __init__(self):
+        self.d = {}
+
+    def read(self, name):
+        return self.d.get(name)
+
+    def write(self, name, data):
+        self.d[name] = bytes(data)
+
+
 class _Child:
     """One installed CHILD SA: the engine's record plus its two ESP directions."""
 
@@ -43,18 +83,22 @@ class _Child:
                               soft_packets=soft_packets)
         self.inp = esp.EspIn(child.spi_in, child.enc_in, child.int_in, aes)
         self.host = _norm(child.peer_addr[0])
-        self.level = AUTHENTICATED if child.ike.auth in ("psk", "pubkey") else ENCRYPTED
 
 
 class Endpoint:
-    """A UDP-like port whose datagrams travel inside the SA to each peer."""
+    """A UDP-like port: datagrams travel inside the SA when there is one, in clear when
+    the policy allows it, and never in clear when the policy or `min_level` forbids."""
 
-    def __init__(self, node, port, limit=64):
+    def __init__(self, node, port, min_level=CLEAR, limit=64):
         self.node = node
         self.port = port
+        self.min_level = min_level
         self._items = []
         self._limit = limit
         self._event = asyncio.Event()
+        self._opened = asyncio.Event()
+        self.sock = None
+        self.error = None
         self.dropped = 0
 
     def _deliver(self, item):
@@ -71,36 +115,69 @@ class Endpoint:
             await self._event.wait()
         return self._items.pop(0)
 
-    def send(self, data, addr):
-        self.node.send(data, addr, self.port)
+    def pending(self):
+        return len(self._items)
+
+    async def send(self, data, addr, min_level=None, timeout=None):
+        """Send one datagram; returns the level it left with. Raises LevelTimeout or
+        NodeError instead of ever sending in clear against the policy."""
+        need = self.min_level if min_level is None else max(self.min_level, min_level)
+        return await self.node.send(data, addr, self.port, need, timeout)
+
+    async def _clear_send(self, data, addr):
+        if self.sock is None:
+            await self._opened.wait()
+        if self.sock is None:
+            raise NodeError("port %d has no clear socket: %s" % (self.port, self.error))
+        self.sock.sendto(data, addr)
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
 
 
 class Node:
     def __init__(self, board, identity, peers=(), ike_port=500, natt_port=4500,
-                 addresses=(), keylog=None, log=None, accept_any=None,
-                 keepalive=20.0, esp_soft_packets=1 << 31):
+                 addresses=(), keylog=None, log=None, accept_any=None, spd=None,
+                 pins=None, tofu=True, discovery=None, keepalive=20.0,
+                 esp_soft_packets=1 << 31, mtu=1280, send_timeout=10.0):
         self.board = board
+        self.identity = identity
         self.peers = list(peers)
         self.ike_port = ike_port
         self.natt_port = natt_port
         self.addresses = list(addresses)
         self.keylog = keylog
         self.log = log or (lambda msg: None)
-        self.accept_any = accept_any  # PeerConfig for unknown initiators, or None
+        self.accept_any = accept_any  # PeerConfig for peers not configured, or None
+        self.decisions = pol.DecisionPoint(spd)
+        storage = getattr(board, "storage", None) or _RamStorage()
+        self.pins = pins if pins is not None else PinStore(storage)
+        self.tofu = tofu
+        self.discovery = discovery or Discovery(probe_timeout=5.0)
+        self.levels = LevelTable()
         # RFC 3948 section 4: NAT keepalives hold the mapping open (we always claim NAT).
         self.keepalive = keepalive
         self.esp_soft_packets = esp_soft_packets
+        self.mtu = mtu
+        self.send_timeout = send_timeout
         self._next_keepalive = 0.0
         local = ike.LocalIdentity(ed25519_seed=identity.seed if identity else None)
         # A board may offer faster DH / signatures (the host board: OpenSSL); same API.
         self.engine = ike.Engine(board.rand, board.aes, local, policy=self._policy,
                                  natt_ports=(ike_port, natt_port),
                                  dh=getattr(board, "dh", None), sig=getattr(board, "sig", None))
+        self._sig = getattr(board, "sig", None)
         self.children = {}      # spi_in -> _Child
         self.out = {}           # peer host -> _Child used for sending
         self.endpoints = {}
         self.stats = {"esp_in": 0, "esp_out": 0, "esp_drop": 0, "bad_datagram": 0,
-                      "no_sa": 0, "inner_refused": 0, "keepalive_in": 0, "keepalive_out": 0}
+                      "no_sa": 0, "inner_refused": 0, "keepalive_in": 0, "keepalive_out": 0,
+                      "clear_in": 0, "clear_out": 0, "clear_refused": 0, "proof_sent": 0,
+                      "proof_ok": 0, "proof_bad": 0, "key_changed": 0}
+        self.peer_stats = {}    # peer host -> counters of datagrams by level
+        self.events = []        # notable events for the app: ("key_changed", host, key) ...
+        self.proved = {}        # peer host -> Ed25519 key it proved on its current SA
         self._arrival = {}      # peer (host, port) -> socket the last request came in on
         self._natt_seen = {}    # peer host -> its NAT-T source port
         self._waiters = []
@@ -128,12 +205,84 @@ class Node:
         for s in (self.sock_ike, self.sock_natt):
             if s is not None:
                 s.close()
+        for ep in self.endpoints.values():
+            ep.close()
 
-    def endpoint(self, port):
+    def endpoint(self, port, min_level=CLEAR):
+        """The endpoint on `port` (made on first use; its clear socket binds in the background)."""
         ep = self.endpoints.get(port)
         if ep is None:
-            ep = self.endpoints[port] = Endpoint(self, port)
+            ep = self.endpoints[port] = Endpoint(self, port, min_level)
+            self._tasks.append(asyncio.create_task(self._open_clear(ep)))
+        elif min_level > ep.min_level:
+            ep.min_level = min_level
         return ep
+
+    async def _open_clear(self, ep):
+        try:
+            ep.sock = await self.board.udp(ep.port)
+        except OSError as e:
+            ep.error = e
+            self.log("port %d: no clear socket (%s); ESP only" % (ep.port, e))
+        ep._opened.set()
+        if ep.sock is not None:
+            await self._rx_clear(ep)
+
+    # -- levels ------------------------------------------------------------------
+    def level(self, host):
+        return self.levels.level(_norm(host))
+
+    def on_level(self, cb):
+        """cb(host, old, new, now) on every level change."""
+        self.levels.on_change(cb)
+
+    async def wait_level(self, host, level, timeout=10):
+        """Returns the level once >= `level`; raises LevelTimeout after `timeout` s.
+        Waiting also starts discovery with a peer we know nothing of."""
+        host = _norm(host)
+        if self.levels.level(host) < level and host not in self.out:
+            self._probe(host)
+        ev = asyncio.Event()
+        box = []
+
+        def done(ok, lv):
+            box.append((ok, lv))
+            ev.set()
+        w = self.levels.wait(host, level, self.board.now() + timeout, done)
+        self._wake.set()
+        try:
+            await ev.wait()
+        finally:
+            if w is not None and not box:
+                self.levels.cancel(w)
+        ok, lv = box[0]
+        if not ok:
+            raise LevelTimeout("%s did not reach level %d within %s s (now %d)" % (host, level, timeout, lv))
+        return lv
+
+    def _set_level(self, host, lv):
+        self.levels.set(host, lv, self.board.now())
+        self.discovery.seen_level(inet.pton(host), lv, self.board.now())
+
+    def _sa_level(self, host, sa):
+        if sa.auth in ("psk", "pubkey"):
+            return AUTHENTICATED
+        key = self.proved.get(host)
+        if key is not None and self.pins.is_trusted(inet.pton(host), key):
+            if self.tofu or self.pins.state(inet.pton(host)) == "approved":
+                return AUTHENTICATED
+        return ENCRYPTED
+
+    def approve(self, host, key):
+        """Trust `key` for `host` from now on (the user's word, e.g. after a QR scan)."""
+        host = _norm(host)
+        self.pins.approve(inet.pton(host), key)
+        self._relevel(host)
+
+    def _relevel(self, host):
+        c = self.out.get(host)
+        if c is not None:
+            self._set_level(host, self._sa_level(host, c.child.ike))
 
     # -- peers and SAs -----------------------------------------------------------
     def peer_for(self, host):
@@ -144,20 +293,36 @@ class Node:
         return None
 
     def _policy(self, peer_addr, peer_id, auth_method):
-        p = self.peer_for(peer_addr[0])
+        host = peer_addr[0]
+        req = pol.Request(inet.pton(host), peer_id, auth_method)
+        if not self.decisions.decide_now(req, self.board.now()).accept:
+            return None
+        p = self.peer_for(host)
         if p is not None:
             return p.cfg
         return self.accept_any
 
-    def level(self, host):
-        c = self.out.get(_norm(host))
-        return c.level if c else CLEAR
+    def _probe(self, host):
+        """Start IKE with `host` unless it is under way or impossible."""
+        if host in self._initiating or host in self.ike_up:
+            return
+        p = self.peer_for(host)
+        cfg = p.cfg if p is not None else self.accept_any
+        if cfg is None:
+            return
+        if p is not None and p.ike_port != p.natt_port:
+            port = p.ike_port
+        else:
+            port = p.natt_port if p is not None else self.natt_port
+        self._failed.pop(host, None)
+        self._initiating[host] = self.engine.initiate((host, port), cfg, self.board.now())
+        self._pump()
 
     async def connect(self, host, timeout=10):
         """Bring up an SA with a configured peer; returns its level or raises NodeError."""
         host = _norm(host)
         await self._bring_up(host, timeout, lambda: host in self.out)
-        return self.out[host].level
+        return self.levels.level(host)
 
     async def connect_ike(self, host, timeout=10):
         """Bring up the IKE SA only (enough for a childless peer); returns the IkeSA."""
@@ -168,14 +333,10 @@ class Node:
     async def _bring_up(self, host, timeout, done):
         if done():
             return
-        p = self.peer_for(host)
-        if p is None:
+        if self.peer_for(host) is None and self.accept_any is None:
             raise NodeError("no peer configured for %s" % host)
         self._failed.pop(host, None)
-        if host not in self._initiating and host not in self.ike_up:
-            port = p.ike_port if p.ike_port != p.natt_port else p.natt_port
-            self._initiating[host] = self.engine.initiate((host, port), p.cfg, self.board.now())
-            self._pump()
+        self._probe(host)
         deadline = self.board.now() + timeout
         ev = asyncio.Event()
         self._waiters.append(ev)
@@ -204,6 +365,29 @@ class Node:
             except Exception as e:  # a hostile datagram must never stop the node
                 self.stats["bad_datagram"] += 1
                 self.log("dropped datagram from %s: %r" % (addr[0], e))
+
+    async def _rx_clear(self, ep):
+        while True:
+            data, addr = await ep.sock.recvfrom()
+            try:
+                self._clear_in(ep, data, addr)
+            except Exception as e:
+                self.stats["bad_datagram"] += 1
+                self.log("dropped clear datagram from %s: %r" % (addr[0], e))
+
+    def _clear_in(self, ep, data, addr):
+        host = _norm(addr[0])
+        key = inet.pton(host)
+        action = self.decisions.spd.match(key, None, ep.port, addr[1])
+        deliver, probe = self.discovery.on_clear_inbound(key, action, self.board.now())
+        if probe:
+            self._probe(host)
+        if not deliver:
+            self.stats["clear_refused"] += 1
+            return
+        self.stats["clear_in"] += 1
+        self._count(host, "clear_in")
+        ep._deliver((data, (host, addr[1]), CLEAR))
 
     def _datagram(self, data, addr, sock, natt):
         now = self.board.now()
@@ -256,10 +440,47 @@ class Node:
             return
         ep = self.endpoints.get(dport)
         if ep is not None:
-            ep._deliver((data, (src, sport), c.level))
+            self._count(src, "esp_in")
+            ep._deliver((data, (src, sport), self.levels.level(c.host)))
 
     # -- datagrams to the sockets ------------------------------------------------
-    def send(self, data, addr, sport):
+    async def send(self, data, addr, sport, min_level=CLEAR, timeout=None):
+        """The policy-checked send behind Endpoint.send (see its docstring)."""
+        host = _norm(addr[0])
+        key = inet.pton(host)
+        action = self.decisions.spd.match(key, None, sport, addr[1]).with_min(min_level)
+        timeout = self.send_timeout if timeout is None else timeout
+        deadline = self.board.now() + timeout
+        while True:
+            lv = self.levels.level(host)
+            what, probe, why = self.discovery.on_send(key, action, lv, self.board.now())
+            if probe:
+                self._probe(host)
+            if what == "esp":
+                self.send_esp(data, (host, addr[1]), sport)
+                return lv
+            if what == "clear":
+                await self._endpoint_for(sport)._clear_send(data, (host, addr[1]))
+                self.stats["clear_out"] += 1
+                self._count(host, "clear_out")
+                return CLEAR
+            if what == "fail":
+                raise NodeError("not sent to %s: %s (policy %s never allows clear here)" % (host, why, action))
+            left = deadline - self.board.now()
+            if left <= 0:
+                raise LevelTimeout("not sent to %s: level %d not reached in %s s; nothing left in clear"
+                                   % (host, max(action.level, ENCRYPTED), timeout))
+            try:
+                await self.wait_level(host, max(action.level, ENCRYPTED), left)
+            except LevelTimeout:
+                pass   # loop once more: on_send decides between fail and a last check
+
+    def _endpoint_for(self, port):
+        ep = self.endpoints.get(port)
+        return ep if ep is not None else self.endpoint(port)
+
+    def send_esp(self, data, addr, sport):
+        """Send through the SA with addr's host (no policy check: callers did it)."""
         host = _norm(addr[0])
         c = self.out.get(host)
         if c is None:
@@ -271,14 +492,25 @@ class Node:
             # Checksum 0: the ESP ICV already covers these bytes (see inet's docstring).
             payload = inet.build_udp(sport, addr[1], data)
             nh = 17
+        over = _ESP_OVERHEAD_V6 if ":" in host else _ESP_OVERHEAD_V4
+        if esp.sealed_len(len(payload)) + over > self.mtu:
+            raise NodeError("datagram of %d bytes does not fit the %d-byte MTU inside ESP (max %d)"
+                            % (len(data), self.mtu, len(data) - (esp.sealed_len(len(payload)) + over - self.mtu)))
         packet = c.out.seal(payload, nh)
         self.stats["esp_out"] += 1
+        self._count(host, "esp_out")
         self._send_natt(packet, host)
         if c.out.needs_rekey and not c.rekey_asked:
             # Soft sequence limit: rekey long before the 32-bit counter could wrap.
             c.rekey_asked = True
             self.engine.rekey_child(c.child, self.board.now())
             self._pump()
+
+    def _count(self, host, what):
+        s = self.peer_stats.get(host)
+        if s is None:
+            s = self.peer_stats[host] = {"clear_in": 0, "clear_out": 0, "esp_in": 0, "esp_out": 0}
+        s[what] += 1
 
     def _inner_source(self, c, host):
         ts = c.child.local_ts
@@ -295,7 +527,7 @@ class Node:
         port = self._natt_seen.get(host)
         if port is None:
             p = self.peer_for(host)
-            port = p.natt_port if p else 4500
+            port = p.natt_port if p else self.natt_port
         self.sock_natt.sendto(data, (host, port))
 
     def _send_ike(self, msg, addr):
@@ -328,36 +560,80 @@ class Node:
     def _event(self, ev):
         name = ev.__class__.__name__
         if name == "IkeUp":
-            host = _norm(ev.sa.peer_addr[0])
-            self.ike_up[host] = ev.sa
-            self._initiating.pop(host, None)
-            if self.keylog is not None:
-                self.keylog.ike(ev.sa)
+            self._ike_up(ev.sa)
         elif name == "ChildUp":
             self._install(ev.child)
         elif name == "ChildRekeyed":
             self._install(ev.new)
         elif name == "ChildDown":
             self._remove(ev.child)
+        elif name == "IkeRekeyed":
+            host = _norm(ev.new.peer_addr[0])
+            if self.ike_up.get(host) is ev.old:
+                self.ike_up[host] = ev.new
+        elif name == "NotifyReceived":
+            if ev.type == proof.PROOF:
+                self._proof_in(ev.sa, ev.data)
         elif name in ("IkeDown", "AuthFailed"):
-            sa = ev.sa
-            host = _norm(sa.peer_addr[0])
-            self._failed[host] = ev.reason
-            self._initiating.pop(host, None)
-            if self.ike_up.get(host) is sa:
-                del self.ike_up[host]
-            for ch in list(getattr(sa, "children", ())):
-                self._remove(ch)
+            self._ike_down(ev.sa, ev.reason)
         self.log("%s %s" % (name, getattr(ev, "reason", "")))
         for w in self._waiters:
             w.set()
+
+    def _ike_up(self, sa):
+        host = _norm(sa.peer_addr[0])
+        self.ike_up[host] = sa
+        self._initiating.pop(host, None)
+        self.proved.pop(host, None)
+        if self.keylog is not None:
+            self.keylog.ike(sa)
+        if sa.auth == "null" and self.identity is not None:
+            self._proof_out(sa)
+
+    def _ike_down(self, sa, reason):
+        host = _norm(sa.peer_addr[0])
+        self._failed[host] = reason
+        if self._initiating.get(host) is sa:
+            del self._initiating[host]
+            self.discovery.probe_result(inet.pton(host), PROBE_TIMEOUT, self.board.now())
+        if self.ike_up.get(host) is sa:
+            del self.ike_up[host]
+            self.proved.pop(host, None)
+        for ch in list(getattr(sa, "children", ())):
+            self._remove(ch)
+
+    def _proof_out(self, sa):
+        sign = self._sig.sign if self._sig is not None else _ed25519().sign
+        data = proof.make(sign, self.identity.seed, self.identity.public,
+                          self.engine.auth_octets(sa, True))
+        self.engine.send_notify(sa, proof.PROOF, data, self.board.now())
+        self.stats["proof_sent"] += 1
+
+    def _proof_in(self, sa, data):
+        host = _norm(sa.peer_addr[0])
+        verify = self._sig.verify if self._sig is not None else _ed25519().verify
+        key = proof.check(verify, data, self.engine.auth_octets(sa, False))
+        if key is None:
+            self.stats["proof_bad"] += 1
+            self.log("proof from %s does not verify on this SA (relayed?)" % host)
+            return
+        self.stats["proof_ok"] += 1
+        verdict = self.pins.observe(inet.pton(host), key, self.board.now())
+        if verdict == "changed":
+            self.stats["key_changed"] += 1
+            self.events.append(("key_changed", host, key))
+            self.log("KEY CHANGED for %s: not trusted until approved" % host)
+        self.proved[host] = key
+        self._relevel(host)
 
     def _install(self, child):
         c = _Child(child, self.board.aes, self.board.rand, self.esp_soft_packets)
         self.children[child.spi_in] = c
         self.out[c.host] = c
         self._failed.pop(c.host, None)
-        self._initiating.pop(c.host, None)
+        if self._initiating.pop(c.host, None) is not None:
+            self.discovery.probe_result(inet.pton(c.host), PROBE_OK, self.board.now())
+        self._set_level(c.host, self._sa_level(c.host, child.ike))
         if self.keylog is not None:
             self.keylog.esp(child)
 
@@ -366,24 +642,27 @@ class Node:
         for host, c in list(self.out.items()):
             if c.child is child:
                 del self.out[host]
+                self.levels.drop(host, self.board.now())
 
     async def _timer(self):
         while True:
             now = self.board.now()
             self.engine.tick(now)
             self._pump()
+            self.levels.tick(now)
+            for key in self.discovery.tick(now):
+                self.log("%s: no IKE answer, treated as legacy" % inet.ntop(key))
             if self.keepalive and now >= self._next_keepalive:
                 self._send_keepalives(now)
-            dl = self.engine.next_deadline()
-            if self.keepalive:
-                dl = self._next_keepalive if dl is None else min(dl, self._next_keepalive)
+            dl = _earliest(self.engine.next_deadline(), self.levels.next_deadline(),
+                           self.discovery.next_deadline(),
+                           self._next_keepalive if self.keepalive else None)
             wait = 1.0 if dl is None else max(0.001, min(1.0, dl - now))
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), wait)
             except asyncio.TimeoutError:
                 pass
-
 
     def _send_keepalives(self, now):
         self._next_keepalive = now + self.keepalive
@@ -393,6 +672,28 @@ class Node:
                 self.stats["keepalive_out"] += 1
             except OSError:
                 pass
+
+    def view(self):
+        """{peer host: {"level": n, counters...}} for tables, JSON and tests."""
+        out = {}
+        for host in set(self.peer_stats) | set(h for h, _ in self.levels.peers()):
+            d = {"level": self.levels.level(host)}
+            d.update(self.peer_stats.get(host, {}))
+            out[host] = d
+        return out
+
+
+def _ed25519():
+    from pnpipsec.crypto import ed25519
+    return ed25519
+
+
+def _earliest(*times):
+    best = None
+    for t in times:
+        if t is not None and (best is None or t < best):
+            best = t
+    return best
 
 
 def _norm(host):

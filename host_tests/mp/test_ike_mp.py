@@ -127,6 +127,27 @@ def test_child_rekey_with_ke():
     assert na.enc_out == nb.enc_in and na.int_in == nb.int_out and na.enc_out != ca.enc_out
 
 
+def test_ed25519_handshake():
+    from pnpipsec.crypto import ed25519
+    sa_seed, sb_seed = Rand(b"ka")(32), Rand(b"kb")(32)
+    a_pub, b_pub = ed25519.public_key(sa_seed), ed25519.public_key(sb_seed)
+    a_id, b_id = (C.ID_FQDN, b"a.example"), (C.ID_KEY_ID, b"b")
+
+    def policy(addr, peer_id, method):
+        if peer_id is not None and peer_id != a_id:
+            return None
+        return PeerConfig(auth="pubkey", local_id=b_id, peer_pubkey=a_pub)
+    aes = PureAES()
+    a = Engine(Rand(b"a"), aes, LocalIdentity(ed25519_seed=sa_seed))
+    b = Engine(Rand(b"b"), aes, LocalIdentity(ed25519_seed=sb_seed), policy)
+    a.initiate(B_ADDR, PeerConfig(auth="pubkey", local_id=a_id, remote_id=b_id,
+                                  peer_pubkey=b_pub), 0.0)
+    _run(a, b)
+    sa_a, sa_b, ca, cb = _check_up(a, b)
+    assert sa_b.peer_pubkey == a_pub and sa_a.peer_pubkey == b_pub
+    assert sa_b.auth == "pubkey" and sa_b.peer_id == a_id
+
+
 if __name__ == "__main__":
     for name in sorted(dir()):
         if name.startswith("test_"):

@@ -21,7 +21,7 @@ async def _echo(node, port):
         data, addr, level = await ep.recv()
         log_stderr(f"echo {len(data)} bytes to {addr[0]} port {addr[1]} (level {level})")
         try:
-            ep.send(data, addr)
+            await ep.send(data, addr)
         except Exception as e:  # the node keeps serving other peers
             log_stderr(f"echo to {addr[0]} failed: {e}")
 

@@ -28,7 +28,7 @@ async def _main(args) -> int:
         t0 = asyncio.get_running_loop().time()
         level = await node.connect(args.addr, timeout=args.timeout)
         ep = node.endpoint(args.sport)
-        ep.send(args.data.encode(), (args.addr, args.port))
+        await ep.send(args.data.encode(), (args.addr, args.port))
         print(f"sent {len(args.data)} bytes at level {LEVEL_NAMES[level]}", file=sys.stderr)
         if args.no_reply:
             return 0

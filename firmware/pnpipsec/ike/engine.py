@@ -87,9 +87,26 @@ Protocol and ports are always 0 / 0-65535.
 REKEY COLLISIONS (RFC 7296 section 2.8.1, simplified): when both ends rekey the same
 CHILD SA (or the IKE SA) at once, the original responder of the IKE SA answers the
 original initiator's request with TEMPORARY_FAILURE, and the original initiator accepts
-the original responder's request; so exactly one rekey wins. A failed rekey is retried
-10 s later while the SA still needs it. Lifetimes: rekey at 80-90 % of the lifetime
-(jitter from rand), hard expiry at 100 % (delete).
+the original responder's request; so exactly one rekey wins (a peer that resolves the
+collision by nonces, like charon, may leave a redundant CHILD SA that it then deletes;
+the runtime may then see two ChildRekeyed for the same old CHILD SA). A CREATE_CHILD_SA
+arriving on an IKE SA that was already rekeyed or is being deleted gets
+TEMPORARY_FAILURE. A failed rekey is retried 10 s later while the SA still needs it; a
+CHILD rekey stranded on a rekeyed IKE SA is retried on the new one. Lifetimes: rekey
+at 80-90 % of the lifetime (jitter from rand); a CHILD SA is deleted at 100 % (also an
+old one the peer replaced but never deleted); the IKE SA has no hard expiry of its own
+(it is rekeyed; a rekey that keeps failing is retried every 10 s).
+
+COOKIES (RFC 7296 section 2.6). When half_open() >= cookie_threshold, an IKE_SA_INIT
+without a valid N(COOKIE) first gets a stateless answer N(COOKIE) = version byte |
+HMAC-SHA256(secret, Ni | str(peer host) | SPIi)[:16]; the secret comes from rand and
+rotates every 300 s (the previous one stays valid). As initiator we retry with the
+cookie first (at most 3 times). Half-open responder SAs expire after
+half_open_timeout. A failed IKE_AUTH answer is kept 10 s for retransmissions.
+
+ERRORS IN IKE_SA_INIT ANSWERS are unauthenticated; we act on them at once
+(NO_PROPOSAL_CHOSEN -> IkeDown) rather than waiting for a possible genuine answer.
+HASH ALGORITHMS: we announce Identity (5, RFC 8420) only.
 
 TEST HOOKS: eng.ike_proposals / eng.esp_proposals (lists of proposals as codec.encode_sa
 takes them, ESP SPI filled in) and eng.first_ke_group (a group other than 31 makes our
@@ -242,7 +259,7 @@ class Engine:
             if child.state in ("down", "deleting") or sa.state not in ("established", "rekeyed"):
                 return
             child.state = "deleting"
-            self._request(sa, C.INFORMATIONAL, _DelChild(self, sa, child), now)
+            self._del_child(sa, child, now)
             return
         sa = obj
         if sa.state in ("dead", "deleting"):
@@ -253,7 +270,7 @@ class Engine:
         if sa.state != "rekeyed":
             sa.state = "deleting"
         sa.queue = []
-        self._request(sa, C.INFORMATIONAL, _DelIke(self, sa), now)
+        self._del_ike(sa, now)
 
     def check_liveness(self, sa, now):
         if sa.state == "established" and sa.pending is None and not sa.queue:
@@ -477,8 +494,13 @@ class Engine:
             try:
                 p.on_resp(sa, msg, now)
             except IkeParseError:
-                # the peer's response is broken: the exchange failed for good
                 self._count("drop_malformed")
+                if msg.exch == C.IKE_SA_INIT:
+                    # unauthenticated: maybe forged; keep waiting for the real answer
+                    # (the handler parses everything before it changes anything)
+                    sa.pending = p
+                    return
+                # the authenticated peer's response is broken: the exchange failed
                 self._kill(sa, "malformed response")
             self._pump(sa, now)
             return
@@ -499,11 +521,16 @@ class Engine:
             self._count("drop_unexpected")
             return
         ok = (sa.state == "half_open") == (msg.exch == C.IKE_AUTH)
-        if not ok or (msg.exch == C.CREATE_CHILD_SA and sa.state != "established"):
+        busy = msg.exch == C.CREATE_CHILD_SA and sa.state != "established"
+        if not ok or (busy and sa.state not in ("rekeyed", "deleting")):
             self._count("drop_unexpected")
             return
         e, a = self._keys_in(sa)
         codec.decrypt(msg, e, a, self.aes)
+        if busy:
+            # an old (rekeyed) or dying IKE SA creates nothing: try again later
+            self._respond(sa, msg, [_n(C.N_TEMPORARY_FAILURE)])
+            return
         if msg.crit is not None:
             self._follow(sa, addr)
             self._respond(sa, msg, [_n(C.N_UNSUPPORTED_CRITICAL_PAYLOAD, bytes((msg.crit,)))])
@@ -991,6 +1018,10 @@ class Engine:
         new.children = old.children
         for ch in new.children:
             ch.ike = new
+            if ch.rekeying:
+                # its rekey exchange is stranded on the old IKE SA: retry on the new one
+                ch.rekeying = False
+                ch.rekey_at = now + RETRY_LATER
         old.children = []
         old.state = "rekeyed"
         old.rekeying = False
@@ -1029,6 +1060,22 @@ class Engine:
         for ch in gone:
             self._drop_child(sa, ch)
 
+    def _del_child(self, sa, child, now):
+        self._request(sa, C.INFORMATIONAL, _Simple(
+            [(C.PT_D, codec.encode_delete(C.PROTO_ESP, [child.spi_in.to_bytes(4, "big")]))],
+            lambda s: self._drop_child(child.ike, child)), now)
+
+    def _del_ike(self, sa, now):
+        self._request(sa, C.INFORMATIONAL, _Simple(
+            [(C.PT_D, codec.encode_delete(C.PROTO_IKE))], self._ike_deleted), now)
+
+    def _ike_deleted(self, sa):
+        if sa.state == "rekeyed":
+            sa.state = "dead"
+            self._remove(sa)
+        else:
+            self._kill(sa, "deleted")
+
     def _drop_child(self, sa, ch):
         if ch in sa.children:
             sa.children.remove(ch)
@@ -1048,14 +1095,16 @@ def _null_policy(peer_addr, peer_id, method):
 # None to skip) and handles the response (done(sa, msg, now)).
 
 class _Simple:
-    def __init__(self, payloads):
+    def __init__(self, payloads, done=None):
         self.payloads = payloads
+        self.on_done = done
 
     def build(self, now):
         return self.payloads
 
     def done(self, sa, msg, now):
-        pass
+        if self.on_done is not None:
+            self.on_done(sa)
 
 
 class _Auth:
@@ -1193,7 +1242,7 @@ class _ChildRekey:
             old.state = "rekeyed"
         eng._emit(ChildRekeyed(old, new))
         old.state = "deleting"
-        eng._request(sa, C.INFORMATIONAL, _DelChild(eng, sa, old), now)
+        eng._del_child(sa, old, now)
 
 
 class _IkeRekey:
@@ -1242,35 +1291,4 @@ class _IkeRekey:
         new.keys = ike_keys(self.ni, nr, shared, new.spi_i, new.spi_r, sa.keys.sk_d)
         eng.sas[new.spi_i] = new
         eng._move(sa, new, now)
-        eng._request(sa, C.INFORMATIONAL, _DelIke(eng, sa), now)
-
-
-class _DelChild:
-    def __init__(self, eng, sa, child):
-        self.eng = eng
-        self.sa = sa
-        self.child = child
-
-    def build(self, now):
-        if self.child.state == "down":
-            return None
-        return [(C.PT_D, codec.encode_delete(C.PROTO_ESP, [self.child.spi_in.to_bytes(4, "big")]))]
-
-    def done(self, sa, msg, now):
-        self.eng._drop_child(self.child.ike, self.child)
-
-
-class _DelIke:
-    def __init__(self, eng, sa):
-        self.eng = eng
-        self.sa = sa
-
-    def build(self, now):
-        return [(C.PT_D, codec.encode_delete(C.PROTO_IKE))]
-
-    def done(self, sa, msg, now):
-        if sa.state == "rekeyed":
-            sa.state = "dead"
-            self.eng._remove(sa)
-        else:
-            self.eng._kill(sa, "deleted")
+        eng._del_ike(sa, now)

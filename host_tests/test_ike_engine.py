@@ -202,8 +202,10 @@ def test_psk_handshake_and_byte_count():
     m = codec.decrypt(codec.parse(req), sa_a.sk_ei, sa_a.sk_ai, AES)
     method, data = codec.parse_auth(m.get(C.PT_AUTH))
     assert method == C.AUTH_PSK
-    octets = (sa_a.init_req + sa_a.nr + o_prf(sa_a.keys.sk_pi, m.get(C.PT_IDI)))
+    octets = (net.log[0][1] + sa_a.nr + o_prf(sa_a.keys.sk_pi, m.get(C.PT_IDI)))
     assert data == o_prf(o_prf(psk, b"Key Pad for IKEv2"), octets)
+    assert net.a.auth_octets(sa_a) == octets == net.b.auth_octets(sa_b, False)
+    assert sa_a.init_req is None and sa_b.init_resp is None     # freed after IKE_AUTH
     sizes = [len(d) for _, d in net.log]
     assert len(sizes) == 4
     print("\nPSK IKE_SA_INIT+IKE_AUTH bytes: %s = %d" % (sizes, sum(sizes)))
@@ -217,7 +219,8 @@ def test_null_auth_formula_is_keyed_with_sk_p():
     method, data = codec.parse_auth(m.get(C.PT_AUTH))
     idr = m.get(C.PT_IDR)
     assert method == C.AUTH_NULL and idr == bytes([C.ID_NULL, 0, 0, 0])
-    octets = sa_a.init_resp + sa_a.ni + o_prf(sa_a.keys.sk_pr, idr)
+    octets = net.log[1][1] + sa_a.ni + o_prf(sa_a.keys.sk_pr, idr)
+    assert net.b.auth_octets(sa_b) == octets == net.a.auth_octets(sa_a, False)
     assert data == o_prf(o_prf(sa_a.keys.sk_pr, b"Key Pad for IKEv2"), octets)
 
 
@@ -705,6 +708,7 @@ def test_ike_rekey(who):
     assert na.children == [ca] and nb.children == [cb] and ca.ike is na
     assert list(net.a.sas.values()) == [na] and list(net.b.sas.values()) == [nb]
     assert not net.of("a", IkeDown) and not net.of("b", IkeDown)
+    assert net.a.auth_octets(na) == net.a.auth_octets(sa_a) == net.b.auth_octets(nb, False)
     # the new SA works: child rekey and delete over it
     _rekey_child_on(net, na, nb)
     net.a.delete(na, net.now)

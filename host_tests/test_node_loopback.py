@@ -18,13 +18,16 @@ from pnpipsec.ike.engine import PeerConfig
 from pnpipsec.node import Node, NodeError, PeerEntry
 
 ID_FQDN = 2
+# A loopback /24 of this process's own, so parallel test runs never share ports.
+_NET = "127.%d.%d." % (random.randint(1, 254), os.getpid() % 250 + 1)
+HA, HB, HX = _NET + "2", _NET + "3", _NET + "4"
 
 
 def free_port():
     for _ in range(50):
         port = random.randint(20000, 60000)
         ok = True
-        for host in ("127.0.0.2", "127.0.0.3"):
+        for host in (HA, HB):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             try:
                 s.bind((host, port))
@@ -56,10 +59,10 @@ async def pair(auth, node_kw=None, **kw):
     ia, ib = Identity(os.urandom(32)), Identity(os.urandom(32))
     ca, cb = cfgs(auth, ia, ib, **kw)
     nk = node_kw or {}
-    a = Node(HostBoard(bind6=None, bind4="127.0.0.2"), ia,
-             peers=[PeerEntry("127.0.0.3", ca, ike_port=port, natt_port=port)], ike_port=port, natt_port=port, **nk)
-    b = Node(HostBoard(bind6=None, bind4="127.0.0.3"), ib,
-             peers=[PeerEntry("127.0.0.2", cb, ike_port=port, natt_port=port)], ike_port=port, natt_port=port, **nk)
+    a = Node(HostBoard(bind6=None, bind4=HA), ia,
+             peers=[PeerEntry(HB, ca, ike_port=port, natt_port=port)], ike_port=port, natt_port=port, **nk)
+    b = Node(HostBoard(bind6=None, bind4=HB), ib,
+             peers=[PeerEntry(HA, cb, ike_port=port, natt_port=port)], ike_port=port, natt_port=port, **nk)
     await a.start()
     await b.start()
     return a, b, port
@@ -78,15 +81,15 @@ def test_handshake_and_echo(auth, level):
         a, b, _ = await pair(auth)
         t = asyncio.create_task(echo(b, 7000))
         try:
-            assert await a.connect("127.0.0.3", timeout=10) == level
+            assert await a.connect(HB, timeout=10) == level
             # NULL auth starts ENCRYPTED; the channel-bound proof (trust on first use)
             # then lifts both sides to AUTHENTICATED without a new handshake.
-            assert await a.wait_level("127.0.0.3", AUTHENTICATED, timeout=5) == AUTHENTICATED
-            assert await b.wait_level("127.0.0.2", AUTHENTICATED, timeout=5) == AUTHENTICATED
+            assert await a.wait_level(HB, AUTHENTICATED, timeout=5) == AUTHENTICATED
+            assert await b.wait_level(HA, AUTHENTICATED, timeout=5) == AUTHENTICATED
             ep = a.endpoint(40000)
-            await ep.send(b"hello through ESP", ("127.0.0.3", 7000))
+            await ep.send(b"hello through ESP", (HB, 7000))
             data, addr, lvl = await asyncio.wait_for(ep.recv(), 5)
-            assert (data, addr, lvl) == (b"hello through ESP", ("127.0.0.3", 7000), AUTHENTICATED)
+            assert (data, addr, lvl) == (b"hello through ESP", (HB, 7000), AUTHENTICATED)
             assert a.stats["esp_out"] == 1 and a.stats["esp_in"] == 1
         finally:
             t.cancel()
@@ -100,12 +103,12 @@ def test_wrong_psk_fails_clearly():
         a, b, _ = await pair("psk", psk_b=b"another secret")
         try:
             with pytest.raises(NodeError) as ei:
-                await a.connect("127.0.0.3", timeout=10)
+                await a.connect(HB, timeout=10)
             assert "failed" in str(ei.value)
             assert not a.out and not b.out
             # Policy wants encryption for this datagram: it fails, it does not go clear.
             with pytest.raises(NodeError):
-                await a.endpoint(40009).send(b"x", ("127.0.0.3", 7000), min_level=ENCRYPTED, timeout=0.5)
+                await a.endpoint(40009).send(b"x", (HB, 7000), min_level=ENCRYPTED, timeout=0.5)
             assert a.stats["clear_out"] == 0
         finally:
             await a.stop()
@@ -118,18 +121,18 @@ def test_rekey_under_steady_traffic_loses_nothing():
         a, b, _ = await pair("psk")
         t = asyncio.create_task(echo(b, 7000))
         try:
-            await a.connect("127.0.0.3", timeout=10)
+            await a.connect(HB, timeout=10)
             ep = a.endpoint(40001)
-            first_spi = a.out["127.0.0.3"].child.spi_out
+            first_spi = a.out[HB].child.spi_out
             got = []
             for i in range(300):
                 if i == 100:
-                    a.engine.rekey_child(a.out["127.0.0.3"].child, a.board.now())
+                    a.engine.rekey_child(a.out[HB].child, a.board.now())
                     a._pump()
                 if i == 200:
-                    b.engine.rekey_child(b.out["127.0.0.2"].child, b.board.now())
+                    b.engine.rekey_child(b.out[HA].child, b.board.now())
                     b._pump()
-                await ep.send(b"%d" % i, ("127.0.0.3", 7000))
+                await ep.send(b"%d" % i, (HB, 7000))
                 await asyncio.sleep(0.002)
                 while ep._items:
                     got.append((await ep.recv())[0])
@@ -140,7 +143,7 @@ def test_rekey_under_steady_traffic_loses_nothing():
                 except asyncio.TimeoutError:
                     pass
             assert sorted(int(x) for x in got) == list(range(300))
-            assert a.out["127.0.0.3"].child.spi_out != first_spi  # really rekeyed
+            assert a.out[HB].child.spi_out != first_spi  # really rekeyed
             assert a.stats["esp_drop"] == 0 and b.stats["esp_drop"] == 0
         finally:
             t.cancel()
@@ -154,20 +157,20 @@ def test_garbage_is_counted_and_node_keeps_working():
         a, b, port = await pair("null")
         t = asyncio.create_task(echo(b, 7000))
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.4", 0))
+        s.bind((HX, 0))
         try:
             rnd = random.Random(7)
             junk = [b"", b"\x00", b"\x00\x00\x00\x00", b"\x00\x00\x00\x00" + bytes(30), b"\x01\x02\x03\x04" * 10]
             junk += [bytes(rnd.getrandbits(8) for _ in range(rnd.randint(1, 300))) for _ in range(200)]
             for j in junk:
-                s.sendto(j, ("127.0.0.3", port))
+                s.sendto(j, (HB, port))
             await asyncio.sleep(0.3)
             counted = (b.stats["bad_datagram"] + b.stats["no_sa"]
                        + sum(v for k, v in b.engine.stats.items() if k.startswith("drop")))
             assert counted >= len(junk) - 2  # the empty and 1-byte 0xFF keepalive-like may be benign
-            assert await a.connect("127.0.0.3", timeout=10) == ENCRYPTED
+            assert await a.connect(HB, timeout=10) == ENCRYPTED
             ep = a.endpoint(40002)
-            await ep.send(b"still alive", ("127.0.0.3", 7000))
+            await ep.send(b"still alive", (HB, 7000))
             assert (await asyncio.wait_for(ep.recv(), 5))[0] == b"still alive"
         finally:
             s.close()
@@ -181,7 +184,7 @@ def test_nat_keepalives_flow_while_sa_is_up():
     async def main():
         a, b, _ = await pair("null", node_kw={"keepalive": 0.05})
         try:
-            await a.connect("127.0.0.3", timeout=10)
+            await a.connect(HB, timeout=10)
             await asyncio.sleep(0.4)
             assert a.stats["keepalive_out"] >= 3 and b.stats["keepalive_in"] >= 3
             assert b.stats["bad_datagram"] == 0
@@ -196,20 +199,20 @@ def test_soft_sequence_limit_rekeys_without_loss():
         a, b, _ = await pair("psk", node_kw={"esp_soft_packets": 40})
         t = asyncio.create_task(echo(b, 7000))
         try:
-            await a.connect("127.0.0.3", timeout=10)
-            first = a.out["127.0.0.3"].child.spi_out
+            await a.connect(HB, timeout=10)
+            first = a.out[HB].child.spi_out
             ep = a.endpoint(40003)
             got = []
             for i in range(150):
-                await ep.send(b"%d" % i, ("127.0.0.3", 7000))
+                await ep.send(b"%d" % i, (HB, 7000))
                 await asyncio.sleep(0.002)
                 while ep._items:
                     got.append((await ep.recv())[0])
             while len(got) < 150:
                 got.append((await asyncio.wait_for(ep.recv(), 3))[0])
             assert sorted(int(x) for x in got) == list(range(150))
-            assert a.out["127.0.0.3"].child.spi_out != first
-            assert a.out["127.0.0.3"].out.seq < 150   # the counter restarted on a new SA
+            assert a.out[HB].child.spi_out != first
+            assert a.out[HB].out.seq < 150   # the counter restarted on a new SA
         finally:
             t.cancel()
             await a.stop()
@@ -221,14 +224,14 @@ def test_without_tofu_null_peer_stays_encrypted_until_approved():
     async def main():
         a, b, _ = await pair("null", node_kw={"tofu": False})
         try:
-            assert await a.connect("127.0.0.3", timeout=10) == ENCRYPTED
+            assert await a.connect(HB, timeout=10) == ENCRYPTED
             await asyncio.sleep(0.2)                         # the proofs arrived meanwhile
-            assert a.stats["proof_ok"] == 1 and a.level("127.0.0.3") == ENCRYPTED
+            assert a.stats["proof_ok"] == 1 and a.level(HB) == ENCRYPTED
             with pytest.raises(NodeError):
-                await a.wait_level("127.0.0.3", AUTHENTICATED, timeout=0.3)
-            a.approve("127.0.0.3", b.identity.public)        # the user scanned b's QR code
-            assert a.level("127.0.0.3") == AUTHENTICATED
-            assert b.level("127.0.0.2") == ENCRYPTED         # b has not approved a
+                await a.wait_level(HB, AUTHENTICATED, timeout=0.3)
+            a.approve(HB, b.identity.public)        # the user scanned b's QR code
+            assert a.level(HB) == AUTHENTICATED
+            assert b.level(HA) == ENCRYPTED         # b has not approved a
         finally:
             await a.stop()
             await b.stop()

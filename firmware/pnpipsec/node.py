@@ -54,11 +54,11 @@ class PeerEntry:
 def zero_config(**kw):
     """The PeerConfig of plug and play: NULL auth, transport mode, short probe.
 
-    Three IKE_SA_INIT tries (0.5 s, 1 s, 2 s apart) bound the probe of a legacy peer
-    to about 3.5 s and 3 packets."""
+    An IKE_SA_INIT and two retransmissions (0.5 s and 1 s later; give-up 2 s after the
+    last) bound the probe of a legacy peer to 3 packets and about 3.5 s."""
     kw.setdefault("auth", "null")
     kw.setdefault("mode", "transport")
-    kw.setdefault("retransmit_tries", 3)
+    kw.setdefault("retransmit_tries", 2)
     return ike.PeerConfig(**kw)
 
 
@@ -177,13 +177,14 @@ class Node:
                       "proof_ok": 0, "proof_bad": 0, "key_changed": 0}
         self.peer_stats = {}    # peer host -> counters of datagrams by level
         self.events = []        # notable events for the app: ("key_changed", host, key) ...
-        self.proved = {}        # peer host -> Ed25519 key it proved on its current SA
+        self.proved = {}        # peer host -> Ed25519 key it proved (last proof that verified)
         self._arrival = {}      # peer (host, port) -> socket the last request came in on
         self._natt_seen = {}    # peer host -> its NAT-T source port
         self._waiters = []
         self._failed = {}       # peer host -> why its last SA attempt ended
         self._initiating = {}   # peer host -> IkeSA we started and that is not up yet
         self.ike_up = {}        # peer host -> established IkeSA
+        self._to_probe = []     # hosts discovery wants probed (done by the timer task)
         self._wake = asyncio.Event()
         self._tasks = []
         self.sock_ike = None
@@ -267,7 +268,8 @@ class Node:
     def _sa_level(self, host, sa):
         if sa.auth in ("psk", "pubkey"):
             return AUTHENTICATED
-        key = self.proved.get(host)
+        # A proof counts only on the IKE SA it was made for (channel binding).
+        key = getattr(sa, "proved_key", None)
         if key is not None and self.pins.is_trusted(inet.pton(host), key):
             if self.tofu or self.pins.state(inet.pton(host)) == "approved":
                 return AUTHENTICATED
@@ -280,9 +282,21 @@ class Node:
         self._relevel(host)
 
     def _relevel(self, host):
-        c = self.out.get(host)
-        if c is not None:
-            self._set_level(host, self._sa_level(host, c.child.ike))
+        """Send on the best CHILD SA with `host` (highest level, then newest); the
+        host's level is that SA's. Duplicate SAs (both ends initiated) never lower it."""
+        best = None
+        best_lv = -1
+        for c in self.children.values():
+            if c.host == host:
+                lv = self._sa_level(host, c.child.ike)
+                if lv >= best_lv:
+                    best, best_lv = c, lv
+        if best is None:
+            if self.out.pop(host, None) is not None:
+                self.levels.drop(host, self.board.now())
+            return
+        self.out[host] = best
+        self._set_level(host, best_lv)
 
     # -- peers and SAs -----------------------------------------------------------
     def peer_for(self, host):
@@ -304,7 +318,7 @@ class Node:
 
     def _probe(self, host):
         """Start IKE with `host` unless it is under way or impossible."""
-        if host in self._initiating or host in self.ike_up:
+        if host in self._initiating or host in self.ike_up or self._engine_has(host):
             return
         p = self.peer_for(host)
         cfg = p.cfg if p is not None else self.accept_any
@@ -317,6 +331,18 @@ class Node:
         self._failed.pop(host, None)
         self._initiating[host] = self.engine.initiate((host, port), cfg, self.board.now())
         self._pump()
+
+    def _probe_soon(self, host):
+        """Probe from the timer task: the app's send returns before any DH work."""
+        self._to_probe.append(host)
+        self._wake.set()
+
+    def _engine_has(self, host):
+        """True while the engine holds a live SA with host (also a half-open one we answer)."""
+        for sa in self.engine.sas.values():
+            if sa.state != "dead" and _norm(sa.peer_addr[0]) == host:
+                return True
+        return False
 
     async def connect(self, host, timeout=10):
         """Bring up an SA with a configured peer; returns its level or raises NodeError."""
@@ -381,7 +407,7 @@ class Node:
         action = self.decisions.spd.match(key, None, ep.port, addr[1])
         deliver, probe = self.discovery.on_clear_inbound(key, action, self.board.now())
         if probe:
-            self._probe(host)
+            self._probe_soon(host)
         if not deliver:
             self.stats["clear_refused"] += 1
             return
@@ -454,16 +480,19 @@ class Node:
         while True:
             lv = self.levels.level(host)
             what, probe, why = self.discovery.on_send(key, action, lv, self.board.now())
+            if what == "clear":
+                # The datagram first, the probe after: discovery never delays it.
+                await self._endpoint_for(sport)._clear_send(data, (host, addr[1]))
+                self.stats["clear_out"] += 1
+                self._count(host, "clear_out")
+                if probe:
+                    self._probe_soon(host)
+                return CLEAR
             if probe:
                 self._probe(host)
             if what == "esp":
                 self.send_esp(data, (host, addr[1]), sport)
                 return lv
-            if what == "clear":
-                await self._endpoint_for(sport)._clear_send(data, (host, addr[1]))
-                self.stats["clear_out"] += 1
-                self._count(host, "clear_out")
-                return CLEAR
             if what == "fail":
                 raise NodeError("not sent to %s: %s (policy %s never allows clear here)" % (host, why, action))
             left = deadline - self.board.now()
@@ -584,7 +613,6 @@ class Node:
         host = _norm(sa.peer_addr[0])
         self.ike_up[host] = sa
         self._initiating.pop(host, None)
-        self.proved.pop(host, None)
         if self.keylog is not None:
             self.keylog.ike(sa)
         if sa.auth == "null" and self.identity is not None:
@@ -598,7 +626,6 @@ class Node:
             self.discovery.probe_result(inet.pton(host), PROBE_TIMEOUT, self.board.now())
         if self.ike_up.get(host) is sa:
             del self.ike_up[host]
-            self.proved.pop(host, None)
         for ch in list(getattr(sa, "children", ())):
             self._remove(ch)
 
@@ -624,29 +651,31 @@ class Node:
             self.events.append(("key_changed", host, key))
             self.log("KEY CHANGED for %s: not trusted until approved" % host)
         self.proved[host] = key
+        sa.proved_key = key
         self._relevel(host)
 
     def _install(self, child):
         c = _Child(child, self.board.aes, self.board.rand, self.esp_soft_packets)
         self.children[child.spi_in] = c
-        self.out[c.host] = c
         self._failed.pop(c.host, None)
         if self._initiating.pop(c.host, None) is not None:
             self.discovery.probe_result(inet.pton(c.host), PROBE_OK, self.board.now())
-        self._set_level(c.host, self._sa_level(c.host, child.ike))
+        self._relevel(c.host)
+        if self.out.get(c.host) is not c and _newer(c, self.out.get(c.host)):
+            self.out[c.host] = c   # a rekeyed SA replaces its predecessor at once
         if self.keylog is not None:
             self.keylog.esp(child)
 
     def _remove(self, child):
-        self.children.pop(child.spi_in, None)
-        for host, c in list(self.out.items()):
-            if c.child is child:
-                del self.out[host]
-                self.levels.drop(host, self.board.now())
+        c = self.children.pop(child.spi_in, None)
+        if c is not None:
+            self._relevel(c.host)
 
     async def _timer(self):
         while True:
             now = self.board.now()
+            while self._to_probe:
+                self._probe(self._to_probe.pop(0))
             self.engine.tick(now)
             self._pump()
             self.levels.tick(now)
@@ -681,6 +710,11 @@ class Node:
             d.update(self.peer_stats.get(host, {}))
             out[host] = d
         return out
+
+
+def _newer(c, old):
+    """A rekey's successor (same IKE SA family, same level) must carry traffic at once."""
+    return old is not None and old.child.ike is c.child.ike
 
 
 def _ed25519():

@@ -25,7 +25,8 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     eng.delete(sa_or_child, now)                   IKE SA (with its children) or one CHILD SA
     eng.check_liveness(sa, now)                    empty INFORMATIONAL (dead peer detection)
     eng.send_notify(sa, ntype, data, now)          INFORMATIONAL carrying one status notify
-    eng.auth_octets(sa, local=True) -> bytes       the octets our (peer's) AUTH signed
+    eng.auth_octets(sa, local=True) -> bytes       the octets our (peer's) AUTH covered
+                                                   (kept across IKE rekeys; None before)
     eng.half_open() -> int
     eng.stats: dict of counters: "rx", "drop_malformed", "drop_icv", "drop_unknown_spi",
         "drop_mid", "drop_unexpected", "drop_bad_ke", "retransmit", "replay",
@@ -62,7 +63,10 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     (bytes), mode, local_ts, remote_ts, peer_addr, ike (the IkeSA), state.
     An IkeSA carries spi_i, spi_r (8 bytes), initiator (bool), peer_addr, peer_id,
     auth ("null"/"psk"/"pubkey"), peer_pubkey (for pubkey auth), state, keys for the
-    key log (sk_ei, sk_er, sk_ai, sk_ar), and children.
+    key log (sk_ei, sk_er, sk_ai, sk_ar; sa.keys has all seven and the SKEYSEED),
+    children, ni, nr, and octets (see auth_octets). RealMessage1/2 (init_req,
+    init_resp) are dropped once IKE_AUTH completed. States: init_sent, auth_sent,
+    half_open, established, deleting, rekeyed (replaced, awaiting delete), dead.
 
 PORTS AND NAT-T. Both sides always send NAT_DETECTION_*_IP notifies with random
 20-byte values, i.e. we always claim "NAT detected" (as charon's encap=yes does): the
@@ -281,10 +285,12 @@ class Engine:
             self._request(sa, C.INFORMATIONAL, _Simple([_n(ntype, data)]), now)
 
     def auth_octets(self, sa, local=True):
-        k = sa.keys
-        if sa.initiator == local:
-            return A.signed_octets(sa.init_req, sa.nr, k.sk_pi, sa.id_local if local else sa.id_peer)
-        return A.signed_octets(sa.init_resp, sa.ni, k.sk_pr, sa.id_local if local else sa.id_peer)
+        """The octets our (local) or the peer's AUTH payload covered in IKE_AUTH
+        (RealMessage | Nonce | prf(SK_p, ID body)); they stay with the SA across IKE
+        rekeys. None before IKE_AUTH completed."""
+        if sa.octets is None:
+            return None
+        return sa.octets[0 if local else 1]
 
     def next_deadline(self):
         best = None
@@ -793,8 +799,8 @@ class Engine:
         elif aname != "null" and cfg.remote_id is not None and cfg.remote_id != peer_id:
             why = "peer ID mismatch"
         else:
-            octets = A.signed_octets(sa.init_req, sa.nr, sa.keys.sk_pi, idb)
-            if not A.check(method, adata, octets, sa.keys.sk_pi, cfg.psk, cfg.peer_pubkey,
+            peer_octets = A.signed_octets(sa.init_req, sa.nr, sa.keys.sk_pi, idb)
+            if not A.check(method, adata, peer_octets, sa.keys.sk_pi, cfg.psk, cfg.peer_pubkey,
                            self.sig):
                 why = "bad AUTH (%s)" % aname
         if why is not None:
@@ -808,12 +814,12 @@ class Engine:
         sa.cfg = cfg
         sa.auth = aname
         sa.peer_id = peer_id
-        sa.id_peer = idb
         if aname == "pubkey":
             sa.peer_pubkey = cfg.peer_pubkey
         my_id = codec.encode_id(*self._local_id(cfg))
-        sa.id_local = my_id
         octets = A.signed_octets(sa.init_resp, sa.ni, sa.keys.sk_pr, my_id)
+        sa.octets = (octets, peer_octets)
+        sa.init_req = sa.init_resp = None
         m, d = self._make_auth(sa, octets, sa.keys.sk_pr)
         resp = [(C.PT_IDR, my_id), (C.PT_AUTH, codec.encode_auth(m, d))]
         child = None
@@ -1008,8 +1014,7 @@ class Engine:
 
     def _move(self, old, new, now):
         """Finish an IKE rekey: new SA takes over the children and the identity."""
-        for k in ("peer_id", "auth", "peer_pubkey", "init_req", "init_resp", "id_local",
-                  "id_peer"):
+        for k in ("peer_id", "auth", "peer_pubkey", "octets"):
             setattr(new, k, getattr(old, k))
         new.surfaced = True
         new.state = "established"
@@ -1116,8 +1121,8 @@ class _Auth:
         eng, sa = self.eng, self.sa
         cfg = sa.cfg
         idb = codec.encode_id(*eng._local_id(cfg))
-        sa.id_local = idb
         octets = A.signed_octets(sa.init_req, sa.nr, sa.keys.sk_pi, idb)
+        self.octets = octets
         m, d = eng._make_auth(sa, octets, sa.keys.sk_pi)
         p = [(C.PT_IDI, idb)]
         if cfg.remote_id is not None and cfg.auth != "null":
@@ -1150,8 +1155,8 @@ class _Auth:
         elif cfg.auth != "null" and cfg.remote_id is not None and cfg.remote_id != peer_id:
             why = "peer ID mismatch"
         else:
-            octets = A.signed_octets(sa.init_resp, sa.ni, sa.keys.sk_pr, idb)
-            if not A.check(method, adata, octets, sa.keys.sk_pr, cfg.psk, cfg.peer_pubkey,
+            peer_octets = A.signed_octets(sa.init_resp, sa.ni, sa.keys.sk_pr, idb)
+            if not A.check(method, adata, peer_octets, sa.keys.sk_pr, cfg.psk, cfg.peer_pubkey,
                            eng.sig):
                 why = "bad AUTH (%s)" % cfg.auth
         if why is not None:
@@ -1164,7 +1169,8 @@ class _Auth:
             eng._kill(sa, "AUTHENTICATION_FAILED")
             return
         sa.peer_id = peer_id
-        sa.id_peer = idb
+        sa.octets = (self.octets, peer_octets)
+        sa.init_req = sa.init_resp = None
         sa.auth = cfg.auth
         if cfg.auth == "pubkey":
             sa.peer_pubkey = cfg.peer_pubkey

@@ -98,10 +98,9 @@ class IkeSA:
         self.ke_pub = None
         self.cookie = None
         self.cookie_tries = 0
-        self.init_req = None      # RealMessage1
-        self.init_resp = None     # RealMessage2
-        self.id_local = None      # ID payload bodies, for AUTH and proofs later
-        self.id_peer = None
+        self.init_req = None      # RealMessage1 (until IKE_AUTH completes)
+        self.init_resp = None     # RealMessage2 (until IKE_AUTH completes)
+        self.octets = None        # (ours, peer's) AUTH signed octets, for proofs later
         self.peer_hash_algs = False
         self.send_mid = 0
         self.recv_mid = 0

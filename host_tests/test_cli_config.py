@@ -57,6 +57,9 @@ def write(tmp_path, text):
     ("[[peer]]\naddress='fd00::1'\nlocal_id='x500:cn'\n", "must be null or one of"),
     ("[[peer]]\naddress='fd00::1'\nmode='beet'\n", "not transport or tunnel"),
     ("this is not toml", "not valid TOML"),
+    ("zero_config = 'yes'\n", "zero_config must be true or false"),
+    ("[[spd]]\npeer='any'\naction='sometimes'\n", "spd[0].action"),
+    ("zero_config = true\n[accept_any]\nauth='null'\n", "choose one"),
 ])
 def test_config_errors_name_the_problem(tmp_path, text, needle):
     with pytest.raises(config.ConfigError) as ei:
@@ -90,3 +93,25 @@ def test_cli_bad_usage_exit_2(tmp_path):
     assert r.returncode == 2 and "unknown key" in r.stderr
     r = run("node")
     assert r.returncode == 2 and "--config" in r.stderr
+
+
+def test_pins_cli_approve_changed_key(tmp_path):
+    from pnp_hostboard.storage import DirStorage
+    from pnpipsec.pins import PinStore
+    st = str(tmp_path / "st")
+    k1, k2 = os.urandom(32), os.urandom(32)
+    store = PinStore(DirStorage(st))
+    store.observe(bytes([10, 0, 0, 2]), k1)
+    assert store.observe(bytes([10, 0, 0, 2]), k2) == "changed"
+    r = run("pins", "--state", st, "list")
+    assert r.returncode == 0 and "10.0.0.2" in r.stdout and "approve with --pending" in r.stdout
+    r = run("pins", "--state", st, "approve", "10.0.0.2", "--pending")
+    assert r.returncode == 0, r.stderr
+    again = PinStore(DirStorage(st))
+    assert again.is_trusted(bytes([10, 0, 0, 2]), k2) and again.state(bytes([10, 0, 0, 2])) == "approved"
+    r = run("pins", "--state", st, "approve", "10.0.0.9", "--pending")
+    assert r.returncode == 1 and "no changed key" in r.stderr
+    r = run("pins", "--state", st, "approve", "10.0.0.9", "--key", "abcd")
+    assert r.returncode == 2
+    assert run("pins", "--state", st, "forget", "10.0.0.2").returncode == 0
+    assert run("pins", "--state", st, "forget", "10.0.0.2").returncode == 1

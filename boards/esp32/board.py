@@ -15,7 +15,7 @@ IPv6: the stock ESP32 port has no IPv6 UDP -- WLAN.ipconfig has no 'addr6' (Valu
 and then binds IPv4 only; a firmware that has IPv6 gets both families without changes.
 """
 
-from pnpboard.base import WlanBoard
+from pnpboard.base import WlanBoard, aes_provider  # noqa: F401 - pnpipsec.selftest uses it
 
 
 class Board(WlanBoard):

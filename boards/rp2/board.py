@@ -20,7 +20,7 @@ link-local and SLAAC addresses appear in WLAN.ipconfig('addr6') as
 UDP binds two sockets per port, ("::", p) and ("0.0.0.0", p): lwIP's pcbs are single-family.
 """
 
-from pnpboard.base import WlanBoard
+from pnpboard.base import WlanBoard, aes_provider  # noqa: F401 - pnpipsec.selftest uses it
 from pnpboard import net as _net
 
 try:

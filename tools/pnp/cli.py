@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "connect": ("pnp.connect_cmd", "bring up the SA with a peer and print what came up"),
     "keygen": ("pnp.keygen", "create (once) and show the node's Ed25519 identity"),
     "node": ("pnp.node_cmd", "run a node until stopped"),
+    "pins": ("pnp.pins_cmd", "list the pinned peer keys; approve or forget one"),
     "send": ("pnp.send_cmd", "send one datagram through the SA and print the reply"),
 }
 

@@ -10,10 +10,10 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 
-from pnpipsec import inet
+from pnpipsec import inet, policy
 from pnpipsec.identity import IdentityError, public_from_pem
 from pnpipsec.ike.engine import PeerConfig
-from pnpipsec.node import PeerEntry
+from pnpipsec.node import PeerEntry, zero_config
 
 SUPPORTED_IKE = ("aes128-sha256-x25519",)
 SUPPORTED_ESP = ("aes128-sha256",)
@@ -22,7 +22,8 @@ ID_NULL = 13
 PEER_KEYS = {"address", "auth", "psk", "local_id", "remote_id", "peer_pubkey", "mode",
              "local_ts", "remote_ts", "proposals", "esp_proposals", "childless",
              "ike_port", "natt_port"}
-TOP_KEYS = {"state", "addresses", "ike_port", "natt_port", "keylog", "peer", "accept_any"}
+TOP_KEYS = {"state", "addresses", "ike_port", "natt_port", "keylog", "peer", "accept_any",
+            "zero_config", "tofu", "spd"}
 
 
 class ConfigError(Exception):
@@ -39,6 +40,8 @@ class NodeConfig:
     keylog: str | None = None
     peers: list = field(default_factory=list)
     accept_any: PeerConfig | None = None
+    tofu: bool = True
+    spd: object = None
 
 
 def load(path: str) -> NodeConfig:
@@ -67,6 +70,24 @@ def load(path: str) -> NodeConfig:
         cfg.peers.append(_peer(p, base, f"{path}: peer[{i}]", cfg))
     if raw.get("accept_any") is not None:
         cfg.accept_any = _peer_cfg(raw["accept_any"], base, where("accept_any"), cfg, None)
+    zc = raw.get("zero_config", False)
+    if not isinstance(zc, bool):
+        raise ConfigError(where("zero_config must be true or false"))
+    if zc:
+        if cfg.accept_any is not None:
+            raise ConfigError(where("zero_config = true and [accept_any] both set: choose one"))
+        cfg.accept_any = zero_config()
+    tofu = raw.get("tofu", True)
+    if not isinstance(tofu, bool):
+        raise ConfigError(where("tofu must be true or false"))
+    cfg.tofu = tofu
+    spd = raw.get("spd", [])
+    if not isinstance(spd, list):
+        raise ConfigError(where("spd must be an array of tables: [[spd]]"))
+    try:
+        cfg.spd = policy.Spd.from_dicts(spd)
+    except ValueError as e:
+        raise ConfigError(where(str(e)))
     return cfg
 
 

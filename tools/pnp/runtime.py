@@ -24,6 +24,7 @@ async def start_node(cfg, verbose=True) -> Node:
         log_stderr(f"created identity {ident.fingerprint} in {cfg.state}")
     node = Node(board, ident, peers=cfg.peers, ike_port=cfg.ike_port, natt_port=cfg.natt_port,
                 addresses=cfg.addresses, keylog=KeylogDir(cfg.keylog) if cfg.keylog else None,
-                log=log_stderr if verbose else None, accept_any=cfg.accept_any)
+                log=log_stderr if verbose else None, accept_any=cfg.accept_any,
+                spd=cfg.spd, tofu=cfg.tofu)
     await node.start()
     return node

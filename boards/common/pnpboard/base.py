@@ -23,7 +23,8 @@ from pnpboard import net as _net
 STORAGE_ROOT = "/pnpipsec-state"
 
 
-def _default_aes():
+def aes_provider():
+    """The board's AES provider (pnpipsec.selftest looks for board.aes_provider)."""
     from pnpipsec.crypto.aes import CryptolibAES
     return CryptolibAES()
 
@@ -35,7 +36,7 @@ class BaseBoard:
                  socket_module=None, log=print):
         self.os = os_module or _os
         self.log = log
-        self.aes = aes if aes is not None else _default_aes()
+        self.aes = aes if aes is not None else aes_provider()
         self.clock = clock or Monotonic()
         self.storage = FlashStorage(storage_root, self.os)
         if self.storage.recovered:

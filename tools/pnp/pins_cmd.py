@@ -1,0 +1,75 @@
+"""`pnp pins --state DIR list|approve|forget`: the trust-on-first-use pin store.
+
+Pins are keyed by the peer's address; a peer whose key changed stays at ENCRYPTED until
+its new key is approved here (or with Node.approve from the app).
+"""
+
+from __future__ import annotations
+
+import binascii
+import sys
+
+from pnp_hostboard.storage import DirStorage
+from pnpipsec import inet
+from pnpipsec.identity import IdentityError, fingerprint, public_from_pem
+from pnpipsec.pins import PinError, PinStore
+
+
+def add_arguments(p):
+    p.add_argument("--state", required=True, help="the node's state folder")
+    sub = p.add_subparsers(dest="action", metavar="ACTION")
+    sub.required = True
+    sub.add_parser("list", help="show every pinned peer")
+    a = sub.add_parser("approve", help="trust a key for a peer address")
+    a.add_argument("addr")
+    g = a.add_mutually_exclusive_group(required=True)
+    g.add_argument("--pending", action="store_true", help="approve the changed key the peer last proved")
+    g.add_argument("--key", help="the key as 64 hex digits")
+    g.add_argument("--pem", help="the key as a PEM public key file (pnp keygen writes one)")
+    f = sub.add_parser("forget", help="drop a peer's pin (next proof pins again)")
+    f.add_argument("addr")
+
+
+def _key(args, store, pid):
+    if args.pending:
+        got = store.get(pid)
+        if got is None or got[2] is None:
+            raise PinError(f"{args.addr} has no changed key waiting for approval")
+        return got[2]
+    if args.pem:
+        with open(args.pem, "rb") as fh:
+            return public_from_pem(fh.read())
+    key = binascii.unhexlify(args.key)
+    if len(key) != 32:
+        raise ValueError("a key is 32 bytes (64 hex digits)")
+    return key
+
+
+def run(args) -> int:
+    try:
+        store = PinStore(DirStorage(args.state))
+        if args.action == "list":
+            items = sorted(store.items())
+            if not items:
+                print("no pins")
+            for pid, key, state in items:
+                got = store.get(pid)
+                line = f"{inet.ntop(pid):40} {fingerprint(key)}  {state}"
+                if got[2] is not None:
+                    line += f"  (now presents {fingerprint(got[2])}: approve with --pending)"
+                print(line)
+            return 0
+        pid = inet.pton(args.addr)
+        if args.action == "forget":
+            if not store.forget(pid):
+                print(f"pnp pins: no pin for {args.addr}", file=sys.stderr)
+                return 1
+            print(f"forgot {args.addr}")
+            return 0
+        key = _key(args, store, pid)
+        store.approve(pid, key)
+        print(f"approved {fingerprint(key)} for {args.addr}")
+        return 0
+    except (PinError, IdentityError, ValueError, OSError) as e:
+        print(f"pnp pins: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ValueError) else 1

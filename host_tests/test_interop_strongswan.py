@@ -157,8 +157,72 @@ def test_charon_initiates_we_respond_and_child_rekey(net, charon, tmp_path, fam,
             assert out.stdout.strip() == "ping-2"   # traffic on the rekeyed CHILD SA
             kids = charon.list_sas()[0]["children"]
             assert [c for c in kids if c["state"] == "INSTALLED" and c["spi_in"] != before]
+            # charon rekeys the IKE SA: our node answers as responder, children move over.
+            old_ike = charon.list_sas()[0]["spi_i"]
+            charon.rekey_ike("node")
+            charon.wait_for(lambda sas: len(sas) == 1 and sas[0]["spi_i"] != old_ike
+                            and sas[0]["state"] == "ESTABLISHED", timeout=5)
+            time.sleep(0.2)
+            out = theirs.run([nn.VENV_PYTHON, "-c", CLIENT, ours.addr(fam), str(APP_PORT), "ping-3"])
+            assert out.stdout.strip() == "ping-3"
     finally:
         node.terminate()
         node.wait(timeout=5)
     assert cap.tshark_fields(pcap, ["frame.number"], display_filter=f"udp.port == {APP_PORT}") == []
     judge(pcap, str(tmp_path / "keys"), tmp_path)
+
+
+OUR_REKEYS = r"""
+import asyncio, sys
+from pnp import config
+from pnp.runtime import start_node
+
+async def main(cfg_path, peer, port):
+    node = await start_node(config.load(cfg_path), verbose=False)
+    ep = node.endpoint(40000)
+    async def roundtrip(text):
+        await ep.send(text.encode(), (peer, port))
+        data, _, _ = await asyncio.wait_for(ep.recv(), 5)
+        print(data.decode(), flush=True)
+    await node.connect(peer, timeout=10)
+    await roundtrip("before")
+    old_child = node.out[peer].child
+    node.engine.rekey_child(old_child, node.board.now()); node._pump()
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if node.out[peer].child is not old_child and old_child.spi_in not in node.children:
+            break
+    print("child rekeyed", node.out[peer].child.spi_out != old_child.spi_out, flush=True)
+    await roundtrip("after-child-rekey")
+    old_ike = node.ike_up[peer]
+    node.engine.rekey_ike(old_ike, node.board.now()); node._pump()
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if node.ike_up.get(peer) is not None and node.ike_up[peer] is not old_ike:
+            break
+    print("ike rekeyed", node.ike_up[peer].spi_i != old_ike.spi_i, flush=True)
+    await roundtrip("after-ike-rekey")
+    await node.stop()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+def test_we_rekey_child_and_ike_toward_charon(net, charon, tmp_path):
+    ours, theirs = net.ns
+    charon_conn(charon, net, 6, "psk", tmp_path, initiator=False)
+    cfg = node_config(tmp_path, ours, theirs, 6, "psk")
+    srv = theirs.popen_python(["-c", ECHO_SERVER, theirs.addr(6), str(APP_PORT), "3"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert srv.stdout.readline().strip() == "ready"
+    pcap = str(tmp_path / "our-rekeys.pcap")
+    with cap.Capture(ours, "veth0", "udp", pcap):
+        r = ours.run([nn.VENV_PYTHON, "-c", OUR_REKEYS, cfg, theirs.addr(6), str(APP_PORT)], check=False)
+    assert r.returncode == 0, r.stderr + charon.log_text()[-3000:]
+    assert r.stdout.split("\n")[:5] == ["echo:before", "child rekeyed True", "echo:after-child-rekey",
+                                        "ike rekeyed True", "echo:after-ike-rekey"]
+    sas = charon.list_sas()
+    assert len(sas) == 1 and sas[0]["state"] == "ESTABLISHED"
+    assert len([c for c in sas[0]["children"] if c["state"] == "INSTALLED"]) == 1
+    res = judge(pcap, str(tmp_path / "keys"), tmp_path)
+    assert res["ike_encrypted"] >= 8   # IKE_AUTH, CREATE_CHILD_SA x4, INFORMATIONAL deletes

@@ -145,8 +145,48 @@ class Inputs:
         return {"K": self.k, "U": self.u, "SEED": self.seed, "MSG": self.msg, "PUB": self.pub, "SIG": self.sig}
 
     def expected(self, case):
+        if case.startswith("handshake"):
+            return True   # both engines derived the same CHILD SA keys
         return {"x25519": self.shared, "ed25519_sign": self.sig, "ed25519_verify": True}[case]
 
+
+# A whole IKE_SA_INIT + IKE_AUTH (with CHILD SA) between two engines in memory, with
+# pure-Python X25519 as on a device; AES is the board's (OpenSSL on the host, PureAES
+# where nothing else exists). Deterministic randomness: every run does the same work.
+HANDSHAKE = """
+import hashlib
+from pnpipsec.ike.engine import Engine, PeerConfig, LocalIdentity
+from pnpipsec.crypto.aes import default_provider
+try:
+    from pnp_hostboard.crypto import CryptographyAES
+    AES = CryptographyAES()
+except ImportError:
+    AES = default_provider()
+_n = [0]
+def rand(k):
+    _n[0] += 1
+    out = b""
+    i = 0
+    while len(out) < k:
+        out += hashlib.sha256(b"hs %%d %%d" %% (_n[0], i)).digest()
+        i += 1
+    return out[:k]
+def fn():
+    cfg = %s
+    a = Engine(rand, AES, LocalIdentity(), policy=lambda addr, pid, m: cfg)
+    b = Engine(rand, AES, LocalIdentity(), policy=lambda addr, pid, m: cfg)
+    A = ("10.0.0.1", 4500)
+    B = ("10.0.0.2", 4500)
+    a.initiate(B, cfg, 0.0)
+    for _ in range(3):
+        for m, _x in a.pop_datagrams():
+            b.receive(m, A, 0.0)
+        for m, _x in b.pop_datagrams():
+            a.receive(m, B, 0.0)
+    ca = [e.child for e in a.pop_events() if e.__class__.__name__ == "ChildUp"]
+    cb = [e.child for e in b.pop_events() if e.__class__.__name__ == "ChildUp"]
+    return len(ca) == 1 and len(cb) == 1 and ca[0].enc_out == cb[0].enc_in and ca[0].int_in == cb[0].int_out
+"""
 
 # Pure-Python cases: source that defines fn() from the globals of Inputs.globals();
 # it runs as is on CPython and on MicroPython.
@@ -154,6 +194,8 @@ PURE_CASES = {
     "x25519": "from pnpipsec.crypto import x25519\ndef fn():\n    return x25519.x25519(K, U)\n",
     "ed25519_sign": "from pnpipsec.crypto import ed25519\ndef fn():\n    return ed25519.sign(SEED, MSG)\n",
     "ed25519_verify": "from pnpipsec.crypto import ed25519\ndef fn():\n    return ed25519.verify(PUB, MSG, SIG)\n",
+    "handshake_null": HANDSHAKE % "PeerConfig(auth='null')",
+    "handshake_psk": HANDSHAKE % "PeerConfig(auth='psk', psk=b'bench secret', local_id=(2, b'a'), remote_id=None)",
 }
 
 
@@ -354,6 +396,19 @@ class Row:
         self.budget = budget  # max ratio probe/baseline, or None
 
 
+def scaled(key, factor, label):
+    """A derived baseline: another probe's samples times `factor` (e.g. 4 X25519 operations)."""
+    def probe(ctx):
+        m = measure(ctx, key)
+        if not m.ok:
+            return Measurement.na(m.note or "n/a")
+        return Measurement(samples=[x * factor for x in m.samples], inner=m.inner)
+    return (label, probe)
+
+
+PROBES["4x25519/cpython"] = scaled("x25519/cpython", 4, "4 × X25519 CPython pure")
+PROBES["4x25519/wasm"] = scaled("x25519/wasm", 4, "4 × X25519 MicroPython wasm pure")
+
 ROWS = []
 for _case, _op in (
     ("x25519", "X25519 scalar mult"),
@@ -363,6 +418,15 @@ for _case, _op in (
     ROWS.append(Row(_op, _case + "/cryptography"))
     ROWS.append(Row(_op, _case + "/cpython", baseline=_case + "/cryptography"))
     ROWS.append(Row(_op, _case + "/wasm", baseline=_case + "/cryptography", also=_case + "/cpython"))
+# DESIGN section 12: handshake CPU per node <= 1.3x the X25519 operations it must do
+# (2 per node: 4 for the pair both rows measure).
+for _case, _op in (("handshake_null", "IKE handshake NULL, 2 nodes"),
+                   ("handshake_psk", "IKE handshake PSK, 2 nodes")):
+    ROWS.append(Row(_op, _case + "/cpython", baseline="4x25519/cpython", budget=1.3))
+    ROWS.append(Row(_op, _case + "/wasm", baseline="4x25519/wasm", budget=1.3))
+
+from pnp import bench_esp as _bench_esp  # noqa: E402  (ESP per-packet rows)
+_bench_esp.register(PROBES, ROWS, Row, time_callable, Measurement)
 
 
 # ------------------------------------------------------------------ running

@@ -24,7 +24,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "keygen": ("pnp.keygen", "create (once) and show the node's Ed25519 identity"),
     "node": ("pnp.node_cmd", "run a node until stopped"),
     "pins": ("pnp.pins_cmd", "list the pinned peer keys; approve or forget one"),
+    "wirebench": ("pnp.wirebench", "handshakes on the wire: ours beside strongSwan and libreswan (root)"),
     "send": ("pnp.send_cmd", "send one datagram through the SA and print the reply"),
+    "sim": ("pnp.sim", "the demo: appliances, a host and a legacy device on loopback; live levels, pcap, key log"),
 }
 
 

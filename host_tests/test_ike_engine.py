@@ -967,3 +967,33 @@ def test_fuzz_authenticated_garbage(inner, first, exch):
     net.b.receive(m, (A_HOST, 4500), net.now)
     net.b.pop_datagrams()
     net.b.pop_events()
+
+
+def _create_child(net, sa_a):
+    """A CREATE_CHILD_SA for an additional (not rekeyed) CHILD SA, A -> B."""
+    tsi, tsr = sa_a.children[0].local_ts, sa_a.children[0].remote_ts
+    m = net.a._encode(sa_a, C.CREATE_CHILD_SA, False, sa_a.send_mid, [
+        (C.PT_N, codec.encode_notify(C.N_USE_TRANSPORT_MODE)),
+        (C.PT_SA, codec.encode_sa([(1, 3, os.urandom(4), [(1, 12, 128), (3, 12, None), (5, 0, None)])])),
+        (C.PT_NONCE, os.urandom(32)),
+        (C.PT_TSI, codec.encode_ts(tsi)), (C.PT_TSR, codec.encode_ts(tsr))])
+    sa_a.send_mid += 1
+    net.b.receive(m, (A_HOST, 4500), net.now)
+    (resp, _), = net.b.pop_datagrams()
+    return codec.decrypt(codec.parse(resp), sa_a.sk_er, sa_a.sk_ar, AES)
+
+
+def test_limits_children_and_sas():
+    net = Net(max_sas=2, max_children=2)
+    sa_a, sa_b = up(net)
+    r = _create_child(net, sa_a)                 # a second CHILD SA: accepted
+    assert r.error_notify() is None and r.get(C.PT_SA) is not None
+    assert len(sa_b.children) == 2 and net.of("b", ChildUp)
+    r = _create_child(net, sa_a)                 # a third: refused
+    assert r.error_notify()[0] == C.N_NO_ADDITIONAL_SAS and len(sa_b.children) == 2
+    e = Engine(os.urandom, AES, LocalIdentity())  # second IKE SA fits, a third does not
+    for i in range(2):
+        e.initiate((B_HOST, 500), PeerConfig(), 0.0)
+        (d, _), = e.pop_datagrams()
+        net.b.receive(d, ("10.0.2.%d" % i, 500), 0.0)
+    assert len(net.b.sas) == 2 and net.b.stats["drop_full"] == 1

@@ -256,8 +256,8 @@ def test_relaying_man_in_the_middle_leaves_both_victims_encrypted():
         for n in (a, b, m1, m2):
             await n.start()
         try:
-            await m2.connect("10.0.0.2", timeout=5)    # M's leg toward B first
-            assert await a.connect("10.0.0.2", timeout=5) == ENCRYPTED
+            await m2.connect("10.0.0.2", timeout=15)    # M's leg toward B first
+            assert await a.connect("10.0.0.2", timeout=15) == ENCRYPTED
             await asyncio.sleep(0.1)
             assert len(relayed) == 2
             flush()                                    # both proofs relayed...

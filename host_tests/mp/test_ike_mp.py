@@ -148,6 +148,27 @@ def test_ed25519_handshake():
     assert sa_b.auth == "pubkey" and sa_b.peer_id == a_id
 
 
+def test_invalid_ke_cookie_and_ike_rekey():
+    a, b = _pair(None)
+    b.cookie_threshold = 0                    # every IKE_SA_INIT must carry a cookie
+    a.first_ke_group = 19                     # and our first KE is of a group B refuses
+    a.ike_proposals = [(1, C.PROTO_IKE, b"", [(1, 12, 128), (2, 5, None), (3, 12, None),
+                                             (4, 19, None), (4, 31, None)])]
+    a.initiate(B_ADDR, PeerConfig(), 0.0)
+    sizes = _run(a, b)
+    assert len(sizes) == 8, sizes             # cookie, INVALID_KE, then the exchange
+    assert b.stats["cookie_sent"] == 1 and b.stats["invalid_ke_sent"] == 1
+    sa_a, sa_b, ca, cb = _check_up(a, b)
+    a.rekey_ike(sa_a, 1.0)
+    _run(a, b, 1.0)
+    ea, eb = _events(a), _events(b)
+    assert [k for k, _ in ea] == ["ike_rekeyed"] and [k for k, _ in eb] == ["ike_rekeyed"]
+    na, nb = ea[0][1].new, eb[0][1].new
+    assert na.sk_ei == nb.sk_ei and na.sk_ei != sa_a.sk_ei and na.children == [ca]
+    assert list(a.sas.values()) == [na] and list(b.sas.values()) == [nb]
+    assert a.auth_octets(na) == b.auth_octets(nb, False)
+
+
 if __name__ == "__main__":
     for name in sorted(dir()):
         if name.startswith("test_"):

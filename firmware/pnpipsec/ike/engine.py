@@ -3,7 +3,8 @@
 CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
 
     eng = Engine(rand, aes, local, policy=None, cookie_threshold=8,
-                 half_open_timeout=30.0, natt_ports=(500, 4500), dh=None, sig=None)
+                 half_open_timeout=30.0, natt_ports=(500, 4500), dh=None, sig=None,
+                 max_sas=32, max_children=4)
         rand(n) -> bytes; aes: an AES provider (pnpipsec.crypto.aes);
         local: LocalIdentity(ed25519_seed=None, psk_ids=None) -- our long-term identity;
         policy(peer_addr, peer_id, auth_method) -> PeerConfig or None: asked on every
@@ -14,6 +15,9 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
         dh / sig: optional module-like providers standing in for pnpipsec.crypto.x25519
         (keypair, x25519) and pnpipsec.crypto.ed25519 (sign, verify), e.g. the host
         board's OpenSSL-backed ones; default: the pure-Python modules.
+        max_sas: IKE SAs (all states) beyond which an incoming IKE_SA_INIT is dropped
+        ("drop_full"); max_children: CHILD SAs per IKE SA beyond which a peer's
+        CREATE_CHILD_SA for a new (not rekeyed) CHILD SA gets NO_ADDITIONAL_SAS.
 
     sa = eng.initiate(peer_addr, peer_cfg, now)   -> IkeSA  (queues IKE_SA_INIT)
     eng.receive(data, peer_addr, now)              IKE message without non-ESP marker
@@ -30,7 +34,7 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     eng.half_open() -> int
     eng.stats: dict of counters: "rx", "drop_malformed", "drop_icv", "drop_unknown_spi",
         "drop_mid", "drop_unexpected", "drop_bad_ke", "retransmit", "replay",
-        "cookie_sent", "invalid_ke_sent", "timeout" (missing key = 0)
+        "cookie_sent", "invalid_ke_sent", "timeout", "drop_full" (missing key = 0)
 
     PeerConfig(auth="null"|"psk"|"pubkey", local_id=None, remote_id=None, psk=None,
                peer_pubkey=None, mode="transport"|"tunnel", local_ts=None,
@@ -191,7 +195,10 @@ def select(props, proto, spisz, dh):
 
 class Engine:
     def __init__(self, rand, aes, local, policy=None, cookie_threshold=8,
-                 half_open_timeout=30.0, natt_ports=(500, 4500), dh=None, sig=None):
+                 half_open_timeout=30.0, natt_ports=(500, 4500), dh=None, sig=None,
+                 max_sas=32, max_children=4):
+        self.max_sas = max_sas
+        self.max_children = max_children
         self.dh = dh if dh is not None else x25519
         self.sig = sig
         self.rand = rand
@@ -619,6 +626,9 @@ class Engine:
             else:
                 self._count("drop_unexpected")
             return
+        if len(self.sas) >= self.max_sas:
+            self._count("drop_full")
+            return
         if msg.crit is not None:
             self._plain_reply(msg, addr, C.N_UNSUPPORTED_CRITICAL_PAYLOAD, bytes((msg.crit,)))
             return
@@ -957,6 +967,9 @@ class Engine:
             if old.state != "up" or (old.rekeying and not sa.initiator):
                 self._respond(sa, msg, [_n(C.N_TEMPORARY_FAILURE)])
                 return
+        elif len(sa.children) >= self.max_children:
+            self._respond(sa, msg, [_n(C.N_NO_ADDITIONAL_SAS)])
+            return
         shared = None
         mid = []
         nr = self.rand(32)

@@ -236,3 +236,29 @@ def test_without_tofu_null_peer_stays_encrypted_until_approved():
             await a.stop()
             await b.stop()
     asyncio.run(main())
+
+
+def test_proved_level_survives_ike_rekey():
+    async def main():
+        a, b, _ = await pair("null")
+        t = asyncio.create_task(echo(b, 7000))
+        try:
+            await a.connect(HB, timeout=10)
+            await a.wait_level(HB, AUTHENTICATED, timeout=5)
+            old = a.ike_up[HB]
+            a.engine.rekey_ike(old, a.board.now())
+            a._pump()
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if a.ike_up[HB] is not old:
+                    break
+            assert a.ike_up[HB] is not old and a.ike_up[HB].spi_i != old.spi_i
+            assert a.level(HB) == AUTHENTICATED and b.level(HA) == AUTHENTICATED
+            ep = a.endpoint(40004)
+            await ep.send(b"after rekey", (HB, 7000))
+            assert await asyncio.wait_for(ep.recv(), 5) == (b"after rekey", (HB, 7000), AUTHENTICATED)
+        finally:
+            t.cancel()
+            await a.stop()
+            await b.stop()
+    asyncio.run(main())

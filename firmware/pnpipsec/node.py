@@ -600,6 +600,9 @@ class Node:
             host = _norm(ev.new.peer_addr[0])
             if self.ike_up.get(host) is ev.old:
                 self.ike_up[host] = ev.new
+            # The new IKE SA's keys come from the old one's SK_d: the proof still binds.
+            ev.new.proved_key = getattr(ev.old, "proved_key", None)
+            self._relevel(host)
         elif name == "NotifyReceived":
             if ev.type == proof.PROOF:
                 self._proof_in(ev.sa, ev.data)

@@ -9,7 +9,7 @@ BENCH_ARGS  ?=
 .PHONY: help setup test demo bench test-mp clean
 
 help:
-	@echo "make demo     set up, then run the demo (for now: the benchmark)"
+	@echo "make demo     set up, then run the demo: appliances, a host and a legacy device on loopback (pnp sim)"
 	@echo "make test     set up, then run every test (pytest host_tests)"
 	@echo "make bench    set up, then benchmark pure-Python crypto vs baselines (BENCH_ARGS=--json ...)"
 	@echo "make test-mp  only the MicroPython (WebAssembly) test modules, verbose"
@@ -22,7 +22,7 @@ test: setup
 	$(PY) -m pytest -q -ra host_tests $(PYTEST_ARGS)
 
 demo: setup
-	$(VENV)/bin/pnp bench
+	$(VENV)/bin/pnp sim
 
 bench: setup
 	$(VENV)/bin/pnp bench $(BENCH_ARGS)

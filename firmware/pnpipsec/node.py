@@ -184,7 +184,8 @@ class Node:
         self._failed = {}       # peer host -> why its last SA attempt ended
         self._initiating = {}   # peer host -> IkeSA we started and that is not up yet
         self.ike_up = {}        # peer host -> established IkeSA
-        self._to_probe = []     # hosts discovery wants probed (done by the timer task)
+        self._to_probe = []     # (when, host) discovery wants probed (by the timer task)
+        self.answer_probe_delay = 0.3
         self._wake = asyncio.Event()
         self._tasks = []
         self.sock_ike = None
@@ -332,9 +333,9 @@ class Node:
         self._initiating[host] = self.engine.initiate((host, port), cfg, self.board.now())
         self._pump()
 
-    def _probe_soon(self, host):
+    def _probe_soon(self, host, delay=0.0):
         """Probe from the timer task: the app's send returns before any DH work."""
-        self._to_probe.append(host)
+        self._to_probe.append((self.board.now() + delay, host))
         self._wake.set()
 
     def _engine_has(self, host):
@@ -407,7 +408,9 @@ class Node:
         action = self.decisions.spd.match(key, None, ep.port, addr[1])
         deliver, probe = self.discovery.on_clear_inbound(key, action, self.board.now())
         if probe:
-            self._probe_soon(host)
+            # Later than the sender's own probe, which is usually on its way: then the
+            # engine already has its SA and we do not start a second, duplicate one.
+            self._probe_soon(host, self.answer_probe_delay)
         if not deliver:
             self.stats["clear_refused"] += 1
             return
@@ -677,8 +680,11 @@ class Node:
     async def _timer(self):
         while True:
             now = self.board.now()
-            while self._to_probe:
-                self._probe(self._to_probe.pop(0))
+            due = [x for x in self._to_probe if x[0] <= now]
+            if due:
+                self._to_probe = [x for x in self._to_probe if x[0] > now]
+                for _, host in due:
+                    self._probe(host)
             self.engine.tick(now)
             self._pump()
             self.levels.tick(now)
@@ -687,6 +693,7 @@ class Node:
             if self.keepalive and now >= self._next_keepalive:
                 self._send_keepalives(now)
             dl = _earliest(self.engine.next_deadline(), self.levels.next_deadline(),
+                           min([x[0] for x in self._to_probe]) if self._to_probe else None,
                            self.discovery.next_deadline(),
                            self._next_keepalive if self.keepalive else None)
             wait = 1.0 if dl is None else max(0.001, min(1.0, dl - now))

@@ -3,33 +3,24 @@
 Needs /wifi.json ({"ssid": "...", "key": "..."}), the pnpipsec package in /lib and this
 board's glue (board.py, /lib/pnpboard) -- `pnp deploy` puts all of that in place.
 The node's identity is made on first boot and kept in flash; every peer is accepted
-with NULL authentication (level ENCRYPTED) and upgrades as the app asks for more.
+with NULL authentication (ENCRYPTED) and goes up a level when it proves a pinned key.
+Datagrams to UDP 7000 are echoed back; every one is printed with its security level.
 """
 
 import asyncio
 
 import pnpipsec
 from pnpipsec import identity
-from pnpipsec.ike.sa import PeerConfig
-from pnpipsec.node import Node
+from pnpipsec.node import Node, zero_config
 from pnpboard.net import WifiConfigError, NetworkError
 
 from board import Board
 
 APP_PORT = 7000
-STATUS_EVERY = 30
 
 
 def level_name(level):
     return pnpipsec.LEVEL_NAMES[level] if 0 <= level < len(pnpipsec.LEVEL_NAMES) else str(level)
-
-
-async def status(node):
-    while True:
-        await asyncio.sleep(STATUS_EVERY)
-        peers = sorted(node.out)
-        print("status: %d SA(s)%s" % (len(peers), "".join(
-            "\n  %s %s" % (h, level_name(node.level(h))) for h in peers)))
 
 
 async def main():
@@ -41,9 +32,11 @@ async def main():
         return
     ident, created = identity.load_or_create(board.storage, board.rand)
     print("identity %s: fingerprint %s" % ("created" if created else "loaded", ident.fingerprint))
-    node = Node(board, ident, addresses=board.address_list(), accept_any=PeerConfig(), log=print)
+    node = Node(board, ident, addresses=board.address_list(), accept_any=zero_config(), log=print)
+    node.on_level(lambda host, old, new, now: print("level %s: %s -> %s" % (host, level_name(old), level_name(new))))
 
     def moved(events):
+        # SLAAC / DHCP changes: the node uses only current preferred addresses
         node.addresses = board.address_list()
         for ev in events:
             print("address", " ".join(str(x) for x in ev))
@@ -51,16 +44,15 @@ async def main():
     board.on_address_change(moved)
     board.watch()
     await node.start()
-    print("pnpipsec %s on %s: IKE on UDP %d/%d, app on UDP %d; addresses %s"
+    ep = node.endpoint(APP_PORT)
+    print("pnpipsec %s on %s: IKE on UDP %d/%d, echo on UDP %d; addresses %s"
           % (pnpipsec.__version__, board.name, node.ike_port, node.natt_port, APP_PORT,
              ", ".join(board.address_list()) or "none"))
-    asyncio.create_task(status(node))
-    ep = node.endpoint(APP_PORT)
     while True:
         data, peer, level = await ep.recv()
         print("from %s port %d at %s: %r" % (peer[0], peer[1], level_name(level), data[:60]))
         try:
-            ep.send(b"echo: " + data, peer)
+            await ep.send(b"echo: " + data, peer, timeout=5)
         except Exception as e:  # noqa: BLE001 - the example keeps serving
             print("reply failed:", e)
 

@@ -18,15 +18,16 @@ import sys
 
 # name -> (module, one-line help). Keep sorted by name.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "bench": ("pnp.bench", "benchmark the crypto (and later ESP, handshake, firmware size) against baselines"),
+    "bench": ("pnp.bench", "benchmark crypto, IKE handshake CPU and ESP per packet against baselines"),
     "connect": ("pnp.connect_cmd", "bring up the IKE SA (and CHILD SA) with a peer and print it"),
-    "connect": ("pnp.connect_cmd", "bring up the SA with a peer and print what came up"),
+    "deploy": ("pnp.deploy", "compile pnpipsec to .mpy, put it on a MicroPython board with mpremote, self-test it"),
+    "footprint": ("pnp.footprint", "firmware .mpy size and MicroPython heap against the DESIGN budgets"),
     "keygen": ("pnp.keygen", "create (once) and show the node's Ed25519 identity"),
     "node": ("pnp.node_cmd", "run a node until stopped"),
     "pins": ("pnp.pins_cmd", "list the pinned peer keys; approve or forget one"),
-    "wirebench": ("pnp.wirebench", "handshakes on the wire: ours beside strongSwan and libreswan (root)"),
     "send": ("pnp.send_cmd", "send one datagram through the SA and print the reply"),
     "sim": ("pnp.sim", "the demo: appliances, a host and a legacy device on loopback; live levels, pcap, key log"),
+    "wirebench": ("pnp.wirebench", "handshakes on the wire: ours beside strongSwan and libreswan (root)"),
 }
 
 

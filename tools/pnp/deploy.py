@@ -212,8 +212,8 @@ def copy_args(port, items, dirs):
     return args
 
 
-_NOT_FOUND = ("failed to access", "no device found", "no device with serial",
-              "could not enter raw repl", "could not open port")
+_NOT_FOUND = ("failed to access", "no device found", "no device with serial", "could not open port")
+_NO_ANSWER = ("could not enter raw repl",)
 
 
 def _run_mpremote(args, timeout, log, echo=True):
@@ -239,9 +239,14 @@ def _run_mpremote(args, timeout, log, echo=True):
 def _explain_failure(port, lines):
     text = "\n".join(lines)
     low = text.lower()
+    last = text.strip().splitlines()[-1] if text.strip() else ""
     for needle in _NOT_FOUND:
         if needle.lower() in low:
-            return DeployError("device not found at %s: %s" % (port, text.strip().splitlines()[-1] if text.strip() else needle))
+            return DeployError("device not found at %s: %s" % (port, last or needle))
+    for needle in _NO_ANSWER:
+        if needle.lower() in low:
+            return DeployError("the device at %s does not answer (%s): is it running MicroPython, "
+                               "is another program using the port, or is its program stuck?" % (port, needle))
     return None
 
 
@@ -276,7 +281,8 @@ def add_arguments(p):
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (files, sizes) and the mpremote command; touch no device")
     p.add_argument("--no-selftest", action="store_true", help="skip the on-board self-test")
-    p.add_argument("--reset", action="store_true", help="soft-reset the board at the end (main.py starts)")
+    p.add_argument("--reset", action="store_true",
+                   help="reset the board at the end (machine.reset(): the board boots into main.py)")
     p.add_argument("--build-dir", default=None, help="keep the compiled files here (default: a temporary folder)")
     p.add_argument("--timeout", type=int, default=600, help="seconds allowed for each mpremote run")
 
@@ -332,10 +338,16 @@ def deploy(args, log=print):
                     raise err
             log("self-test: %s" % ("ok" if ok else "FAILED"))
         if args.reset:
-            _run_mpremote(["connect", args.port, "soft-reset"], args.timeout, log)
-            log("soft-reset sent: main.py starts")
+            # mpremote's `reset` is machine.reset(): the board boots and runs main.py. A soft
+            # reset from mpremote's raw REPL would not (main.py runs only from the friendly
+            # REPL); the virtual board has no machine module, so it gets mpremote's soft-reset.
+            cmd = "soft-reset" if board == "wasm" else "reset"
+            rc, _lines = _run_mpremote(["connect", args.port, cmd], args.timeout, log)
+            log("%s sent (exit %d)" % (cmd, rc))
         else:
-            log("deployed; reset the board (or `mpremote connect %s reset`) to start main.py" % args.port)
+            how = "soft-reset" if board == "wasm" else "reset"
+            log("deployed; reset the board (or `mpremote connect %s %s`, or pass --reset) to start main.py"
+                % (args.port, how))
         return 0 if ok else 1
     finally:
         if tmp is not None:

@@ -1,6 +1,6 @@
 """Firmware footprint: .mpy size and MicroPython heap, beside the DESIGN section 12 budgets.
 
-    python -m pnp.footprint [--json]
+    python -m pnp.footprint [--json] [--no-heap]     (or `pnp footprint` once registered)
 
 Functions the bench calls:
 
@@ -24,12 +24,24 @@ Functions the bench calls:
                          gc_collect_top_level), i.e. GC pressure, not a peak; the
                          transient peak inside a step is not observable here;
     heap_by_module       the import increment of each module, in import order;
+    heap_after_import_app  the same for what the example main.py imports (APP_MODULES
+                         and their dependencies: node, engine, crypto, esp, identity);
     heap_per_sa          live heap one engine holds per established IKE SA + CHILD SA
                          with its two ESP objects (EspOut + EspIn), averaged over 4;
     heap_per_esp_pair    the EspOut + EspIn pair alone, averaged over 4.
   Live heap is "gc.collect(); gc.mem_alloc()" at the start of a runPython call: in this
   port a collection frees nothing inside the call that made the garbage.
-* budget_rows(sizes, heap) -> [(what, value, budget, note)] and report() prints them.
+* measure_unix_peaks(exe) (optional; PNP_MICROPYTHON32 names a 32-bit build of
+  MicroPython's unix port, e.g. `make -C ports/unix CFLAGS_EXTRA=-m32 LDFLAGS_EXTRA=-m32`;
+  PNP_MICROPYTHON_PATH adds folders, e.g. one holding extmod/asyncio, for builds
+  without frozen modules):
+  there gc works inside running code and -X heapsize fixes the heap, so it gives the
+  true peaks the wasm port cannot: the smallest heap that imports the package, and the
+  free heap a two-engine handshake needs after the import (balloon + binary search).
+* measure_frozen(exe) (optional; PNP_MICROPYTHON32_FROZEN names such a binary built with
+  FROZEN_MANIFEST=a manifest that includes "$(MPY_DIR)/extmod/asyncio" and
+  firmware/manifest.py): heap after importing the frozen package.
+* budget_rows(sizes, heap, unix) -> [(what, value, budget, note)] and report() prints them.
 
 The board figures will differ somewhat (32-bit MCU object sizes equal the wasm32 ones,
 but the ports' heaps differ in block accounting only slightly); frozen firmware
@@ -216,6 +228,34 @@ def heap_steps(module_names=None):
     return s
 
 
+# what boards/esp32/main.py and boards/rp2/main.py import (the node's working set)
+APP_MODULES = ("pnpipsec", "pnpipsec.identity", "pnpipsec.ike.sa", "pnpipsec.node")
+
+
+def import_steps(mods):
+    s = ["import gc, sys\ngc.collect()\n", _LIVE + "_base = _live\n"]
+    s.append("".join("import %s\n" % m for m in mods))
+    s.append(_LIVE + "print('FP heap_import_set', _live - _base, len([m for m in sys.modules if m.startswith('pnpipsec')]))\n")
+    return s
+
+
+def _run_steps(steps, compact, timeout):
+    node = _node()
+    tmp = tempfile.mkdtemp(prefix="pnp-fp-heap-")
+    try:
+        sizes = compile_tree(tmp, compact)
+        plan = os.path.join(tmp, "plan.json")
+        with open(plan, "w") as f:
+            json.dump({"mpy_dir": tmp, "steps": steps, "heapsize": 4 * 1024 * 1024}, f)
+        p = subprocess.run([node, MEASURE_MJS, plan], capture_output=True, text=True,
+                           timeout=timeout, cwd=REPO)
+        if p.returncode != 0:
+            raise RuntimeError("heap measurement failed (exit %d):\n%s%s" % (p.returncode, p.stdout[-3000:], p.stderr[-3000:]))
+        return sizes, parse_fp(p.stdout.splitlines())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _node():
     node = shutil.which("node")
     if node is None:
@@ -244,20 +284,8 @@ def parse_fp(lines):
 
 def measure_heap(compact=False, timeout=600):
     """Run heap_steps() on the .mpy build inside MicroPython WebAssembly; a dict of figures."""
-    node = _node()
-    tmp = tempfile.mkdtemp(prefix="pnp-fp-heap-")
-    try:
-        sizes = compile_tree(tmp, compact)
-        plan = os.path.join(tmp, "plan.json")
-        with open(plan, "w") as f:
-            json.dump({"mpy_dir": tmp, "steps": heap_steps(), "heapsize": 4 * 1024 * 1024}, f)
-        p = subprocess.run([node, MEASURE_MJS, plan], capture_output=True, text=True,
-                           timeout=timeout, cwd=REPO)
-        if p.returncode != 0:
-            raise RuntimeError("heap measurement failed (exit %d):\n%s%s" % (p.returncode, p.stdout[-3000:], p.stderr[-3000:]))
-        fp = parse_fp(p.stdout.splitlines())
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    sizes, fp = _run_steps(heap_steps(), compact, timeout)
+    _s, fp_app = _run_steps(import_steps(APP_MODULES), compact, timeout)
     copied = fp["copied_mpy"][0][0]
     imp, nmods = fp["heap_after_import"][0][:2]
     steps = fp.get("hs_step", [])
@@ -272,6 +300,7 @@ def measure_heap(compact=False, timeout=600):
         "mpy_total": sum(sizes.values()),
         "modules_imported": nmods,
         "heap_after_import": imp,
+        "heap_after_import_app": fp_app["heap_import_set"][0][0],
         "handshake_live_peak": live_peak,
         "handshake_live_peak_per_node": live_peak // 2,
         "handshake_step_churn": churn,
@@ -284,7 +313,135 @@ def measure_heap(compact=False, timeout=600):
     }
 
 
-def budget_rows(sizes, heap):
+# ------------------------------------------------------------------ optional: 32-bit unix port
+_UNIX_HS = """
+import sys, gc
+sys.path[:0] = %(libs)r
+mode = sys.argv[1]
+gc.collect()
+b0 = gc.mem_alloc()
+%(imports)s
+gc.collect()
+print("FP import", gc.mem_alloc() - b0)
+if mode != "import":
+    if mode == "balloon":
+        free = gc.mem_free()
+        balloon = bytearray(max(0, free - int(sys.argv[2]) - 64))
+%(helpers)s
+    gc.collect()
+    h0 = gc.mem_alloc()
+    ea = Engine(_Rand(b"a"), PureAES(), LocalIdentity())
+    eb = Engine(_Rand(b"b"), PureAES(), LocalIdentity())
+    ea.initiate(("fd00:1::2", 500), PeerConfig(), 0.0)
+    peak = 0
+    for i in range(8):
+        if i %% 2 == 0:
+            _move(ea, eb, "fd00:1::1")
+        else:
+            _move(eb, ea, "fd00:1::2")
+        gc.collect()
+        peak = max(peak, gc.mem_alloc() - h0)
+    kinds = [e.kind for e in ea.pop_events()]
+    assert kinds == ["ike_up", "child_up"], kinds
+    print("FP hs_live_peak", peak)
+print("FP ok 1")
+"""
+
+
+def unix_port_binary():
+    """A 32-bit MicroPython unix-port binary from PNP_MICROPYTHON32, or None."""
+    exe = os.environ.get("PNP_MICROPYTHON32")
+    if not exe or not os.path.exists(exe):
+        return None
+    p = subprocess.run([exe, "-c", "import sys; print(sys.maxsize)"], capture_output=True, text=True, timeout=30)
+    return exe if p.stdout.strip() == str(2 ** 31 - 1) else None
+
+
+def measure_unix_peaks(exe, compact=False, timeout=60):
+    """True peaks on MicroPython's 32-bit unix port, where gc works inside running code
+    and the heap has a fixed size (-X heapsize): the smallest heap in which importing the
+    package succeeds, and the free heap a two-engine NULL handshake needs after the import
+    (a bytearray 'balloon' eats the rest; binary search to 256 bytes). Figures include
+    fragmentation; both ends of the handshake share the heap."""
+    tmp = tempfile.mkdtemp(prefix="pnp-fp-unix-")
+    try:
+        compile_tree(tmp, compact)
+        mods = [m for m in modules() if m not in SKIP_IMPORT]
+        helpers = "\n".join("    " + l if l.strip() else "" for l in _HS_HELPERS.splitlines())
+        libs = [tmp] + [p for p in os.environ.get("PNP_MICROPYTHON_PATH", "").split(":") if p]
+        src = _UNIX_HS % {"libs": libs, "imports": "".join("import %s\n" % m for m in mods), "helpers": helpers}
+        script = os.path.join(tmp, "hs.py")
+        with open(script, "w") as f:
+            f.write(src)
+
+        def ok(heap, *args):
+            p = subprocess.run([exe, "-X", "heapsize=%d" % heap, script] + list(args),
+                               capture_output=True, text=True, timeout=timeout)
+            return p.returncode == 0 and "FP ok 1" in p.stdout, p
+
+        good, p = ok(4 * 1024 * 1024, "full")
+        if not good:
+            raise RuntimeError("unix-port run failed:\n" + p.stdout[-2000:] + p.stderr[-2000:])
+        fp = parse_fp(p.stdout.splitlines())
+
+        def search(lo, hi, pred):
+            while hi - lo > 256:
+                mid = (lo + hi) // 2
+                if pred(mid):
+                    hi = mid
+                else:
+                    lo = mid
+            return hi
+
+        min_import = search(16 * 1024, 1024 * 1024, lambda h: ok(h, "import")[0])
+        hs_free = search(1024, 256 * 1024, lambda x: ok(1024 * 1024, "balloon", str(x))[0])
+        return {
+            "variant": "compact" if compact else "plain",
+            "unix_heap_after_import": fp["import"][0][0],
+            "unix_min_heap_for_import": min_import,
+            "unix_handshake_live_peak": fp["hs_live_peak"][0][0],
+            "unix_handshake_free_heap_needed": hs_free,
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure_frozen(exe, timeout=60):
+    """Heap after importing the package FROZEN into a 32-bit unix-port binary
+    (PNP_MICROPYTHON32_FROZEN; built with FROZEN_MANIFEST including firmware/manifest.py):
+    the figure that matters for boards flashed with boards/esp32|rp2/manifest.py."""
+    mods = [m for m in modules() if m not in SKIP_IMPORT]
+    src = ("import gc, sys\nsys.path[:] = ['.frozen']\ngc.collect()\nb0 = gc.mem_alloc()\n"
+           + "".join("import %s\n" % m for m in mods)
+           + "gc.collect()\nprint('FP frozen_import', gc.mem_alloc() - b0)\nprint('FP ok 1')\n")
+    tmp = tempfile.mkdtemp(prefix="pnp-fp-frozen-")
+    try:
+        script = os.path.join(tmp, "frozen.py")
+        with open(script, "w") as f:
+            f.write(src)
+
+        def run_(heap):
+            p = subprocess.run([exe, "-X", "heapsize=%d" % heap, script], capture_output=True,
+                               text=True, timeout=timeout, cwd=tmp)
+            return p.returncode == 0 and "FP ok 1" in p.stdout, p
+
+        good, p = run_(4 * 1024 * 1024)
+        if not good:
+            raise RuntimeError("frozen run failed (is pnpipsec frozen in %s?):\n%s%s" % (exe, p.stdout[-2000:], p.stderr[-2000:]))
+        lo, hi = 4096, 1024 * 1024
+        while hi - lo > 256:
+            mid = (lo + hi) // 2
+            if run_(mid)[0]:
+                hi = mid
+            else:
+                lo = mid
+        return {"frozen_heap_after_import": parse_fp(p.stdout.splitlines())["frozen_import"][0][0],
+                "frozen_min_heap_for_import": hi}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def budget_rows(sizes, heap, unix=(), frozen=None, per_sa=None):
     rows = [
         ("firmware .mpy, plain bytecode", sizes["plain"], MPY_BUDGET, "%d files" % sizes["files"]),
         ("firmware .mpy, -O2 -X no-source-lines", sizes["compact"], MPY_BUDGET, ""),
@@ -293,6 +450,8 @@ def budget_rows(sizes, heap):
         tag = "(%s .mpy)" % h["variant"]
         rows += [
             ("heap after import %s" % tag, h["heap_after_import"], None, "%d modules" % h["modules_imported"]),
+            ("heap after import, example app's set %s" % tag, h["heap_after_import_app"], None,
+             "pnpipsec.node + identity + ike.sa and deps"),
             ("heap per SA (IKE+CHILD+ESP) %s" % tag, h["heap_per_sa"], None, "mean of %d" % N_SA),
             ("heap per ESP pair %s" % tag, h["heap_per_esp_pair"], None, ""),
             ("heap after import + 4 SAs %s" % tag, h["heap_import_plus_4_sa"], HEAP_BUDGET, ""),
@@ -301,6 +460,24 @@ def budget_rows(sizes, heap):
             ("handshake churn, largest step %s" % tag, h["handshake_step_churn"], None,
              "bytes allocated in one engine step, garbage incl."),
         ]
+    for u in unix:
+        tag = "(%s .mpy, unix port 32-bit)" % u["variant"]
+        rows += [
+            ("heap after import %s" % tag, u["unix_heap_after_import"], None, "cross-check of the wasm figure"),
+            ("smallest heap that imports %s" % tag, u["unix_min_heap_for_import"], None, "import transient + fragmentation"),
+            ("handshake live peak, both ends %s" % tag, u["unix_handshake_live_peak"], None, ""),
+            ("handshake needs free heap, both ends %s" % tag, u["unix_handshake_free_heap_needed"], None,
+             "true peak incl. transients, fragmentation"),
+        ]
+    if frozen:
+        rows += [
+            ("heap after import, FROZEN (unix port 32-bit)", frozen["frozen_heap_after_import"], None,
+             "bytecode in flash (firmware/manifest.py)"),
+            ("smallest heap that imports, FROZEN", frozen["frozen_min_heap_for_import"], None, ""),
+        ]
+        if per_sa:
+            rows.append(("heap after import + 4 SAs, FROZEN", frozen["frozen_heap_after_import"] + N_SA * per_sa,
+                         HEAP_BUDGET, "per SA from the wasm run"))
     return rows
 
 
@@ -314,18 +491,44 @@ def report(out=print, as_json=False, heap=True):
                 hs.append(measure_heap(compact))
             except (RuntimeError, subprocess.TimeoutExpired) as e:
                 errors.append(str(e))
+    unix = []
+    exe = unix_port_binary() if heap else None
+    if exe:
+        for compact in (False, True):
+            try:
+                unix.append(measure_unix_peaks(exe, compact))
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                errors.append(str(e))
+    frozen = None
+    fexe = os.environ.get("PNP_MICROPYTHON32_FROZEN") if heap else None
+    if fexe and os.path.exists(fexe):
+        try:
+            frozen = measure_frozen(fexe)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            errors.append(str(e))
     if as_json:
         out(json.dumps({"sizes": {k: v for k, v in sizes.items() if not k.endswith("_files")},
-                        "heap": hs, "errors": errors}, indent=2))
+                        "heap": hs, "unix_port": unix, "frozen": frozen, "errors": errors}, indent=2))
         return 0 if not errors else 1
-    out("%-52s %10s %10s  %s" % ("footprint (DESIGN section 12)", "bytes", "budget", ""))
-    for what, val, budget, note in budget_rows(sizes, hs):
+    out("%-66s %8s %8s  %s" % ("footprint (DESIGN section 12)", "bytes", "budget", ""))
+    per_sa = hs[0]["heap_per_sa"] if hs else None
+    for what, val, budget, note in budget_rows(sizes, hs, unix, frozen, per_sa):
         b = "" if budget is None else "%d" % budget
         verdict = "" if budget is None else ("within" if val <= budget else "OVER by %d" % (val - budget))
-        out("%-52s %10d %10s  %s%s" % (what, val, b, verdict, ("  " + note) if note else ""))
+        out("%-66s %8d %8s  %s%s" % (what, val, b, verdict, ("  " + note) if note else ""))
     for e in errors:
         out("heap: n/a (%s)" % e.splitlines()[0])
     return 0 if not errors else 1
+
+
+def add_arguments(p):
+    """`pnp footprint` (when registered in pnp/cli.py SUBCOMMANDS)."""
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-heap", action="store_true", help="sizes only (no MicroPython run)")
+
+
+def run(args):
+    return report(as_json=args.json, heap=not args.no_heap)
 
 
 def main(argv=None):

@@ -33,7 +33,7 @@ class BaseBoard:
     name = "micropython"
 
     def __init__(self, storage_root=STORAGE_ROOT, aes=None, clock=None, os_module=None,
-                 socket_module=None, log=print):
+                 socket_module=None, log=print, bind6="::", bind4="0.0.0.0"):
         self.os = os_module or _os
         self.log = log
         self.aes = aes if aes is not None else aes_provider()
@@ -45,6 +45,8 @@ class BaseBoard:
         self.ipv6 = False
         self.ipv6_reason = "network not up yet"
         self.ipv4 = True
+        self.bind6 = bind6      # local addresses the UDP sockets bind to (default: any)
+        self.bind4 = bind4
 
     def rand(self, n):
         return self.os.urandom(n)
@@ -54,7 +56,7 @@ class BaseBoard:
 
     async def udp(self, port):
         return await _udp.open_udp(port, want6=self.ipv6, want4=self.ipv4,
-                                   socket_module=self.socket)
+                                   socket_module=self.socket, bind6=self.bind6, bind4=self.bind4)
 
 
 class WlanBoard(BaseBoard):
@@ -108,10 +110,12 @@ class WlanBoard(BaseBoard):
         return out
 
     def address_list(self):
-        """Addresses the node may use as its own now (preferred ones, IPv6 first)."""
-        v6 = [a[0] for a in self.addresses() if a[1] == "preferred" and ":" in a[0]]
-        v4 = [a[0] for a in self.addresses() if a[1] == "preferred" and ":" not in a[0]]
-        return v6 + v4
+        """Addresses the node may use as its own now: preferred ones, global IPv6 first,
+        then link-local IPv6, then IPv4."""
+        ok = [a[0] for a in self.addresses() if a[1] == "preferred"]
+        v6 = [a for a in ok if ":" in a]
+        return ([a for a in v6 if not _net.is_link_local(a)] + [a for a in v6 if _net.is_link_local(a)]
+                + [a for a in ok if ":" not in a])
 
     def on_address_change(self, cb):
         self.watcher.on_change(cb)

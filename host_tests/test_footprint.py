@@ -1,0 +1,103 @@
+"""pnp.footprint produces its figures: .mpy sizes (both variants) and MicroPython heap
+measured in the WebAssembly port. Plausibility only -- the budgets are the bench's to
+report, not a test's to assert."""
+
+import os
+import shutil
+
+import pytest
+
+from pnp import footprint
+
+from .conftest import REPO, missing
+
+
+def _need_cross():
+    from pnp.deploy import DeployError, mpy_cross_cmd
+
+    try:
+        mpy_cross_cmd()
+    except DeployError as e:
+        missing(str(e))
+
+
+def _firmware_py():
+    out = []
+    for d, dirs, files in os.walk(os.path.join(REPO, "firmware", "pnpipsec")):
+        dirs[:] = [x for x in dirs if x != "__pycache__"]
+        out += [f for f in files if f.endswith(".py")]
+    return out
+
+
+def test_modules_cover_the_package():
+    mods = footprint.modules()
+    assert mods[0] == "pnpipsec"
+    for m in ("pnpipsec.node", "pnpipsec.ike.engine", "pnpipsec.crypto.x25519", "pnpipsec.esp"):
+        assert m in mods
+    assert len(mods) == len(_firmware_py())
+
+
+def test_sizes_are_the_sum_of_the_files(tmp_path):
+    _need_cross()
+    sizes = footprint.compile_tree(str(tmp_path), compact=False)
+    assert len(sizes) == len(_firmware_py())
+    on_disk = 0
+    for rel, n in sizes.items():
+        assert n > 0
+        path = os.path.join(str(tmp_path), rel)
+        assert os.path.getsize(path) == n
+        on_disk += n
+    rep = footprint.size_report()
+    assert rep["plain"] == on_disk == sum(rep["plain_files"].values())
+    assert rep["compact"] == sum(rep["compact_files"].values())
+    assert 0 < rep["compact"] < rep["plain"]
+    assert rep["budget"] == 64 * 1024 and rep["files"] == len(_firmware_py())
+
+
+def test_heap_steps_are_python():
+    for i, step in enumerate(footprint.heap_steps()):
+        compile(step, "step%d" % i, "exec")
+
+
+def test_parse_fp():
+    got = footprint.parse_fp(["noise", "FP a 1 2", "FP a 3 x", "FP b 7"])
+    assert got == {"a": [[1, 2], [3, "x"]], "b": [[7]]}
+
+
+def test_heap_figures_from_micropython_wasm():
+    _need_cross()
+    if shutil.which("node") is None or not os.path.isdir(footprint.WASM_PKG):
+        missing("node / node_modules missing: run scripts/setup.sh")
+    h = footprint.measure_heap(compact=False)
+    assert h["mpy_files"] == len(_firmware_py())               # only .mpy files were in the VM
+    assert h["mpy_total"] == footprint.size_report()["plain"]
+    assert h["modules_imported"] == len(_firmware_py()) - 1    # all but pnpipsec.selftest
+    assert 1000 < h["heap_after_import"] < 4 * 1024 * 1024
+    assert 1000 < h["heap_after_import_app"] <= h["heap_after_import"] + 2048
+    assert h["handshake_events"] == ["ike_up", "child_up"]
+    assert h["sas_established"] == 4
+    assert 0 < h["heap_per_esp_pair"] < h["heap_per_sa"] < 64 * 1024
+    assert 0 < h["handshake_live_peak"] and h["handshake_step_churn"] > 0
+    assert h["heap_import_plus_4_sa"] == h["heap_after_import"] + 4 * h["heap_per_sa"]
+    assert sum(h["heap_by_module"].values()) == pytest.approx(h["heap_after_import"], abs=2048)
+    rows = footprint.budget_rows(footprint.size_report(), [h])
+    assert any(r[2] == 64 * 1024 for r in rows) and any(r[2] == 32 * 1024 for r in rows)
+
+
+def test_unix_port_peaks_optional():
+    """Optional oracle: true peaks on a 32-bit build of MicroPython's unix port."""
+    exe = footprint.unix_port_binary()
+    if exe is None:
+        pytest.skip("optional: set PNP_MICROPYTHON32 to a 32-bit MicroPython unix-port binary")
+    _need_cross()
+    u = footprint.measure_unix_peaks(exe)
+    assert 1000 < u["unix_heap_after_import"] < u["unix_min_heap_for_import"]
+    assert 0 < u["unix_handshake_live_peak"] < u["unix_handshake_free_heap_needed"] < 256 * 1024
+
+
+def test_frozen_import_optional():
+    exe = os.environ.get("PNP_MICROPYTHON32_FROZEN")
+    if not exe:
+        pytest.skip("optional: set PNP_MICROPYTHON32_FROZEN to a unix-port binary with pnpipsec frozen")
+    f = footprint.measure_frozen(exe)
+    assert 0 < f["frozen_heap_after_import"] < f["frozen_min_heap_for_import"]

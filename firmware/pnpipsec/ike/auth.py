@@ -5,10 +5,20 @@ from pnpipsec.ike import const as C
 from pnpipsec.ike.codec import ct_eq
 from pnpipsec.crypto.hmac import hmac_sha256
 
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_AUTH_DIGSIG = const(14)
+_AUTH_NULL = const(13)
+_AUTH_PSK = const(2)
+
 KEY_PAD = b"Key Pad for IKEv2"
 
-METHODS = {"psk": C.AUTH_PSK, "null": C.AUTH_NULL, "pubkey": C.AUTH_DIGSIG}
-NAMES = {C.AUTH_PSK: "psk", C.AUTH_NULL: "null", C.AUTH_DIGSIG: "pubkey"}
+METHODS = {"psk": _AUTH_PSK, "null": _AUTH_NULL, "pubkey": _AUTH_DIGSIG}
+NAMES = {_AUTH_PSK: "psk", _AUTH_NULL: "null", _AUTH_DIGSIG: "pubkey"}
 
 
 def signed_octets(real_message, peer_nonce, sk_p, id_body):
@@ -46,18 +56,18 @@ def ed25519_check(pub, octets, data, sig_mod=None):
 def make(method_name, octets, sk_p, psk=None, seed=None, sig=None):
     """(method number, AUTH data) for our side."""
     if method_name == "null":
-        return C.AUTH_NULL, shared_key_auth(sk_p, octets)
+        return _AUTH_NULL, shared_key_auth(sk_p, octets)
     if method_name == "psk":
-        return C.AUTH_PSK, shared_key_auth(psk, octets)
-    return C.AUTH_DIGSIG, ed25519_auth(seed, octets, sig)
+        return _AUTH_PSK, shared_key_auth(psk, octets)
+    return _AUTH_DIGSIG, ed25519_auth(seed, octets, sig)
 
 
 def check(method, data, octets, sk_p, psk=None, pub=None, sig=None):
     """True when the peer's AUTH (method number, data) is right."""
-    if method == C.AUTH_NULL:
+    if method == _AUTH_NULL:
         return ct_eq(shared_key_auth(sk_p, octets), data)
-    if method == C.AUTH_PSK:
+    if method == _AUTH_PSK:
         return psk is not None and ct_eq(shared_key_auth(psk, octets), data)
-    if method == C.AUTH_DIGSIG:
+    if method == _AUTH_DIGSIG:
         return ed25519_check(pub, octets, data, sig)
     return False

@@ -6,8 +6,23 @@ by the parse_* helpers below so a message costs one pass and few allocations.
 """
 
 import struct
-from pnpipsec.ike import const as C
 from pnpipsec.crypto.hmac import hmac_sha256
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_ATTR_KEY_LENGTH = const(14)
+_DH_CURVE25519 = const(31)
+_F_INITIATOR = const(8)
+_F_RESPONSE = const(32)
+_PROTO_IKE = const(1)
+_PT_N = const(41)
+_PT_SK = const(46)
+_TS_IPV4_ADDR_RANGE = const(7)
+_TS_IPV6_ADDR_RANGE = const(8)
 
 HDR_LEN = 28
 KNOWN = (33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 53)
@@ -48,11 +63,11 @@ class Message:
 
     @property
     def is_response(self):
-        return bool(self.flags & C.F_RESPONSE)
+        return bool(self.flags & _F_RESPONSE)
 
     @property
     def from_initiator(self):
-        return bool(self.flags & C.F_INITIATOR)
+        return bool(self.flags & _F_INITIATOR)
 
     def get(self, ptype):
         for t, b in self.payloads:
@@ -65,7 +80,7 @@ class Message:
 
     def notifies(self):
         """[(type, proto, spi, data)] of all Notify payloads."""
-        return [parse_notify(b) for t, b in self.payloads if t == C.PT_N]
+        return [parse_notify(b) for t, b in self.payloads if t == _PT_N]
 
     def notify(self, ntype):
         for n in self.notifies():
@@ -90,7 +105,7 @@ def _chain(data, off, end, ptype, msg):
         plen = (data[off + 2] << 8) | data[off + 3]
         if plen < 4 or off + plen > end:
             _fail("bad payload length")
-        if ptype == C.PT_SK:
+        if ptype == _PT_SK:
             if msg.sk is not None or off + plen != end:
                 _fail("SK not last")
             msg.sk = (nxt, off + 4)
@@ -178,7 +193,7 @@ def encode_sk(spi_i, spi_r, exch, flags, mid, payloads, sk_e, sk_a, aes, rand):
     ct = aes.cbc_encrypt(sk_e, iv, inner + bytes(pad) + bytes((pad,)))
     total = HDR_LEN + 4 + 16 + len(ct) + 16
     n = 4 + 16 + len(ct) + 16
-    m = (_header(spi_i, spi_r, C.PT_SK, exch, flags, mid, total)
+    m = (_header(spi_i, spi_r, _PT_SK, exch, flags, mid, total)
          + bytes((first, 0, n >> 8, n & 0xFF)) + iv + ct)
     return m + hmac_sha256(sk_a, m)[:16]
 
@@ -233,7 +248,7 @@ def parse_sa(body):
                         _fail("bad attribute length")
                     a += 4 + alen
                     val = None
-                if af == 0x8000 | C.ATTR_KEY_LENGTH:
+                if af == 0x8000 | _ATTR_KEY_LENGTH:
                     keylen = val
                 else:
                     keylen = -1
@@ -253,7 +268,7 @@ def encode_sa(props):
         tb = []
         for j in range(len(trs)):
             ttype, tid, keylen = trs[j]
-            attr = b"" if keylen is None else struct.pack(">HH", 0x8000 | C.ATTR_KEY_LENGTH, keylen)
+            attr = b"" if keylen is None else struct.pack(">HH", 0x8000 | _ATTR_KEY_LENGTH, keylen)
             tb.append(struct.pack(">BBHBBH", 0 if j == len(trs) - 1 else 3, 0,
                                   8 + len(attr), ttype, 0, tid) + attr)
         tb = b"".join(tb)
@@ -270,7 +285,7 @@ def parse_ke(body):
         _fail("short KE")
     group = (body[0] << 8) | body[1]
     data = body[4:]
-    if group == C.DH_CURVE25519 and len(data) != 32:
+    if group == _DH_CURVE25519 and len(data) != 32:
         _fail("bad Curve25519 KE length")
     return group, data
 
@@ -328,15 +343,15 @@ def parse_delete(body):
     n = (body[2] << 8) | body[3]
     if len(body) != 4 + n * spisz:
         _fail("bad delete length")
-    if proto == C.PROTO_IKE and (spisz or n):
+    if proto == _PROTO_IKE and (spisz or n):
         _fail("bad IKE delete")
-    if proto != C.PROTO_IKE and spisz != 4:
+    if proto != _PROTO_IKE and spisz != 4:
         _fail("bad delete SPI size")
     return proto, [body[4 + i * spisz:4 + (i + 1) * spisz] for i in range(n)]
 
 
 def encode_delete(proto, spis=()):
-    spisz = 4 if proto != C.PROTO_IKE else 0
+    spisz = 4 if proto != _PROTO_IKE else 0
     return struct.pack(">BBH", proto, spisz, len(spis)) + b"".join(spis)
 
 
@@ -352,9 +367,9 @@ def parse_ts(body):
             _fail("short selector")
         tst = body[off]
         slen = (body[off + 2] << 8) | body[off + 3]
-        if tst == C.TS_IPV4_ADDR_RANGE:
+        if tst == _TS_IPV4_ADDR_RANGE:
             alen = 4
-        elif tst == C.TS_IPV6_ADDR_RANGE:
+        elif tst == _TS_IPV6_ADDR_RANGE:
             alen = 16
         else:
             _fail("unknown TS type")
@@ -374,6 +389,6 @@ def encode_ts(ranges, proto=0, sport=0, eport=65535):
     """ranges: [(start_addr, end_addr)] with 4- or 16-byte addresses."""
     out = [bytes((len(ranges), 0, 0, 0))]
     for s, e in ranges:
-        tst = C.TS_IPV4_ADDR_RANGE if len(s) == 4 else C.TS_IPV6_ADDR_RANGE
+        tst = _TS_IPV4_ADDR_RANGE if len(s) == 4 else _TS_IPV6_ADDR_RANGE
         out.append(struct.pack(">BBHHH", tst, proto, 8 + 2 * len(s), sport, eport) + s + e)
     return b"".join(out)

@@ -133,19 +133,72 @@ from pnpipsec.ike.sa import (LocalIdentity, PeerConfig, IkeSA, ChildSA, Pending,
 from pnpipsec.crypto.hmac import hmac_sha256
 from pnpipsec.crypto import x25519
 
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_AUTH_HMAC_SHA2_256_128 = const(12)
+_CREATE_CHILD_SA = const(36)
+_DH_CURVE25519 = const(31)
+_ENCR_AES_CBC = const(12)
+_ESN_NO = const(0)
+_F_INITIATOR = const(8)
+_F_RESPONSE = const(32)
+_HASH_IDENTITY = const(5)
+_ID_KEY_ID = const(11)
+_ID_NULL = const(13)
+_IKE_AUTH = const(35)
+_IKE_SA_INIT = const(34)
+_INFORMATIONAL = const(37)
+_N_AUTHENTICATION_FAILED = const(24)
+_N_CHILDLESS_IKEV2_SUPPORTED = const(16418)
+_N_CHILD_SA_NOT_FOUND = const(44)
+_N_COOKIE = const(16390)
+_N_INVALID_KE_PAYLOAD = const(17)
+_N_NAT_DETECTION_DESTINATION_IP = const(16389)
+_N_NAT_DETECTION_SOURCE_IP = const(16388)
+_N_NO_ADDITIONAL_SAS = const(35)
+_N_NO_PROPOSAL_CHOSEN = const(14)
+_N_REKEY_SA = const(16393)
+_N_SIGNATURE_HASH_ALGORITHMS = const(16431)
+_N_TEMPORARY_FAILURE = const(43)
+_N_TS_UNACCEPTABLE = const(38)
+_N_UNSUPPORTED_CRITICAL_PAYLOAD = const(1)
+_N_USE_TRANSPORT_MODE = const(16391)
+_PRF_HMAC_SHA2_256 = const(5)
+_PROTO_ESP = const(3)
+_PROTO_IKE = const(1)
+_PT_AUTH = const(39)
+_PT_D = const(42)
+_PT_IDI = const(35)
+_PT_IDR = const(36)
+_PT_KE = const(34)
+_PT_N = const(41)
+_PT_NONCE = const(40)
+_PT_SA = const(33)
+_PT_TSI = const(44)
+_PT_TSR = const(45)
+_T_DH = const(4)
+_T_ENCR = const(1)
+_T_ESN = const(5)
+_T_INTEG = const(3)
+_T_PRF = const(2)
+
 ZERO8 = b"\x00" * 8
-IKE_SUITE = [(C.T_ENCR, C.ENCR_AES_CBC, 128), (C.T_PRF, C.PRF_HMAC_SHA2_256, None),
-             (C.T_INTEG, C.AUTH_HMAC_SHA2_256_128, None), (C.T_DH, C.DH_CURVE25519, None)]
-ESP_SUITE = [(C.T_ENCR, C.ENCR_AES_CBC, 128), (C.T_INTEG, C.AUTH_HMAC_SHA2_256_128, None),
-             (C.T_ESN, C.ESN_NO, None)]
-T_DH31 = (C.T_DH, C.DH_CURVE25519, None)
+IKE_SUITE = [(_T_ENCR, _ENCR_AES_CBC, 128), (_T_PRF, _PRF_HMAC_SHA2_256, None),
+             (_T_INTEG, _AUTH_HMAC_SHA2_256_128, None), (_T_DH, _DH_CURVE25519, None)]
+ESP_SUITE = [(_T_ENCR, _ENCR_AES_CBC, 128), (_T_INTEG, _AUTH_HMAC_SHA2_256_128, None),
+             (_T_ESN, _ESN_NO, None)]
+T_DH31 = (_T_DH, _DH_CURVE25519, None)
 RETRY_LATER = 10.0
 DEAD_KEEP = 10.0
 COOKIE_ROTATE = 300.0
 
 
 def _n(ntype, data=b"", proto=0, spi=b""):
-    return (C.PT_N, codec.encode_notify(ntype, data, proto, spi))
+    return (_PT_N, codec.encode_notify(ntype, data, proto, spi))
 
 
 def select(props, proto, spisz, dh):
@@ -163,30 +216,30 @@ def select(props, proto, spisz, dh):
         if bad:
             continue
         pick = []
-        want = [(C.T_ENCR, (C.T_ENCR, C.ENCR_AES_CBC, 128))]
-        if proto == C.PROTO_IKE:
-            want.append((C.T_PRF, (C.T_PRF, C.PRF_HMAC_SHA2_256, None)))
-        want.append((C.T_INTEG, (C.T_INTEG, C.AUTH_HMAC_SHA2_256_128, None)))
+        want = [(_T_ENCR, (_T_ENCR, _ENCR_AES_CBC, 128))]
+        if proto == _PROTO_IKE:
+            want.append((_T_PRF, (_T_PRF, _PRF_HMAC_SHA2_256, None)))
+        want.append((_T_INTEG, (_T_INTEG, _AUTH_HMAC_SHA2_256_128, None)))
         ok = True
         for ttype, need in want:
             if need not in types.get(ttype, ()):
                 ok = False
             pick.append(need)
-        if proto == C.PROTO_ESP and C.T_ESN in types:
-            if (C.T_ESN, 0, None) not in types[C.T_ESN]:
+        if proto == _PROTO_ESP and _T_ESN in types:
+            if (_T_ESN, 0, None) not in types[_T_ESN]:
                 ok = False
-            pick.append((C.T_ESN, 0, None))
-        if proto == C.PROTO_IKE and C.T_ESN in types:
+            pick.append((_T_ESN, 0, None))
+        if proto == _PROTO_IKE and _T_ESN in types:
             ok = False
-        if proto == C.PROTO_ESP and C.T_PRF in types:
+        if proto == _PROTO_ESP and _T_PRF in types:
             ok = False
-        dhs = types.get(C.T_DH, ())
+        dhs = types.get(_T_DH, ())
         if dh == "require":
             if T_DH31 not in dhs:
                 ok = False
             pick.append(T_DH31)
         elif dh == "none":
-            if dhs and (C.T_DH, 0, None) not in dhs:
+            if dhs and (_T_DH, 0, None) not in dhs:
                 ok = False
         if ok:
             return num, spi, pick
@@ -213,9 +266,9 @@ class Engine:
         self.out = []
         self.events = []
         self.stats = {}
-        self.ike_proposals = [(1, C.PROTO_IKE, b"", IKE_SUITE)]
-        self.esp_proposals = [(1, C.PROTO_ESP, b"", ESP_SUITE)]
-        self.first_ke_group = C.DH_CURVE25519
+        self.ike_proposals = [(1, _PROTO_IKE, b"", IKE_SUITE)]
+        self.esp_proposals = [(1, _PROTO_ESP, b"", ESP_SUITE)]
+        self.first_ke_group = _DH_CURVE25519
         self._secret = None
         self._old_secret = None
         self._secret_ver = 0
@@ -255,13 +308,13 @@ class Engine:
         if child.state != "up" or child.rekeying or sa.state != "established":
             return
         child.rekeying = True
-        self._request(sa, C.CREATE_CHILD_SA, _ChildRekey(self, sa, child), now)
+        self._request(sa, _CREATE_CHILD_SA, _ChildRekey(self, sa, child), now)
 
     def rekey_ike(self, sa, now):
         if sa.state != "established" or sa.rekeying:
             return
         sa.rekeying = True
-        self._request(sa, C.CREATE_CHILD_SA, _IkeRekey(self, sa), now)
+        self._request(sa, _CREATE_CHILD_SA, _IkeRekey(self, sa), now)
 
     def delete(self, obj, now):
         if isinstance(obj, ChildSA):
@@ -285,11 +338,11 @@ class Engine:
 
     def check_liveness(self, sa, now):
         if sa.state == "established" and sa.pending is None and not sa.queue:
-            self._request(sa, C.INFORMATIONAL, _Simple([]), now)
+            self._request(sa, _INFORMATIONAL, _Simple([]), now)
 
     def send_notify(self, sa, ntype, data, now):
         if sa.state == "established":
-            self._request(sa, C.INFORMATIONAL, _Simple([_n(ntype, data)]), now)
+            self._request(sa, _INFORMATIONAL, _Simple([_n(ntype, data)]), now)
 
     def auth_octets(self, sa, local=True):
         """The octets our (local) or the peer's AUTH payload covered in IKE_AUTH
@@ -351,7 +404,7 @@ class Engine:
             self._count("drop_malformed")
             return
         try:
-            if msg.exch == C.IKE_SA_INIT and not msg.is_response:
+            if msg.exch == _IKE_SA_INIT and not msg.is_response:
                 self._init_request(msg, peer_addr, now)
             else:
                 self._dispatch(msg, peer_addr, now)
@@ -398,7 +451,7 @@ class Engine:
 
     def _new_ke(self, sa, group):
         sa.ke_group = group
-        if group == C.DH_CURVE25519:
+        if group == _DH_CURVE25519:
             sa.dh_priv, sa.ke_pub = self.dh.keypair(self.rand)
         else:
             sa.dh_priv, sa.ke_pub = None, self.rand(64)
@@ -447,8 +500,8 @@ class Engine:
         return (k.sk_er, k.sk_ar) if sa.initiator else (k.sk_ei, k.sk_ai)
 
     def _flags(self, sa, response):
-        f = C.F_INITIATOR if sa.initiator else 0
-        return f | C.F_RESPONSE if response else f
+        f = _F_INITIATOR if sa.initiator else 0
+        return f | _F_RESPONSE if response else f
 
     def _encode(self, sa, exch, response, mid, payloads):
         e, a = self._keys_out(sa)
@@ -478,7 +531,7 @@ class Engine:
         self.out.append((data, sa.peer_addr))
 
     def _plain_reply(self, msg, addr, ntype, data):
-        self.out.append((codec.encode(msg.spi_i, ZERO8, C.IKE_SA_INIT, C.F_RESPONSE, 0,
+        self.out.append((codec.encode(msg.spi_i, ZERO8, _IKE_SA_INIT, _F_RESPONSE, 0,
                                       [_n(ntype, data)]), addr))
 
     def _dispatch(self, msg, addr, now):
@@ -496,10 +549,10 @@ class Engine:
             if p is None or p.mid != msg.mid or p.exch != msg.exch:
                 self._count("drop_mid")
                 return
-            if msg.exch != C.IKE_SA_INIT:
+            if msg.exch != _IKE_SA_INIT:
                 e, a = self._keys_in(sa)
                 codec.decrypt(msg, e, a, self.aes)
-            elif msg.spi_r == ZERO8 and msg.get(C.PT_SA) is not None:
+            elif msg.spi_r == ZERO8 and msg.get(_PT_SA) is not None:
                 raise IkeParseError("zero SPIr")
             sa.pending = None
             sa.last_rx = now
@@ -508,7 +561,7 @@ class Engine:
                 p.on_resp(sa, msg, now)
             except IkeParseError:
                 self._count("drop_malformed")
-                if msg.exch == C.IKE_SA_INIT:
+                if msg.exch == _IKE_SA_INIT:
                     # unauthenticated: maybe forged; keep waiting for the real answer
                     # (the handler parses everything before it changes anything)
                     sa.pending = p
@@ -518,7 +571,7 @@ class Engine:
             self._pump(sa, now)
             return
         # a request from the peer
-        if msg.exch == C.IKE_SA_INIT or sa.keys is None:
+        if msg.exch == _IKE_SA_INIT or sa.keys is None:
             self._count("drop_unexpected")
             return
         if sa.last_resp is not None and msg.mid == sa.last_resp[0]:
@@ -533,8 +586,8 @@ class Engine:
         if sa.state == "dead":
             self._count("drop_unexpected")
             return
-        ok = (sa.state == "half_open") == (msg.exch == C.IKE_AUTH)
-        busy = msg.exch == C.CREATE_CHILD_SA and sa.state != "established"
+        ok = (sa.state == "half_open") == (msg.exch == _IKE_AUTH)
+        busy = msg.exch == _CREATE_CHILD_SA and sa.state != "established"
         if not ok or (busy and sa.state not in ("rekeyed", "deleting")):
             self._count("drop_unexpected")
             return
@@ -542,19 +595,19 @@ class Engine:
         codec.decrypt(msg, e, a, self.aes)
         if busy:
             # an old (rekeyed) or dying IKE SA creates nothing: try again later
-            self._respond(sa, msg, [_n(C.N_TEMPORARY_FAILURE)])
+            self._respond(sa, msg, [_n(_N_TEMPORARY_FAILURE)])
             return
         if msg.crit is not None:
             self._follow(sa, addr)
-            self._respond(sa, msg, [_n(C.N_UNSUPPORTED_CRITICAL_PAYLOAD, bytes((msg.crit,)))])
+            self._respond(sa, msg, [_n(_N_UNSUPPORTED_CRITICAL_PAYLOAD, bytes((msg.crit,)))])
             return
-        if msg.exch == C.IKE_AUTH:
+        if msg.exch == _IKE_AUTH:
             self._auth_request(sa, msg, addr, now)
-        elif msg.exch == C.CREATE_CHILD_SA:
+        elif msg.exch == _CREATE_CHILD_SA:
             self._follow(sa, addr)
             sa.last_rx = now
             self._create_child_request(sa, msg, now)
-        elif msg.exch == C.INFORMATIONAL:
+        elif msg.exch == _INFORMATIONAL:
             self._follow(sa, addr)
             sa.last_rx = now
             self._info_request(sa, msg, now)
@@ -572,23 +625,23 @@ class Engine:
     def _init_payloads(self, sa):
         p = []
         if sa.cookie is not None:
-            p.append(_n(C.N_COOKIE, sa.cookie))
-        p.append((C.PT_SA, codec.encode_sa(self.ike_proposals)))
-        p.append((C.PT_KE, codec.encode_ke(sa.ke_group, sa.ke_pub)))
-        p.append((C.PT_NONCE, sa.ni))
-        p.append(_n(C.N_NAT_DETECTION_SOURCE_IP, self.rand(20)))
-        p.append(_n(C.N_NAT_DETECTION_DESTINATION_IP, self.rand(20)))
-        p.append(_n(C.N_CHILDLESS_IKEV2_SUPPORTED))
+            p.append(_n(_N_COOKIE, sa.cookie))
+        p.append((_PT_SA, codec.encode_sa(self.ike_proposals)))
+        p.append((_PT_KE, codec.encode_ke(sa.ke_group, sa.ke_pub)))
+        p.append((_PT_NONCE, sa.ni))
+        p.append(_n(_N_NAT_DETECTION_SOURCE_IP, self.rand(20)))
+        p.append(_n(_N_NAT_DETECTION_DESTINATION_IP, self.rand(20)))
+        p.append(_n(_N_CHILDLESS_IKEV2_SUPPORTED))
         if sa.cfg.auth == "pubkey":
-            p.append(_n(C.N_SIGNATURE_HASH_ALGORITHMS, C.HASH_IDENTITY.to_bytes(2, "big")))
+            p.append(_n(_N_SIGNATURE_HASH_ALGORITHMS, _HASH_IDENTITY.to_bytes(2, "big")))
         return p
 
     def _send_init(self, sa, now):
-        data = codec.encode(sa.spi_i, ZERO8, C.IKE_SA_INIT, C.F_INITIATOR, 0,
+        data = codec.encode(sa.spi_i, ZERO8, _IKE_SA_INIT, _F_INITIATOR, 0,
                             self._init_payloads(sa))
         sa.init_req = data
         sa.send_mid = 1
-        sa.pending = Pending(0, C.IKE_SA_INIT, data, self._init_response, now,
+        sa.pending = Pending(0, _IKE_SA_INIT, data, self._init_response, now,
                              sa.cfg.retransmit_base)
         self.out.append((data, sa.peer_addr))
 
@@ -630,9 +683,9 @@ class Engine:
             self._count("drop_full")
             return
         if msg.crit is not None:
-            self._plain_reply(msg, addr, C.N_UNSUPPORTED_CRITICAL_PAYLOAD, bytes((msg.crit,)))
+            self._plain_reply(msg, addr, _N_UNSUPPORTED_CRITICAL_PAYLOAD, bytes((msg.crit,)))
             return
-        sab, keb, nb = msg.get(C.PT_SA), msg.get(C.PT_KE), msg.get(C.PT_NONCE)
+        sab, keb, nb = msg.get(_PT_SA), msg.get(_PT_KE), msg.get(_PT_NONCE)
         if sab is None or keb is None or nb is None:
             raise IkeParseError("IKE_SA_INIT lacks SA, KE or Nonce")
         props = codec.parse_sa(sab)
@@ -642,20 +695,20 @@ class Engine:
         if self.half_open() >= self.cookie_threshold:
             self._rotate(now)
             first = msg.payloads[0]
-            c = codec.parse_notify(first[1]) if first[0] == C.PT_N else None
-            if c is None or c[0] != C.N_COOKIE or not self._cookie_ok(c[3], ni, addr, msg.spi_i):
+            c = codec.parse_notify(first[1]) if first[0] == _PT_N else None
+            if c is None or c[0] != _N_COOKIE or not self._cookie_ok(c[3], ni, addr, msg.spi_i):
                 self._count("cookie_sent")
-                self._plain_reply(msg, addr, C.N_COOKIE, self._cookie_for(
+                self._plain_reply(msg, addr, _N_COOKIE, self._cookie_for(
                     self._secret_ver, self._secret, ni, addr, msg.spi_i))
                 return
         cfg = self.policy(addr, None, None)
-        chosen = select(props, C.PROTO_IKE, 0, "require") if cfg is not None else None
+        chosen = select(props, _PROTO_IKE, 0, "require") if cfg is not None else None
         if chosen is None:
-            self._plain_reply(msg, addr, C.N_NO_PROPOSAL_CHOSEN, b"")
+            self._plain_reply(msg, addr, _N_NO_PROPOSAL_CHOSEN, b"")
             return
-        if group != C.DH_CURVE25519:
+        if group != _DH_CURVE25519:
             self._count("invalid_ke_sent")
-            self._plain_reply(msg, addr, C.N_INVALID_KE_PAYLOAD, b"\x00\x1f")
+            self._plain_reply(msg, addr, _N_INVALID_KE_PAYLOAD, b"\x00\x1f")
             return
         priv, pub = self.dh.keypair(self.rand)
         try:
@@ -669,17 +722,17 @@ class Engine:
         sa.nr = self.rand(32)
         sa.keys = ike_keys(ni, sa.nr, shared, sa.spi_i, sa.spi_r)
         for nt in notes:
-            if nt[0] == C.N_SIGNATURE_HASH_ALGORITHMS:
+            if nt[0] == _N_SIGNATURE_HASH_ALGORITHMS:
                 sa.peer_hash_algs = True
-        p = [(C.PT_SA, codec.encode_sa([(chosen[0], C.PROTO_IKE, b"", chosen[2])])),
-             (C.PT_KE, codec.encode_ke(C.DH_CURVE25519, pub)),
-             (C.PT_NONCE, sa.nr),
-             _n(C.N_NAT_DETECTION_SOURCE_IP, self.rand(20)),
-             _n(C.N_NAT_DETECTION_DESTINATION_IP, self.rand(20)),
-             _n(C.N_CHILDLESS_IKEV2_SUPPORTED)]
+        p = [(_PT_SA, codec.encode_sa([(chosen[0], _PROTO_IKE, b"", chosen[2])])),
+             (_PT_KE, codec.encode_ke(_DH_CURVE25519, pub)),
+             (_PT_NONCE, sa.nr),
+             _n(_N_NAT_DETECTION_SOURCE_IP, self.rand(20)),
+             _n(_N_NAT_DETECTION_DESTINATION_IP, self.rand(20)),
+             _n(_N_CHILDLESS_IKEV2_SUPPORTED)]
         if sa.peer_hash_algs:
-            p.append(_n(C.N_SIGNATURE_HASH_ALGORITHMS, C.HASH_IDENTITY.to_bytes(2, "big")))
-        resp = codec.encode(sa.spi_i, sa.spi_r, C.IKE_SA_INIT, C.F_RESPONSE, 0, p)
+            p.append(_n(_N_SIGNATURE_HASH_ALGORITHMS, _HASH_IDENTITY.to_bytes(2, "big")))
+        resp = codec.encode(sa.spi_i, sa.spi_r, _IKE_SA_INIT, _F_RESPONSE, 0, p)
         sa.init_req = msg.raw
         sa.init_resp = resp
         sa.last_resp = (0, resp)
@@ -695,8 +748,8 @@ class Engine:
         if msg.crit is not None:
             self._kill(sa, "unsupported critical payload")
             return
-        c = msg.notify(C.N_COOKIE)
-        if c is not None and msg.get(C.PT_SA) is None:
+        c = msg.notify(_N_COOKIE)
+        if c is not None and msg.get(_PT_SA) is None:
             sa.cookie_tries += 1
             if sa.cookie_tries > 3 or not 1 <= len(c[3]) <= 64:
                 self._kill(sa, "cookie loop")
@@ -704,10 +757,10 @@ class Engine:
             sa.cookie = c[3]
             self._send_init(sa, now)
             return
-        ike = msg.notify(C.N_INVALID_KE_PAYLOAD)
+        ike = msg.notify(_N_INVALID_KE_PAYLOAD)
         if ike is not None:
             g = int.from_bytes(ike[3], "big") if len(ike[3]) == 2 else -1
-            if g == C.DH_CURVE25519 and sa.ke_group != g:
+            if g == _DH_CURVE25519 and sa.ke_group != g:
                 self._new_ke(sa, g)
                 self._send_init(sa, now)
             else:
@@ -717,14 +770,14 @@ class Engine:
         if err is not None:
             self._kill(sa, C.error_name(err[0]))
             return
-        sab, keb, nb = msg.get(C.PT_SA), msg.get(C.PT_KE), msg.get(C.PT_NONCE)
+        sab, keb, nb = msg.get(_PT_SA), msg.get(_PT_KE), msg.get(_PT_NONCE)
         if sab is None or keb is None or nb is None:
             raise IkeParseError("IKE_SA_INIT response lacks SA, KE or Nonce")
         props = codec.parse_sa(sab)
         group, kedata = codec.parse_ke(keb)
         nr = codec.parse_nonce(nb)
-        chosen = select(props, C.PROTO_IKE, 0, "require") if len(props) == 1 else None
-        if chosen is None or group != C.DH_CURVE25519 or sa.ke_group != group:
+        chosen = select(props, _PROTO_IKE, 0, "require") if len(props) == 1 else None
+        if chosen is None or group != _DH_CURVE25519 or sa.ke_group != group:
             self._kill(sa, "NO_PROPOSAL_CHOSEN")
             return
         try:
@@ -742,17 +795,17 @@ class Engine:
         if np and sa.peer_addr[1] == np[0]:
             sa.peer_addr = (sa.peer_addr[0], np[1]) + tuple(sa.peer_addr[2:])
         sa.state = "auth_sent"
-        self._request(sa, C.IKE_AUTH, _Auth(self, sa), now)
+        self._request(sa, _IKE_AUTH, _Auth(self, sa), now)
 
     # ------------------------------------------------------------ IKE_AUTH
 
     def _local_id(self, cfg):
         if cfg.auth == "null":
-            return C.ID_NULL, b""
+            return _ID_NULL, b""
         if cfg.local_id is not None:
             return cfg.local_id
         pub = self.local.public_key
-        return C.ID_KEY_ID, pub if pub is not None else b"pnpipsec"
+        return _ID_KEY_ID, pub if pub is not None else b"pnpipsec"
 
     def _make_auth(self, sa, octets, sk_p):
         cfg = sa.cfg
@@ -770,31 +823,31 @@ class Engine:
     def _child_offer(self, sa, spi_in, mode, tsi, tsr, dh):
         p = []
         if mode == "transport":
-            p.append(_n(C.N_USE_TRANSPORT_MODE))
+            p.append(_n(_N_USE_TRANSPORT_MODE))
         props = []
         for num, proto, spi, trs in self.esp_proposals:
             trs = list(trs)
             if dh:
                 trs.append(T_DH31)
             props.append((num, proto, spi_in.to_bytes(4, "big"), trs))
-        p.append((C.PT_SA, codec.encode_sa(props)))
-        return p, [(C.PT_TSI, codec.encode_ts(tsi)), (C.PT_TSR, codec.encode_ts(tsr))]
+        p.append((_PT_SA, codec.encode_sa(props)))
+        return p, [(_PT_TSI, codec.encode_ts(tsi)), (_PT_TSR, codec.encode_ts(tsr))]
 
     def _auth_request(self, sa, msg, addr, now):
-        idb, ab = msg.get(C.PT_IDI), msg.get(C.PT_AUTH)
+        idb, ab = msg.get(_PT_IDI), msg.get(_PT_AUTH)
         if idb is None or ab is None:
             raise IkeParseError("IKE_AUTH lacks IDi or AUTH")
         peer_id = codec.parse_id(idb)
         method, adata = codec.parse_auth(ab)
-        sab = msg.get(C.PT_SA)
+        sab = msg.get(_PT_SA)
         props = tsi = tsr = None
         if sab is not None:
             props = codec.parse_sa(sab)
-            tib, trb = msg.get(C.PT_TSI), msg.get(C.PT_TSR)
+            tib, trb = msg.get(_PT_TSI), msg.get(_PT_TSR)
             if tib is None or trb is None:
                 raise IkeParseError("IKE_AUTH SA without TS")
             tsi, tsr = codec.parse_ts(tib), codec.parse_ts(trb)
-        transport = msg.notify(C.N_USE_TRANSPORT_MODE) is not None
+        transport = msg.notify(_N_USE_TRANSPORT_MODE) is not None
         # everything parsed and the ICV checked: from here on state changes
         self._follow(sa, addr)
         sa.last_rx = now
@@ -814,7 +867,7 @@ class Engine:
                            self.sig):
                 why = "bad AUTH (%s)" % aname
         if why is not None:
-            self._respond(sa, msg, [_n(C.N_AUTHENTICATION_FAILED)])
+            self._respond(sa, msg, [_n(_N_AUTHENTICATION_FAILED)])
             self._emit(AuthFailed(sa, why))
             self._kill(sa, "AUTHENTICATION_FAILED")
             # keep the failure answer for retransmissions for a while
@@ -831,7 +884,7 @@ class Engine:
         sa.octets = (octets, peer_octets)
         sa.init_req = sa.init_resp = None
         m, d = self._make_auth(sa, octets, sa.keys.sk_pr)
-        resp = [(C.PT_IDR, my_id), (C.PT_AUTH, codec.encode_auth(m, d))]
+        resp = [(_PT_IDR, my_id), (_PT_AUTH, codec.encode_auth(m, d))]
         child = None
         if props is not None:
             child, extra = self._accept_child(sa, props, tsi, tsr, transport, sa.ni, sa.nr,
@@ -850,10 +903,10 @@ class Engine:
         """Responder side of a CHILD SA (peer is "i"). Returns (child or None, payloads).
         mid_payloads go between SA and TSi (Nr, KEr in CREATE_CHILD_SA)."""
         cfg = sa.cfg
-        chosen = select(props, C.PROTO_ESP, 4, dh)
+        chosen = select(props, _PROTO_ESP, 4, dh)
         if chosen is None:
             self._emit(ChildFailed(sa, "NO_PROPOSAL_CHOSEN"))
-            return None, [_n(C.N_NO_PROPOSAL_CHOSEN)]
+            return None, [_n(_N_NO_PROPOSAL_CHOSEN)]
         mode = "transport" if transport and cfg.mode == "transport" else "tunnel"
         pi, pr = TS.ranges(tsi), TS.ranges(tsr)
         if old is not None:
@@ -876,19 +929,19 @@ class Engine:
         if remote is None or local is None or not TS.covered(remote, pi) \
                 or not TS.covered(local, pr):
             self._emit(ChildFailed(sa, "TS_UNACCEPTABLE"))
-            return None, [_n(C.N_TS_UNACCEPTABLE)]
+            return None, [_n(_N_TS_UNACCEPTABLE)]
         spi_in = self._new_esp_spi()
         ei, ai, er, ar = child_keys(sa.keys.sk_d, ni, nr, shared)
         child = ChildSA(sa, spi_in, int.from_bytes(chosen[1], "big"), ei, ai, er, ar, mode,
                         local, remote)
         self._child_timers(sa, child, now)
         sa.children.append(child)
-        p = [_n(C.N_USE_TRANSPORT_MODE)] if mode == "transport" else []
-        p.append((C.PT_SA, codec.encode_sa([(chosen[0], C.PROTO_ESP,
+        p = [_n(_N_USE_TRANSPORT_MODE)] if mode == "transport" else []
+        p.append((_PT_SA, codec.encode_sa([(chosen[0], _PROTO_ESP,
                                              spi_in.to_bytes(4, "big"), chosen[2])])))
         p += mid_payloads
-        p.append((C.PT_TSI, codec.encode_ts(remote)))
-        p.append((C.PT_TSR, codec.encode_ts(local)))
+        p.append((_PT_TSI, codec.encode_ts(remote)))
+        p.append((_PT_TSR, codec.encode_ts(local)))
         return child, p
 
     def _child_timers(self, sa, child, now):
@@ -901,29 +954,29 @@ class Engine:
         (spi_in, mode, tsi, tsr). Returns the ChildSA or None (ChildFailed emitted)."""
         spi_in, mode, tsi, tsr = offer
         err = msg.error_notify()
-        sab = msg.get(C.PT_SA)
+        sab = msg.get(_PT_SA)
         if err is not None or sab is None:
             self._emit(ChildFailed(sa, C.error_name(err[0]) if err else "no SA in answer"))
             return None
         props = codec.parse_sa(sab)
-        tib, trb = msg.get(C.PT_TSI), msg.get(C.PT_TSR)
+        tib, trb = msg.get(_PT_TSI), msg.get(_PT_TSR)
         if tib is None or trb is None:
             raise IkeParseError("CHILD answer without TS")
         ri, rr = TS.ranges(codec.parse_ts(tib)), TS.ranges(codec.parse_ts(trb))
-        chosen = select(props, C.PROTO_ESP, 4, dh) if len(props) == 1 else None
+        chosen = select(props, _PROTO_ESP, 4, dh) if len(props) == 1 else None
         why = None
         if chosen is None:
             why = "NO_PROPOSAL_CHOSEN"
         elif not TS.covered(ri, tsi) or not TS.covered(rr, tsr):
             why = "TS_UNACCEPTABLE"
-        elif (mode == "transport") != (msg.notify(C.N_USE_TRANSPORT_MODE) is not None):
+        elif (mode == "transport") != (msg.notify(_N_USE_TRANSPORT_MODE) is not None):
             why = "mode mismatch"
         if why is not None:
             self._emit(ChildFailed(sa, why))
             if chosen is not None:
                 # the peer installed its half: delete it (by our inbound SPI)
-                self._request(sa, C.INFORMATIONAL, _Simple(
-                    [(C.PT_D, codec.encode_delete(C.PROTO_ESP, [spi_in.to_bytes(4, "big")]))]), now)
+                self._request(sa, _INFORMATIONAL, _Simple(
+                    [(_PT_D, codec.encode_delete(_PROTO_ESP, [spi_in.to_bytes(4, "big")]))]), now)
             return None
         ei, ai, er, ar = child_keys(sa.keys.sk_d, ni, nr, shared)
         child = ChildSA(sa, spi_in, int.from_bytes(chosen[1], "big"), er, ar, ei, ai, mode,
@@ -935,26 +988,26 @@ class Engine:
     # ------------------------------------------------------------ CREATE_CHILD_SA
 
     def _create_child_request(self, sa, msg, now):
-        sab, nb = msg.get(C.PT_SA), msg.get(C.PT_NONCE)
+        sab, nb = msg.get(_PT_SA), msg.get(_PT_NONCE)
         if sab is None or nb is None:
             raise IkeParseError("CREATE_CHILD_SA lacks SA or Nonce")
         props = codec.parse_sa(sab)
         ni = codec.parse_nonce(nb)
-        keb = msg.get(C.PT_KE)
+        keb = msg.get(_PT_KE)
         ke = codec.parse_ke(keb) if keb is not None else None
         is_ike = False
         for pr in props:
-            if pr[1] == C.PROTO_IKE:
+            if pr[1] == _PROTO_IKE:
                 is_ike = True
         if is_ike:
             self._ike_rekey_request(sa, msg, props, ni, ke, now)
             return
-        tib, trb = msg.get(C.PT_TSI), msg.get(C.PT_TSR)
+        tib, trb = msg.get(_PT_TSI), msg.get(_PT_TSR)
         if tib is None or trb is None:
             raise IkeParseError("CREATE_CHILD_SA lacks TS")
         tsi, tsr = codec.parse_ts(tib), codec.parse_ts(trb)
-        rk = msg.notify(C.N_REKEY_SA)
-        transport = msg.notify(C.N_USE_TRANSPORT_MODE) is not None
+        rk = msg.notify(_N_REKEY_SA)
+        transport = msg.notify(_N_USE_TRANSPORT_MODE) is not None
         old = None
         if rk is not None:
             spi = int.from_bytes(rk[2], "big") if len(rk[2]) == 4 else -1
@@ -962,30 +1015,30 @@ class Engine:
                 if ch.spi_out == spi:
                     old = ch
             if old is None:
-                self._respond(sa, msg, [_n(C.N_CHILD_SA_NOT_FOUND, b"", C.PROTO_ESP, rk[2])])
+                self._respond(sa, msg, [_n(_N_CHILD_SA_NOT_FOUND, b"", _PROTO_ESP, rk[2])])
                 return
             if old.state != "up" or (old.rekeying and not sa.initiator):
-                self._respond(sa, msg, [_n(C.N_TEMPORARY_FAILURE)])
+                self._respond(sa, msg, [_n(_N_TEMPORARY_FAILURE)])
                 return
         elif len(sa.children) >= self.max_children:
-            self._respond(sa, msg, [_n(C.N_NO_ADDITIONAL_SAS)])
+            self._respond(sa, msg, [_n(_N_NO_ADDITIONAL_SAS)])
             return
         shared = None
         mid = []
         nr = self.rand(32)
         if ke is not None:
-            if ke[0] != C.DH_CURVE25519:
-                self._respond(sa, msg, [_n(C.N_INVALID_KE_PAYLOAD, b"\x00\x1f")])
+            if ke[0] != _DH_CURVE25519:
+                self._respond(sa, msg, [_n(_N_INVALID_KE_PAYLOAD, b"\x00\x1f")])
                 return
             priv, pub = self.dh.keypair(self.rand)
             try:
                 shared = self.dh.x25519(priv, ke[1])
             except ValueError:
-                self._respond(sa, msg, [_n(C.N_NO_PROPOSAL_CHOSEN)])
+                self._respond(sa, msg, [_n(_N_NO_PROPOSAL_CHOSEN)])
                 return
-            mid = [(C.PT_NONCE, nr), (C.PT_KE, codec.encode_ke(C.DH_CURVE25519, pub))]
+            mid = [(_PT_NONCE, nr), (_PT_KE, codec.encode_ke(_DH_CURVE25519, pub))]
         else:
-            mid = [(C.PT_NONCE, nr)]
+            mid = [(_PT_NONCE, nr)]
         child, p = self._accept_child(sa, props, tsi, tsr, transport, ni, nr, shared,
                                       "require" if ke is not None else "none", old, mid, now)
         self._respond(sa, msg, p)
@@ -999,20 +1052,20 @@ class Engine:
 
     def _ike_rekey_request(self, sa, msg, props, ni, ke, now):
         if sa.rekeying and not sa.initiator:
-            self._respond(sa, msg, [_n(C.N_TEMPORARY_FAILURE)])
+            self._respond(sa, msg, [_n(_N_TEMPORARY_FAILURE)])
             return
-        chosen = select(props, C.PROTO_IKE, 8, "require")
+        chosen = select(props, _PROTO_IKE, 8, "require")
         if chosen is None:
-            self._respond(sa, msg, [_n(C.N_NO_PROPOSAL_CHOSEN)])
+            self._respond(sa, msg, [_n(_N_NO_PROPOSAL_CHOSEN)])
             return
-        if ke is None or ke[0] != C.DH_CURVE25519:
-            self._respond(sa, msg, [_n(C.N_INVALID_KE_PAYLOAD, b"\x00\x1f")])
+        if ke is None or ke[0] != _DH_CURVE25519:
+            self._respond(sa, msg, [_n(_N_INVALID_KE_PAYLOAD, b"\x00\x1f")])
             return
         priv, pub = self.dh.keypair(self.rand)
         try:
             shared = self.dh.x25519(priv, ke[1])
         except ValueError:
-            self._respond(sa, msg, [_n(C.N_NO_PROPOSAL_CHOSEN)])
+            self._respond(sa, msg, [_n(_N_NO_PROPOSAL_CHOSEN)])
             return
         new = IkeSA(False, chosen[1], sa.peer_addr, sa.cfg)
         new.spi_r = self._new_ike_spi()
@@ -1020,8 +1073,8 @@ class Engine:
         new.ni = ni
         new.keys = ike_keys(ni, new.nr, shared, new.spi_i, new.spi_r, sa.keys.sk_d)
         self._respond(sa, msg, [
-            (C.PT_SA, codec.encode_sa([(chosen[0], C.PROTO_IKE, new.spi_r, chosen[2])])),
-            (C.PT_NONCE, new.nr), (C.PT_KE, codec.encode_ke(C.DH_CURVE25519, pub))])
+            (_PT_SA, codec.encode_sa([(chosen[0], _PROTO_IKE, new.spi_r, chosen[2])])),
+            (_PT_NONCE, new.nr), (_PT_KE, codec.encode_ke(_DH_CURVE25519, pub))])
         self._move(sa, new, now)
         self.sas[new.spi_r] = new
 
@@ -1049,25 +1102,25 @@ class Engine:
     # ------------------------------------------------------------ INFORMATIONAL
 
     def _info_request(self, sa, msg, now):
-        dels = [codec.parse_delete(b) for b in msg.all(C.PT_D)]
+        dels = [codec.parse_delete(b) for b in msg.all(_PT_D)]
         notes = msg.notifies()
         kill = False
         gone = []
         answer = []
         for proto, spis in dels:
-            if proto == C.PROTO_IKE:
+            if proto == _PROTO_IKE:
                 kill = True
-            elif proto == C.PROTO_ESP:
+            elif proto == _PROTO_ESP:
                 for s in spis:
                     v = int.from_bytes(s, "big")
                     for ch in sa.children:
                         if ch.spi_out == v and ch not in gone:
                             gone.append(ch)
                             answer.append(ch.spi_in.to_bytes(4, "big"))
-        self._respond(sa, msg, [(C.PT_D, codec.encode_delete(C.PROTO_ESP, answer))]
+        self._respond(sa, msg, [(_PT_D, codec.encode_delete(_PROTO_ESP, answer))]
                       if answer and not kill else [])
         for nt in notes:
-            if nt[0] == C.N_AUTHENTICATION_FAILED:
+            if nt[0] == _N_AUTHENTICATION_FAILED:
                 self._emit(AuthFailed(sa, "peer: AUTHENTICATION_FAILED"))
                 kill = True
             else:
@@ -1079,13 +1132,13 @@ class Engine:
             self._drop_child(sa, ch)
 
     def _del_child(self, sa, child, now):
-        self._request(sa, C.INFORMATIONAL, _Simple(
-            [(C.PT_D, codec.encode_delete(C.PROTO_ESP, [child.spi_in.to_bytes(4, "big")]))],
+        self._request(sa, _INFORMATIONAL, _Simple(
+            [(_PT_D, codec.encode_delete(_PROTO_ESP, [child.spi_in.to_bytes(4, "big")]))],
             lambda s: self._drop_child(child.ike, child)), now)
 
     def _del_ike(self, sa, now):
-        self._request(sa, C.INFORMATIONAL, _Simple(
-            [(C.PT_D, codec.encode_delete(C.PROTO_IKE))], self._ike_deleted), now)
+        self._request(sa, _INFORMATIONAL, _Simple(
+            [(_PT_D, codec.encode_delete(_PROTO_IKE))], self._ike_deleted), now)
 
     def _ike_deleted(self, sa):
         if sa.state == "rekeyed":
@@ -1137,10 +1190,10 @@ class _Auth:
         octets = A.signed_octets(sa.init_req, sa.nr, sa.keys.sk_pi, idb)
         self.octets = octets
         m, d = eng._make_auth(sa, octets, sa.keys.sk_pi)
-        p = [(C.PT_IDI, idb)]
+        p = [(_PT_IDI, idb)]
         if cfg.remote_id is not None and cfg.auth != "null":
-            p.append((C.PT_IDR, codec.encode_id(*cfg.remote_id)))
-        p.append((C.PT_AUTH, codec.encode_auth(m, d)))
+            p.append((_PT_IDR, codec.encode_id(*cfg.remote_id)))
+        p.append((_PT_AUTH, codec.encode_auth(m, d)))
         if not cfg.childless:
             spi_in = eng._new_esp_spi()
             tsi, tsr = eng._ts_offer(sa, cfg)
@@ -1152,11 +1205,11 @@ class _Auth:
     def done(self, sa, msg, now):
         eng = self.eng
         cfg = sa.cfg
-        idb, ab = msg.get(C.PT_IDR), msg.get(C.PT_AUTH)
+        idb, ab = msg.get(_PT_IDR), msg.get(_PT_AUTH)
         err = msg.error_notify()
         if ab is None or idb is None:
             name = C.error_name(err[0]) if err else "no AUTH in answer"
-            if err is not None and err[0] == C.N_AUTHENTICATION_FAILED:
+            if err is not None and err[0] == _N_AUTHENTICATION_FAILED:
                 eng._emit(AuthFailed(sa, "peer: AUTHENTICATION_FAILED"))
             eng._kill(sa, name)
             return
@@ -1177,8 +1230,8 @@ class _Auth:
             # tell the peer (best effort, not retransmitted), then go
             mid = sa.send_mid
             sa.send_mid += 1
-            eng.out.append((eng._encode(sa, C.INFORMATIONAL, False, mid,
-                                        [_n(C.N_AUTHENTICATION_FAILED)]), sa.peer_addr))
+            eng.out.append((eng._encode(sa, _INFORMATIONAL, False, mid,
+                                        [_n(_N_AUTHENTICATION_FAILED)]), sa.peer_addr))
             eng._kill(sa, "AUTHENTICATION_FAILED")
             return
         sa.peer_id = peer_id
@@ -1212,20 +1265,20 @@ class _ChildRekey:
         self.spi_in = eng._new_esp_spi()
         self.ni = eng.rand(32)
         pfs = sa.cfg.pfs
-        p = [_n(C.N_REKEY_SA, b"", C.PROTO_ESP, old.spi_in.to_bytes(4, "big"))]
+        p = [_n(_N_REKEY_SA, b"", _PROTO_ESP, old.spi_in.to_bytes(4, "big"))]
         a, b = eng._child_offer(sa, self.spi_in, old.mode, old.local_ts, old.remote_ts, pfs)
         p += a
-        p.append((C.PT_NONCE, self.ni))
+        p.append((_PT_NONCE, self.ni))
         self.priv = None
         if pfs:
             self.priv, pub = eng.dh.keypair(eng.rand)
-            p.append((C.PT_KE, codec.encode_ke(C.DH_CURVE25519, pub)))
+            p.append((_PT_KE, codec.encode_ke(_DH_CURVE25519, pub)))
         return p + b
 
     def done(self, sa, msg, now):
         eng, old = self.eng, self.old
         old.rekeying = False
-        nb = msg.get(C.PT_NONCE)
+        nb = msg.get(_PT_NONCE)
         err = msg.error_notify()
         if err is not None or nb is None:
             if old.state == "up":
@@ -1234,12 +1287,12 @@ class _ChildRekey:
         nr = codec.parse_nonce(nb)
         shared = None
         if self.priv is not None:
-            keb = msg.get(C.PT_KE)
+            keb = msg.get(_PT_KE)
             if keb is None:
                 raise IkeParseError("no KE in CHILD rekey answer")
             g, kd = codec.parse_ke(keb)
             try:
-                shared = eng.dh.x25519(self.priv, kd) if g == C.DH_CURVE25519 else None
+                shared = eng.dh.x25519(self.priv, kd) if g == _DH_CURVE25519 else None
             except ValueError:
                 shared = None
             if shared is None:
@@ -1277,15 +1330,15 @@ class _IkeRekey:
         self.spi = eng._new_ike_spi()
         self.ni = eng.rand(32)
         self.priv, pub = eng.dh.keypair(eng.rand)
-        props = [(n, C.PROTO_IKE, self.spi, t) for n, _, _, t in eng.ike_proposals]
-        return [(C.PT_SA, codec.encode_sa(props)), (C.PT_NONCE, self.ni),
-                (C.PT_KE, codec.encode_ke(C.DH_CURVE25519, pub))]
+        props = [(n, _PROTO_IKE, self.spi, t) for n, _, _, t in eng.ike_proposals]
+        return [(_PT_SA, codec.encode_sa(props)), (_PT_NONCE, self.ni),
+                (_PT_KE, codec.encode_ke(_DH_CURVE25519, pub))]
 
     def done(self, sa, msg, now):
         eng = self.eng
         sa.rekeying = False
         err = msg.error_notify()
-        sab, nb, keb = msg.get(C.PT_SA), msg.get(C.PT_NONCE), msg.get(C.PT_KE)
+        sab, nb, keb = msg.get(_PT_SA), msg.get(_PT_NONCE), msg.get(_PT_KE)
         if err is not None or sab is None or nb is None or keb is None:
             if sa.state == "established":
                 sa.rekey_at = now + RETRY_LATER
@@ -1293,9 +1346,9 @@ class _IkeRekey:
         props = codec.parse_sa(sab)
         nr = codec.parse_nonce(nb)
         g, kd = codec.parse_ke(keb)
-        chosen = select(props, C.PROTO_IKE, 8, "require") if len(props) == 1 else None
+        chosen = select(props, _PROTO_IKE, 8, "require") if len(props) == 1 else None
         shared = None
-        if chosen is not None and g == C.DH_CURVE25519:
+        if chosen is not None and g == _DH_CURVE25519:
             try:
                 shared = eng.dh.x25519(self.priv, kd)
             except ValueError:

@@ -9,18 +9,22 @@ PRF_LEN = 32
 
 
 class IkeKeys:
-    """SK_d, SK_ai, SK_ar, SK_ei, SK_er, SK_pi, SK_pr (and the SKEYSEED for logs)."""
+    """SK_d, SK_ai, SK_ar, SK_ei, SK_er, SK_pi, SK_pr (and the SKEYSEED for logs).
+
+    The keys are slices of one stored KEYMAT (fewer heap objects per IKE SA)."""
 
     def __init__(self, skeyseed, km):
         self.skeyseed = skeyseed
-        o = 0
-        self.sk_d = km[o:o + PRF_LEN]; o += PRF_LEN
-        self.sk_ai = km[o:o + INT_LEN]; o += INT_LEN
-        self.sk_ar = km[o:o + INT_LEN]; o += INT_LEN
-        self.sk_ei = km[o:o + ENC_LEN]; o += ENC_LEN
-        self.sk_er = km[o:o + ENC_LEN]; o += ENC_LEN
-        self.sk_pi = km[o:o + PRF_LEN]; o += PRF_LEN
-        self.sk_pr = km[o:o + PRF_LEN]
+        self._km = km
+
+    def __getattr__(self, name):
+        # sk_d, sk_ai, sk_ar, sk_ei, sk_er, sk_pi, sk_pr: slices of KEYMAT
+        names = ("sk_d", "sk_ai", "sk_ar", "sk_ei", "sk_er", "sk_pi", "sk_pr")
+        if name in names:
+            i = names.index(name)
+            o = (0, 32, 64, 96, 112, 128, 160, 192)
+            return self._km[o[i]:o[i + 1]]
+        raise AttributeError(name)
 
 
 def ike_keys(ni, nr, shared, spi_i, spi_r, old_sk_d=None):

@@ -141,7 +141,14 @@ class IkeSA:
 
 
 class Event:
+    """An engine event: .kind, plus the fields named in _f (set from the positional
+    arguments, in order)."""
     kind = "event"
+    _f = ()
+
+    def __init__(self, *args):
+        for k, v in zip(self._f, args):
+            setattr(self, k, v)
 
     def __repr__(self):
         return "<%s %r>" % (self.kind, self.__dict__)
@@ -149,69 +156,44 @@ class Event:
 
 class IkeUp(Event):
     kind = "ike_up"
-
-    def __init__(self, sa):
-        self.sa = sa
+    _f = ("sa",)
 
 
 class IkeDown(Event):
     kind = "ike_down"
-
-    def __init__(self, sa, reason):
-        self.sa = sa
-        self.reason = reason
+    _f = ("sa", "reason")
 
 
 class IkeRekeyed(Event):
     kind = "ike_rekeyed"
-
-    def __init__(self, old, new):
-        self.old = old
-        self.new = new
+    _f = ("old", "new")
 
 
 class AuthFailed(Event):
     kind = "auth_failed"
-
-    def __init__(self, sa, reason):
-        self.sa = sa
-        self.reason = reason
+    _f = ("sa", "reason")
 
 
 class ChildUp(Event):
     kind = "child_up"
-
-    def __init__(self, child):
-        self.child = child
+    _f = ("child",)
 
 
 class ChildRekeyed(Event):
     kind = "child_rekeyed"
-
-    def __init__(self, old, new):
-        self.old = old
-        self.new = new
+    _f = ("old", "new")
 
 
 class ChildDown(Event):
     kind = "child_down"
-
-    def __init__(self, child):
-        self.child = child
+    _f = ("child",)
 
 
 class ChildFailed(Event):
     kind = "child_failed"
-
-    def __init__(self, sa, reason):
-        self.sa = sa
-        self.reason = reason
+    _f = ("sa", "reason")
 
 
 class NotifyReceived(Event):
     kind = "notify"
-
-    def __init__(self, sa, type, data):
-        self.sa = sa
-        self.type = type
-        self.data = data
+    _f = ("sa", "type", "data")

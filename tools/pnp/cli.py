@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "pins": ("pnp.pins_cmd", "list the pinned peer keys; approve or forget one"),
     "send": ("pnp.send_cmd", "send one datagram through the SA and print the reply"),
     "sim": ("pnp.sim", "the demo: appliances, a host and a legacy device on loopback; live levels, pcap, key log"),
+    "vboard": ("pnp.vboard", "run a virtual board (MicroPython WebAssembly behind a pty) that mpremote can drive"),
     "wirebench": ("pnp.wirebench", "handshakes on the wire: ours beside strongSwan and libreswan (root)"),
 }
 

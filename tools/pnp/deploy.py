@@ -338,16 +338,14 @@ def deploy(args, log=print):
                     raise err
             log("self-test: %s" % ("ok" if ok else "FAILED"))
         if args.reset:
-            # mpremote's `reset` is machine.reset(): the board boots and runs main.py. A soft
-            # reset from mpremote's raw REPL would not (main.py runs only from the friendly
-            # REPL); the virtual board has no machine module, so it gets mpremote's soft-reset.
-            cmd = "soft-reset" if board == "wasm" else "reset"
-            rc, _lines = _run_mpremote(["connect", args.port, cmd], args.timeout, log)
-            log("%s sent (exit %d)" % (cmd, rc))
+            # mpremote's `reset` is machine.reset(): the board boots and runs main.py (the
+            # virtual board has a machine module for this). A soft reset from mpremote's raw
+            # REPL would not: main.py runs only from the friendly REPL.
+            rc, _lines = _run_mpremote(["connect", args.port, "reset"], args.timeout, log)
+            log("reset sent (exit %d)" % rc)
         else:
-            how = "soft-reset" if board == "wasm" else "reset"
-            log("deployed; reset the board (or `mpremote connect %s %s`, or pass --reset) to start main.py"
-                % (args.port, how))
+            log("deployed; reset the board (or `mpremote connect %s reset`, or pass --reset) to start main.py"
+                % args.port)
         return 0 if ok else 1
     finally:
         if tmp is not None:

@@ -544,6 +544,7 @@ def add_arguments(p):
     p.add_argument("--no-wasm", action="store_true", help="skip the MicroPython WebAssembly measurements")
     p.add_argument("--wasm-timeout", type=float, default=600, help="seconds allowed for the MicroPython run")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--no-footprint", action="store_true", help="skip the .mpy size and heap figures")
 
 
 def run(args) -> int:
@@ -560,8 +561,16 @@ def run(args) -> int:
     results = collect(ctx, rows)
     elapsed = time.perf_counter() - t0
     env = environment(ctx)
+    footprint = None
+    if not args.no_footprint and not args.only:
+        # DESIGN section 12: firmware .mpy size and MicroPython heap beside their budgets
+        from pnp import footprint as fp
+        lines = []
+        fp.report(out=lines.append, as_json=args.json, heap=not args.no_wasm)
+        footprint = json.loads(lines[0]) if args.json else lines
     if args.json:
-        json.dump({"reps": args.reps, "env": env, "elapsed_s": elapsed, "rows": results}, sys.stdout, indent=1)
+        json.dump({"reps": args.reps, "env": env, "elapsed_s": elapsed, "rows": results,
+                   "footprint": footprint}, sys.stdout, indent=1)
         print()
     else:
         print("pnp bench: median of %d samples per figure; ± = half the interquartile range;" % args.reps)
@@ -570,5 +579,9 @@ def run(args) -> int:
         print()
         print(render(results, ctx))
         print()
+        for line in footprint or ():
+            print(line)
+        if footprint:
+            print()
         print("(%.1f s)" % elapsed)
     return 0

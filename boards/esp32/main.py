@@ -1,60 +1,8 @@
-"""Example application: a zero-configuration pnpipsec node with one echo endpoint.
-
-Needs /wifi.json ({"ssid": "...", "key": "..."}), the pnpipsec package in /lib and this
-board's glue (board.py, /lib/pnpboard) -- `pnp deploy` puts all of that in place.
-The node's identity is made on first boot and kept in flash; every peer is accepted
-with NULL authentication (ENCRYPTED) and goes up a level when it proves a pinned key.
-Datagrams to UDP 7000 are echoed back; every one is printed with its security level.
-"""
+"""Example application: see pnpboard/app.py (the same app on every board)."""
 
 import asyncio
 
-import pnpipsec
-from pnpipsec import identity
-from pnpipsec.node import Node, zero_config
-from pnpboard.net import WifiConfigError, NetworkError
-
+from pnpboard import app
 from board import Board
 
-APP_PORT = 7000
-
-
-def level_name(level):
-    return pnpipsec.LEVEL_NAMES[level] if 0 <= level < len(pnpipsec.LEVEL_NAMES) else str(level)
-
-
-async def main():
-    board = Board()
-    try:
-        await board.up()
-    except (WifiConfigError, NetworkError) as e:
-        print(e)
-        return
-    ident, created = identity.load_or_create(board.storage, board.rand)
-    print("identity %s: fingerprint %s" % ("created" if created else "loaded", ident.fingerprint))
-    node = Node(board, ident, addresses=board.address_list(), accept_any=zero_config(), log=print)
-    node.on_level(lambda host, old, new, now: print("level %s: %s -> %s" % (host, level_name(old), level_name(new))))
-
-    def moved(events):
-        # SLAAC / DHCP changes: the node uses only current preferred addresses
-        node.addresses = board.address_list()
-        for ev in events:
-            print("address", " ".join(str(x) for x in ev))
-
-    board.on_address_change(moved)
-    board.watch()
-    await node.start()
-    ep = node.endpoint(APP_PORT)
-    print("pnpipsec %s on %s: IKE on UDP %d/%d, echo on UDP %d; addresses %s"
-          % (pnpipsec.__version__, board.name, node.ike_port, node.natt_port, APP_PORT,
-             ", ".join(board.address_list()) or "none"))
-    while True:
-        data, peer, level = await ep.recv()
-        print("from %s port %d at %s: %r" % (peer[0], peer[1], level_name(level), data[:60]))
-        try:
-            await ep.send(b"echo: " + data, peer, timeout=5)
-        except Exception as e:  # noqa: BLE001 - the example keeps serving
-            print("reply failed:", e)
-
-
-asyncio.run(main())
+asyncio.run(app.main(Board))

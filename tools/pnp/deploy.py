@@ -125,8 +125,16 @@ def make_plan(board, compile_=True, main=None, repo_boards=None):
     for src in _py_files(FIRMWARE):
         rel = os.path.relpath(src, FIRMWARE).replace(os.sep, "/")
         items.append(Item(src, "/lib/pnpipsec/" + rel[:-3] + ext, compile_))
-    with open(glue) as f:
-        wants_common = board in ("esp32", "rp2") or "pnpboard" in f.read()
+    if main is None:
+        cand = os.path.join(bdir, "main.py")
+        main = cand if os.path.exists(cand) else None
+    elif not os.path.exists(main):
+        raise DeployError("--main: no such file %s" % main)
+    wants_common = board in ("esp32", "rp2")
+    for f in (glue, main):
+        if f is not None:
+            with open(f) as fh:
+                wants_common = wants_common or "pnpboard" in fh.read()
     if wants_common:
         for src in _py_files(COMMON):
             rel = os.path.relpath(src, COMMON).replace(os.sep, "/")
@@ -135,11 +143,6 @@ def make_plan(board, compile_=True, main=None, repo_boards=None):
     boot = os.path.join(bdir, "boot.py")
     if os.path.exists(boot):
         items.append(Item(boot, "/boot.py"))
-    if main is None:
-        cand = os.path.join(bdir, "main.py")
-        main = cand if os.path.exists(cand) else None
-    elif not os.path.exists(main):
-        raise DeployError("--main: no such file %s" % main)
     if main is not None:
         items.append(Item(main, "/main.py"))
     dirs = sorted({it.remote.rsplit("/", 1)[0] for it in items if it.remote.count("/") > 1})

@@ -17,7 +17,6 @@ from pnpipsec.node import Node, zero_config
 from pnpboard.net import WifiConfigError, NetworkError
 
 
-
 def settings():
     try:
         import json

@@ -15,27 +15,11 @@ from cryptography.hazmat.primitives import hmac as c_hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings, strategies as st, HealthCheck
 
+from host_tests.oracles import AES, CryptographyAES
 from pnpipsec import esp
 from pnpipsec.esp import EspDrop, EspIn, EspLimit, EspOut
 
 
-class CryptographyAES:
-    """Test-local AES provider (HACKING.md contract) over the cryptography package."""
-
-    def ecb_encrypt(self, key, data):
-        e = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-        return e.update(data) + e.finalize()
-
-    def cbc_encrypt(self, key, iv, data):
-        e = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
-        return e.update(data) + e.finalize()
-
-    def cbc_decrypt(self, key, iv, data):
-        d = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
-        return d.update(data) + d.finalize()
-
-
-AES = CryptographyAES()
 
 
 def std_hmac_sha256(key, msg):

@@ -8,10 +8,10 @@ import struct
 
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
-from cryptography.hazmat.primitives import hashes, hmac as c_hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from pnp_hostboard.crypto import CryptographyAES
+from host_tests.oracles import o_prf, o_prf_plus
 from pnpipsec.crypto.aes import PureAES
 from pnpipsec.ike import codec, const as C, keys, auth
 from pnpipsec.ike.codec import IkeParseError
@@ -20,21 +20,6 @@ AES = CryptographyAES()
 SPI_I = bytes.fromhex("0102030405060708")
 SPI_R = bytes.fromhex("1112131415161718")
 IKE_SUITE = [(1, 12, 128), (2, 5, None), (3, 12, None), (4, 31, None)]
-
-
-def o_prf(k, m):
-    h = c_hmac.HMAC(k, hashes.SHA256())
-    h.update(m)
-    return h.finalize()
-
-
-def o_prf_plus(k, s, n):
-    out, t, i = b"", b"", 1
-    while len(out) < n:
-        t = o_prf(k, t + s + bytes([i]))
-        out += t
-        i += 1
-    return out[:n]
 
 
 def sample_init():

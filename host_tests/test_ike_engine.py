@@ -7,11 +7,12 @@ import os
 import struct
 
 import pytest
-from cryptography.hazmat.primitives import hashes, hmac as c_hmac, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from pnp_hostboard.crypto import CryptographyAES
+from host_tests.oracles import o_prf, o_prf_plus
 from pnpipsec.ike import codec, const as C
 from pnpipsec.ike.engine import Engine, select
 from pnpipsec.ike.sa import (LocalIdentity, PeerConfig, IkeUp, IkeDown, AuthFailed,
@@ -23,21 +24,6 @@ A_HOST, B_HOST = "10.0.0.1", "10.0.0.2"
 
 
 # ---------------------------------------------------------------- oracles
-
-def o_prf(k, m):
-    h = c_hmac.HMAC(k, hashes.SHA256())
-    h.update(m)
-    return h.finalize()
-
-
-def o_prf_plus(k, s, n):
-    out, t, i = b"", b"", 1
-    while len(out) < n:
-        t = o_prf(k, t + s + bytes([i]))
-        out += t
-        i += 1
-    return out[:n]
-
 
 def o_decrypt(raw, sk_e, sk_a):
     """Independent SK decryption: check ICV, AES-CBC decrypt, strip padding."""

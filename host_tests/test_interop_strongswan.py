@@ -64,7 +64,7 @@ def node_config(tmp_path, me, peer, fam, auth, peer_pub=None):
 
 
 def our_pubkey(net, tmp_path):
-    r = net.ns[0].run([nn.VENV_PYTHON, "-m", "pnp.cli", "keygen", "--state", f"{tmp_path}/state"])
+    net.ns[0].run([nn.VENV_PYTHON, "-m", "pnp.cli", "keygen", "--state", f"{tmp_path}/state"])
     return f"{tmp_path}/state/identity.pub.pem"
 
 

@@ -17,6 +17,7 @@ import subprocess
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from host_tests.oracles import CryptographyAES
 from pnpipsec import esp, inet, keylog
 
 TSHARK = shutil.which("tshark")
@@ -28,20 +29,6 @@ def need_tshark():
     if os.environ.get("CI") == "true":
         pytest.fail("tshark is required in CI (apt install tshark)")
     pytest.skip("!!! tshark not installed: the Wireshark key-log oracle did NOT run !!!")
-
-
-class CryptographyAES:
-    def ecb_encrypt(self, key, data):
-        e = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-        return e.update(data) + e.finalize()
-
-    def cbc_encrypt(self, key, iv, data):
-        e = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
-        return e.update(data) + e.finalize()
-
-    def cbc_decrypt(self, key, iv, data):
-        d = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
-        return d.update(data) + d.finalize()
 
 
 def hmac256(key, msg):

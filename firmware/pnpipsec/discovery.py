@@ -68,7 +68,7 @@ stalest entry that is neither probing nor sticky nor backing off is dropped; if 
 the new peer is not probed: "full"). Sticky memory is in RAM: it ends at reboot.
 """
 
-from pnpipsec import CLEAR, ENCRYPTED
+from pnpipsec import ENCRYPTED
 
 UNKNOWN = "unknown"
 PROBING = "probing"

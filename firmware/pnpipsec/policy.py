@@ -52,7 +52,7 @@ out, the local answer applies and is cached for fallback_lifetime, so an unreach
 server costs one timeout per peer per fallback_lifetime, not one per proposal.
 """
 
-from pnpipsec import CLEAR, ENCRYPTED, AUTHENTICATED, AUTHORIZED, LEVEL_NAMES
+from pnpipsec import CLEAR, ENCRYPTED, AUTHORIZED, LEVEL_NAMES
 
 BYPASS = "bypass"
 OPPORTUNISTIC = "opportunistic"

@@ -59,7 +59,6 @@ def _captured(ns, tmp, name, work):
 
 def scenarios(net, tmp, runs):
     from host_tests.peers import charon as ch
-    from host_tests.peers import netns as nn
     from host_tests.peers import pluto as pl
     a, b = net.ns
     out = {}

@@ -9,8 +9,6 @@ with NULL authentication (ENCRYPTED) and goes up a level when it proves a pinned
 Datagrams to UDP 7000 are echoed back; every one is printed with its security level.
 """
 
-import asyncio
-
 import pnpipsec
 from pnpipsec import identity
 from pnpipsec.node import Node, zero_config

@@ -262,3 +262,33 @@ def test_proved_level_survives_ike_rekey():
             await a.stop()
             await b.stop()
     asyncio.run(main())
+
+
+def test_restarted_peer_is_reached_on_its_new_sa():
+    """b restarts with a new identity; a still holds the old, AUTHENTICATED SA (whose keys
+    b lost). Traffic must go on b's new SA, and the changed key must not be trusted."""
+    async def main():
+        a, b, port = await pair("null")
+        try:
+            await a.connect(HB, timeout=10)
+            await a.wait_level(HB, AUTHENTICATED, timeout=5)
+            await b.stop()
+            b2 = Node(HostBoard(bind6=None, bind4=HB), Identity(os.urandom(32)),
+                      peers=[PeerEntry(HA, cfgs("null", None, None)[1], ike_port=port, natt_port=port)],
+                      ike_port=port, natt_port=port)
+            await b2.start()
+            t = asyncio.create_task(echo(b2, 7000))
+            try:
+                assert await b2.connect(HA, timeout=10) == ENCRYPTED
+                await asyncio.sleep(0.2)                     # proofs crossed
+                assert a.stats["key_changed"] == 1           # reported ...
+                assert a.level(HB) == ENCRYPTED              # ... and not trusted
+                ep = a.endpoint(40005)
+                await ep.send(b"to the new b", (HB, 7000))
+                assert (await asyncio.wait_for(ep.recv(), 5))[0] == b"to the new b"
+            finally:
+                t.cancel()
+                await b2.stop()
+        finally:
+            await a.stop()
+    asyncio.run(main())

@@ -76,8 +76,11 @@ class _RamStorage:
 class _Child:
     """One installed CHILD SA: the engine's record plus its two ESP directions."""
 
+    made = 0
+
     def __init__(self, child, aes, rand, soft_packets):
         self.child = child
+        self.seq = _Child.made = _Child.made + 1   # install order: the newest SA wins
         self.rekey_asked = False
         self.out = esp.EspOut(child.spi_out, child.enc_out, child.int_out, aes, rand,
                               soft_packets=soft_packets)
@@ -283,21 +286,20 @@ class Node:
         self._relevel(host)
 
     def _relevel(self, host):
-        """Send on the best CHILD SA with `host` (highest level, then newest); the
-        host's level is that SA's. Duplicate SAs (both ends initiated) never lower it."""
+        """Send on the newest CHILD SA with `host`; the host's level is that SA's.
+
+        Newest, not best: a peer that restarted keeps our old SA alive but has lost its
+        keys, so only the SA it just made reaches it (and a rekey's successor is newest)."""
         best = None
-        best_lv = -1
         for c in self.children.values():
-            if c.host == host:
-                lv = self._sa_level(host, c.child.ike)
-                if lv >= best_lv:
-                    best, best_lv = c, lv
+            if c.host == host and (best is None or c.seq > best.seq):
+                best = c
         if best is None:
             if self.out.pop(host, None) is not None:
                 self.levels.drop(host, self.board.now())
             return
         self.out[host] = best
-        self._set_level(host, best_lv)
+        self._set_level(host, self._sa_level(host, best.child.ike))
 
     # -- peers and SAs -----------------------------------------------------------
     def peer_for(self, host):
@@ -667,8 +669,6 @@ class Node:
         if self._initiating.pop(c.host, None) is not None:
             self.discovery.probe_result(inet.pton(c.host), PROBE_OK, self.board.now())
         self._relevel(c.host)
-        if self.out.get(c.host) is not c and _newer(c, self.out.get(c.host)):
-            self.out[c.host] = c   # a rekeyed SA replaces its predecessor at once
         if self.keylog is not None:
             self.keylog.esp(child)
 
@@ -720,11 +720,6 @@ class Node:
             d.update(self.peer_stats.get(host, {}))
             out[host] = d
         return out
-
-
-def _newer(c, old):
-    """A rekey's successor (same IKE SA family, same level) must carry traffic at once."""
-    return old is not None and old.child.ike is c.child.ike
 
 
 def _ed25519():

@@ -292,3 +292,33 @@ def test_restarted_peer_is_reached_on_its_new_sa():
         finally:
             await a.stop()
     asyncio.run(main())
+
+
+def test_many_senders_do_not_grow_per_peer_tables():
+    """Datagrams from 100 addresses (ESP-looking junk to the NAT-T port, clear datagrams
+    to an endpoint) are counted, but the per-peer tables stay capped."""
+    async def main():
+        a, b, port = await pair("null")
+        b.endpoint(7000)
+        socks = []
+        try:
+            await asyncio.sleep(0.05)
+            base = _NET.rsplit(".", 2)[0]
+            for i in range(100):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind(("%s.200.%d" % (base, i + 1), 0))
+                socks.append(s)
+                s.sendto(b"\x01\x02\x03\x04" + bytes(40), (HB, port))   # ESP-shaped, unknown SPI
+                s.sendto(b"hello", (HB, 7000))                           # clear datagram
+            await asyncio.sleep(0.3)
+            assert b.stats["no_sa"] == 100
+            ep = b.endpoints[7000]
+            assert b.stats["clear_in"] == 100 and ep.pending() + ep.dropped == 100   # queue bounded
+            assert len(b._natt_seen) == 0          # nothing learnt from unauthenticated junk
+            assert len(b.peer_stats) <= 64
+        finally:
+            for s in socks:
+                s.close()
+            await a.stop()
+            await b.stop()
+    asyncio.run(main())

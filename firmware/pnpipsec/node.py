@@ -31,6 +31,7 @@ _IKE_SA_INIT = 34
 _FLAG_RESPONSE = 0x20
 _ESP_OVERHEAD_V6 = 40 + 8      # outer IPv6 + UDP header around the ESP packet
 _ESP_OVERHEAD_V4 = 20 + 8
+_MAX_TRACKED = 64              # per-peer tables a remote sender can grow are capped
 
 
 class NodeError(Exception):
@@ -181,8 +182,8 @@ class Node:
         self.peer_stats = {}    # peer host -> counters of datagrams by level
         self.events = []        # notable events for the app: ("key_changed", host, key) ...
         self.proved = {}        # peer host -> Ed25519 key it proved (last proof that verified)
-        self._arrival = {}      # peer (host, port) -> socket the last request came in on
-        self._natt_seen = {}    # peer host -> its NAT-T source port
+        self._reply_via = None  # (peer addr, socket) of the request being answered now
+        self._natt_seen = {}    # peer host -> its NAT-T port, learnt from authenticated traffic
         self._waiters = []
         self._failed = {}       # peer host -> why its last SA attempt ended
         self._initiating = {}   # peer host -> IkeSA we started and that is not up yet
@@ -425,7 +426,6 @@ class Node:
         if not natt:
             self._ike_in(data, addr, sock, now)
             return
-        self._natt_seen[addr[0]] = addr[1]
         kind, body = udpencap.classify(data)
         if kind == "ike":
             self._ike_in(body, addr, sock, now)
@@ -437,10 +437,14 @@ class Node:
             self.stats["bad_datagram"] += 1
 
     def _ike_in(self, msg, addr, sock, now):
-        if len(msg) > 19 and not msg[19] & _FLAG_RESPONSE:
-            self._arrival[addr] = sock
-        self.engine.receive(msg, addr, now)
-        self._pump()
+        # A response goes back on the socket its request came in on; the engine answers
+        # (or replays) within receive(), so nothing per peer needs remembering.
+        self._reply_via = (addr, sock)
+        try:
+            self.engine.receive(msg, addr, now)
+            self._pump()
+        finally:
+            self._reply_via = None
 
     def _esp_in(self, packet, addr):
         spi = int.from_bytes(packet[0:4], "big")
@@ -454,6 +458,7 @@ class Node:
             self.stats["esp_drop"] += 1
             return
         self.stats["esp_in"] += 1
+        self._learn_natt(c.host, addr[1])    # the ICV checked: the peer's port is real
         if nh == 59:
             return
         if nh == 17:
@@ -543,8 +548,14 @@ class Node:
     def _count(self, host, what):
         s = self.peer_stats.get(host)
         if s is None:
+            if len(self.peer_stats) >= _MAX_TRACKED:
+                return          # spoofed senders must not grow memory: global stats only
             s = self.peer_stats[host] = {"clear_in": 0, "clear_out": 0, "esp_in": 0, "esp_out": 0}
         s[what] += 1
+
+    def _learn_natt(self, host, port):
+        if host in self._natt_seen or len(self._natt_seen) < _MAX_TRACKED:
+            self._natt_seen[host] = port
 
     def _inner_source(self, c, host):
         ts = c.child.local_ts
@@ -566,7 +577,8 @@ class Node:
 
     def _send_ike(self, msg, addr):
         if msg[19] & _FLAG_RESPONSE:
-            sock = self._arrival.get(addr, self.sock_natt)
+            via = self._reply_via
+            sock = via[1] if via is not None and via[0] == addr else self.sock_natt
             if sock is self.sock_natt:
                 sock.sendto(udpencap.MARKER + msg, addr)
             else:
@@ -620,6 +632,8 @@ class Node:
     def _ike_up(self, sa):
         host = _norm(sa.peer_addr[0])
         self.ike_up[host] = sa
+        if sa.peer_addr[1] != self.ike_port or self.ike_port == self.natt_port:
+            self._learn_natt(host, sa.peer_addr[1])
         self._initiating.pop(host, None)
         if self.keylog is not None:
             self.keylog.ike(sa)

@@ -161,12 +161,13 @@ class Discovery:
         return p
 
     def _evict(self, now):
+        """Drop the stalest entry that is neither probing nor sticky. A legacy entry may
+        go too (forgetting it costs one more bounded probe later); otherwise spoofed
+        clear datagrams could fill the table and stop discovery for everyone new."""
         victim = None
         for k in self._peers:
             q = self._peers[k]
             if q.state == PROBING or (q.sticky_until is not None and now < q.sticky_until):
-                continue
-            if q.state == LEGACY and now < q.legacy_until:
                 continue
             if victim is None or q.touched < self._peers[victim].touched:
                 victim = k

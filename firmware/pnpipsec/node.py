@@ -25,6 +25,7 @@ from pnpipsec import policy as pol
 from pnpipsec.discovery import Discovery, OK as PROBE_OK, TIMEOUT as PROBE_TIMEOUT
 from pnpipsec.levels import LevelTable
 from pnpipsec.pins import PinStore
+from pnpipsec.identity import fingerprint
 from pnpipsec.ike import engine as ike
 
 _IKE_SA_INIT = 34
@@ -310,6 +311,18 @@ class Node:
                 return p
         return None
 
+    def _fp(self, host):
+        """Fingerprint of the key the peer authenticated with on its current SA (a
+        configured Ed25519 key, or a proved and trusted one), for `fp:` SPD entries."""
+        c = self.out.get(host)
+        if c is None:
+            return None
+        sa = c.child.ike
+        key = sa.peer_pubkey if sa.auth == "pubkey" else getattr(sa, "proved_key", None)
+        if key is None or self._sa_level(host, sa) < AUTHENTICATED:
+            return None
+        return fingerprint(key)
+
     def _policy(self, peer_addr, peer_id, auth_method):
         host = peer_addr[0]
         req = pol.Request(inet.pton(host), peer_id, auth_method)
@@ -408,7 +421,7 @@ class Node:
     def _clear_in(self, ep, data, addr):
         host = _norm(addr[0])
         key = inet.pton(host)
-        action = self.decisions.spd.match(key, None, ep.port, addr[1])
+        action = self.decisions.spd.match(key, self._fp(host), ep.port, addr[1]).with_min(ep.min_level)
         deliver, probe = self.discovery.on_clear_inbound(key, action, self.board.now())
         if probe:
             # Later than the sender's own probe, which is usually on its way: then the
@@ -461,10 +474,11 @@ class Node:
         self._learn_natt(c.host, addr[1])    # the ICV checked: the peer's port is real
         if nh == 59:
             return
-        if nh == 17:
+        tunnel = c.child.mode == "tunnel"
+        if nh == 17 and not tunnel:
             sport, dport, data = inet.parse_udp(payload)
             src = c.host
-        elif nh in (41, 4):
+        elif nh in (41, 4) and tunnel:
             src_b, dst_b, sport, dport, data = inet.parse_ip_udp(payload)
             if not (_in_ts(src_b, c.child.remote_ts) and _in_ts(dst_b, c.child.local_ts)):
                 # The SA vouches only for its selectors: a spoofed inner source is refused.
@@ -476,15 +490,20 @@ class Node:
             return
         ep = self.endpoints.get(dport)
         if ep is not None:
+            # The level of the SA it came on (not the host's best): what proved it.
+            level = self._sa_level(c.host, c.child.ike)
+            if level < ep.min_level:
+                self.stats["inner_refused"] += 1
+                return
             self._count(src, "esp_in")
-            ep._deliver((data, (src, sport), self.levels.level(c.host)))
+            ep._deliver((data, (src, sport), level))
 
     # -- datagrams to the sockets ------------------------------------------------
     async def send(self, data, addr, sport, min_level=CLEAR, timeout=None):
         """The policy-checked send behind Endpoint.send (see its docstring)."""
         host = _norm(addr[0])
         key = inet.pton(host)
-        action = self.decisions.spd.match(key, None, sport, addr[1]).with_min(min_level)
+        action = self.decisions.spd.match(key, self._fp(host), sport, addr[1]).with_min(min_level)
         timeout = self.send_timeout if timeout is None else timeout
         deadline = self.board.now() + timeout
         while True:
@@ -535,7 +554,12 @@ class Node:
         if esp.sealed_len(len(payload)) + over > self.mtu:
             raise NodeError("datagram of %d bytes does not fit the %d-byte MTU inside ESP (max %d)"
                             % (len(data), self.mtu, len(data) - (esp.sealed_len(len(payload)) + over - self.mtu)))
-        packet = c.out.seal(payload, nh)
+        try:
+            packet = c.out.seal(payload, nh)
+        except esp.EspLimit:
+            self.engine.rekey_child(c.child, self.board.now())
+            self._pump()
+            raise NodeError("SA with %s ran out of sequence numbers; rekeying" % host)
         self.stats["esp_out"] += 1
         self._count(host, "esp_out")
         self._send_natt(packet, host)
@@ -642,7 +666,8 @@ class Node:
 
     def _ike_down(self, sa, reason):
         host = _norm(sa.peer_addr[0])
-        self._failed[host] = reason
+        if host in self._failed or len(self._failed) < _MAX_TRACKED:
+            self._failed[host] = reason
         if self._initiating.get(host) is sa:
             del self._initiating[host]
             self.discovery.probe_result(inet.pton(host), PROBE_TIMEOUT, self.board.now())
@@ -660,6 +685,12 @@ class Node:
 
     def _proof_in(self, sa, data):
         host = _norm(sa.peer_addr[0])
+        if getattr(sa, "proof_seen", False):
+            # One proof per IKE SA: more would only let a peer wear the flash (pin
+            # writes) and grow the event list.
+            self.stats["proof_ignored"] = self.stats.get("proof_ignored", 0) + 1
+            return
+        sa.proof_seen = True
         verify = self._sig.verify if self._sig is not None else _ed25519().verify
         key = proof.check(verify, data, self.engine.auth_octets(sa, False))
         if key is None:
@@ -670,11 +701,18 @@ class Node:
         verdict = self.pins.observe(inet.pton(host), key, self.board.now())
         if verdict == "changed":
             self.stats["key_changed"] += 1
-            self.events.append(("key_changed", host, key))
+            self._event_out(("key_changed", host, key))
             self.log("KEY CHANGED for %s: not trusted until approved" % host)
-        self.proved[host] = key
+        if host in self.proved or len(self.proved) < _MAX_TRACKED:
+            self.proved[host] = key
         sa.proved_key = key
         self._relevel(host)
+
+    def _event_out(self, ev):
+        """Notable events for the app (bounded: the oldest go first)."""
+        self.events.append(ev)
+        if len(self.events) > _MAX_TRACKED:
+            self.events.pop(0)
 
     def _install(self, child):
         c = _Child(child, self.board.aes, self.board.rand, self.esp_soft_packets)
@@ -693,29 +731,38 @@ class Node:
 
     async def _timer(self):
         while True:
-            now = self.board.now()
-            due = [x for x in self._to_probe if x[0] <= now]
-            if due:
-                self._to_probe = [x for x in self._to_probe if x[0] > now]
-                for _, host in due:
-                    self._probe(host)
-            self.engine.tick(now)
-            self._pump()
-            self.levels.tick(now)
-            for key in self.discovery.tick(now):
-                self.log("%s: no IKE answer, treated as legacy" % inet.ntop(key))
-            if self.keepalive and now >= self._next_keepalive:
-                self._send_keepalives(now)
-            dl = _earliest(self.engine.next_deadline(), self.levels.next_deadline(),
-                           min([x[0] for x in self._to_probe]) if self._to_probe else None,
-                           self.discovery.next_deadline(),
-                           self._next_keepalive if self.keepalive else None)
-            wait = 1.0 if dl is None else max(0.001, min(1.0, dl - now))
+            try:
+                wait = self._timer_pass()
+            except Exception as e:  # timers must outlive any bug: log, keep running
+                self.log("timer: %r" % e)
+                wait = 0.1
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), wait)
             except asyncio.TimeoutError:
                 pass
+
+    def _timer_pass(self):
+        """One pass of retransmissions, probes, level deadlines and keepalives; returns
+        how long to sleep."""
+        now = self.board.now()
+        due = [x for x in self._to_probe if x[0] <= now]
+        if due:
+            self._to_probe = [x for x in self._to_probe if x[0] > now]
+            for _, host in due:
+                self._probe(host)
+        self.engine.tick(now)
+        self._pump()
+        self.levels.tick(now)
+        for key in self.discovery.tick(now):
+            self.log("%s: no IKE answer, treated as legacy" % inet.ntop(key))
+        if self.keepalive and now >= self._next_keepalive:
+            self._send_keepalives(now)
+        dl = _earliest(self.engine.next_deadline(), self.levels.next_deadline(),
+                       min([x[0] for x in self._to_probe]) if self._to_probe else None,
+                       self.discovery.next_deadline(),
+                       self._next_keepalive if self.keepalive else None)
+        return 1.0 if dl is None else max(0.001, min(1.0, dl - now))
 
     def _send_keepalives(self, now):
         self._next_keepalive = now + self.keepalive

@@ -249,7 +249,8 @@ def parse_sa(body):
                     a += 4 + alen
                     val = None
                 if af == 0x8000 | _ATTR_KEY_LENGTH:
-                    keylen = val
+                    if keylen != -1:        # an unknown attribute stays fatal
+                        keylen = val
                 else:
                     keylen = -1
             tr.append((ttype, tid, keylen))

@@ -187,6 +187,10 @@ _T_INTEG = const(3)
 _T_PRF = const(2)
 
 ZERO8 = b"\x00" * 8
+
+
+class _InitRefused(IkeParseError):
+    """An (unauthenticated) IKE_SA_INIT answer that refuses us: noted, not acted on."""
 IKE_SUITE = [(_T_ENCR, _ENCR_AES_CBC, 128), (_T_PRF, _PRF_HMAC_SHA2_256, None),
              (_T_INTEG, _AUTH_HMAC_SHA2_256_128, None), (_T_DH, _DH_CURVE25519, None)]
 ESP_SUITE = [(_T_ENCR, _ENCR_AES_CBC, 128), (_T_INTEG, _AUTH_HMAC_SHA2_256_128, None),
@@ -207,6 +211,8 @@ def select(props, proto, spisz, dh):
     for num, p, spi, trs in props:
         if p != proto or len(spi) != spisz:
             continue
+        if spisz == 4 and int.from_bytes(spi, "big") < 256:
+            continue            # ESP SPIs 0-255 are reserved (RFC 4303 section 2.1)
         types = {}
         bad = False
         for t in trs:
@@ -366,7 +372,7 @@ class Engine:
             if p is not None and now >= p.next_at:
                 if p.tries >= sa.cfg.retransmit_tries:
                     self._count("timeout")
-                    self._kill(sa, "timeout")
+                    self._kill(sa, getattr(sa, "init_error", None) or "timeout")
                     continue
                 p.tries += 1
                 p.interval *= 2
@@ -559,8 +565,8 @@ class Engine:
             self._follow(sa, addr)
             try:
                 p.on_resp(sa, msg, now)
-            except IkeParseError:
-                self._count("drop_malformed")
+            except IkeParseError as e:
+                self._count("init_error_noted" if isinstance(e, _InitRefused) else "drop_malformed")
                 if msg.exch == _IKE_SA_INIT:
                     # unauthenticated: maybe forged; keep waiting for the real answer
                     # (the handler parses everything before it changes anything)
@@ -615,7 +621,11 @@ class Engine:
             self._count("drop_unexpected")
 
     def _follow(self, sa, addr):
-        if addr != sa.peer_addr and sa.state != "init_sent":
+        """Follow a peer's port change (NAT rebinding, 500 -> 4500), never a host change:
+        an ICV only proves the sender holds this SA's keys, and an attacker holds his own
+        SA's keys, so a new source address would let him move his SA onto a victim's
+        address (address changes need MOBIKE's return-routability check, RFC 4555)."""
+        if addr != sa.peer_addr and sa.state != "init_sent" and addr[0] == sa.peer_addr[0]:
             sa.peer_addr = addr
             for ch in sa.children:
                 ch.peer_addr = addr
@@ -744,9 +754,16 @@ class Engine:
         self.init_idx[(sa.spi_i, addr)] = sa
         self.out.append((resp, addr))
 
+    def _init_refused(self, sa, reason):
+        """An IKE_SA_INIT answer refuses us. It is not authenticated, so anyone on the
+        path could forge it (RFC 7296 section 2.21): note the reason and keep waiting
+        for a valid answer; the give-up reports it."""
+        sa.init_error = reason
+        raise _InitRefused(reason)
+
     def _init_response(self, sa, msg, now):
         if msg.crit is not None:
-            self._kill(sa, "unsupported critical payload")
+            self._init_refused(sa, "unsupported critical payload")
             return
         c = msg.notify(_N_COOKIE)
         if c is not None and msg.get(_PT_SA) is None:
@@ -764,11 +781,11 @@ class Engine:
                 self._new_ke(sa, g)
                 self._send_init(sa, now)
             else:
-                self._kill(sa, "INVALID_KE_PAYLOAD")
+                self._init_refused(sa, "INVALID_KE_PAYLOAD")
             return
         err = msg.error_notify()
         if err is not None:
-            self._kill(sa, C.error_name(err[0]))
+            self._init_refused(sa, C.error_name(err[0]))
             return
         sab, keb, nb = msg.get(_PT_SA), msg.get(_PT_KE), msg.get(_PT_NONCE)
         if sab is None or keb is None or nb is None:
@@ -778,12 +795,12 @@ class Engine:
         nr = codec.parse_nonce(nb)
         chosen = select(props, _PROTO_IKE, 0, "require") if len(props) == 1 else None
         if chosen is None or group != _DH_CURVE25519 or sa.ke_group != group:
-            self._kill(sa, "NO_PROPOSAL_CHOSEN")
+            self._init_refused(sa, "NO_PROPOSAL_CHOSEN")
             return
         try:
             shared = self.dh.x25519(sa.dh_priv, kedata)
         except ValueError:
-            self._kill(sa, "bad KE")
+            self._init_refused(sa, "bad KE")
             return
         sa.spi_r = msg.spi_r
         sa.nr = nr
@@ -907,24 +924,27 @@ class Engine:
         if chosen is None:
             self._emit(ChildFailed(sa, "NO_PROPOSAL_CHOSEN"))
             return None, [_n(_N_NO_PROPOSAL_CHOSEN)]
+        if cfg.mode == "transport" and not transport and old is None:
+            # A transport-mode policy never grants a tunnel: its selectors would let the
+            # peer speak for other addresses.
+            self._emit(ChildFailed(sa, "NO_PROPOSAL_CHOSEN"))
+            return None, [_n(_N_NO_PROPOSAL_CHOSEN)]
         mode = "transport" if transport and cfg.mode == "transport" else "tunnel"
         pi, pr = TS.ranges(tsi), TS.ranges(tsr)
+        peer = TS.host_of(sa.peer_addr)
+        own = [(peer, peer)] if peer is not None and TS.covered([(peer, peer)], pi) else None
         if old is not None:
             remote, local = old.remote_ts, old.local_ts
             mode = old.mode
         elif mode == "transport":
-            peer = TS.host_of(sa.peer_addr)
-            remote = cfg.remote_ts
-            if remote is None:
-                if peer is not None and TS.covered([(peer, peer)], pi):
-                    remote = [(peer, peer)]
-                elif len(pi) >= 1 and pi[0][0] == pi[0][1]:
-                    remote = [pi[0]]
+            remote = cfg.remote_ts or own
             local = cfg.local_ts
             if local is None and len(pr) >= 1 and pr[0][0] == pr[0][1]:
                 local = [pr[0]]
         else:
-            remote = cfg.remote_ts or pi
+            # Unless configured, a peer's selector is its own address: never a range
+            # it picked (it could then send as any inner source).
+            remote = cfg.remote_ts or own
             local = cfg.local_ts or pr
         if remote is None or local is None or not TS.covered(remote, pi) \
                 or not TS.covered(local, pr):
@@ -1017,7 +1037,10 @@ class Engine:
             if old is None:
                 self._respond(sa, msg, [_n(_N_CHILD_SA_NOT_FOUND, b"", _PROTO_ESP, rk[2])])
                 return
-            if old.state != "up" or (old.rekeying and not sa.initiator):
+            if old.state != "up" or (old.rekeying and not sa.initiator) \
+                    or len(sa.children) >= 2 * self.max_children:
+                # (a peer that rekeys and never deletes the old SAs must not grow our
+                # table: one predecessor per CHILD SA may linger, no more)
                 self._respond(sa, msg, [_n(_N_TEMPORARY_FAILURE)])
                 return
         elif len(sa.children) >= self.max_children:
@@ -1051,7 +1074,7 @@ class Engine:
             self._emit(ChildUp(child))
 
     def _ike_rekey_request(self, sa, msg, props, ni, ke, now):
-        if sa.rekeying and not sa.initiator:
+        if (sa.rekeying and not sa.initiator) or len(self.sas) >= self.max_sas:
             self._respond(sa, msg, [_n(_N_TEMPORARY_FAILURE)])
             return
         chosen = select(props, _PROTO_IKE, 8, "require")

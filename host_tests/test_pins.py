@@ -96,19 +96,22 @@ def test_corrupt_file_raises_and_is_left_intact(tmp_path, damage):
     assert open(path, "rb").read() == bad
 
 
-def test_limit_full_no_eviction(tmp_path):
+def test_limit_evicts_least_recently_seen_tofu_pin_never_approved(tmp_path):
     ps = PinStore(DirStorage(str(tmp_path)), limit=3)
     for i in range(3):
         assert ps.observe(b"p%d" % i, K1, 0) == "new-pinned"
-    assert ps.observe(b"p9", K2, 0) == "full"
-    assert not ps.is_trusted(b"p9", K2) and len(ps) == 3
-    assert ps.is_trusted(b"p0", K1)              # nothing pushed out
-    assert ps.observe(b"p0", K1, 0) == "match"   # known peers still work
+    assert ps.observe(b"p0", K1, 0) == "match"       # p0 seen again: p1 is now the stalest
+    assert ps.observe(b"p9", K2, 0) == "new-pinned"  # a flood cannot lock new peers out
+    assert len(ps) == 3 and ps.get(b"p1") is None and ps.is_trusted(b"p0", K1)
+    assert ps.counters["evicted"] == 1
+    for pid in (b"p0", b"p2", b"p9"):
+        ps.approve(pid, K3)                          # the user's word is never evicted
+    assert ps.observe(b"p5", K2, 0) == "full"
+    assert not ps.is_trusted(b"p5", K2) and len(ps) == 3
     with pytest.raises(PinError):
-        ps.approve(b"p9", K2)
-    ps.approve(b"p0", K3)                        # replacing is not growth
-    ps.forget(b"p1")
-    assert ps.observe(b"p9", K2, 0) == "new-pinned"
+        ps.approve(b"p5", K2)
+    ps.forget(b"p2")
+    assert ps.observe(b"p5", K2, 0) == "new-pinned"
     # a file holding more pins than the limit is refused, not truncated
     with pytest.raises(PinError):
         PinStore(DirStorage(str(tmp_path)), limit=2)
@@ -144,15 +147,24 @@ def test_model_and_roundtrip(ops):
     storage = MemStorage()
     ps = PinStore(storage, limit=3)
     model = {}
+    approved = set()
+    used = []                 # pids, least recently seen first
     for op, pid, key in ops:
         if op == "obs":
             v = ps.observe(pid, key, 0)
             if pid not in model:
-                assert v == ("full" if len(model) >= 3 else "new-pinned")
-                if v == "new-pinned":
+                victims = [p for p in used if p in model and p not in approved]
+                if len(model) >= 3 and not victims:
+                    assert v == "full"
+                else:
+                    assert v == "new-pinned"
+                    if len(model) >= 3:
+                        del model[victims[0]]      # the least recently seen TOFU pin
                     model[pid] = key
             else:
                 assert v == ("match" if model[pid] == key else "changed")
+            if pid in model:
+                used = [p for p in used if p != pid] + [pid]
         elif op == "approve":
             if pid not in model and len(model) >= 3:
                 with pytest.raises(PinError):
@@ -160,9 +172,11 @@ def test_model_and_roundtrip(ops):
             else:
                 ps.approve(pid, key)
                 model[pid] = key
+                approved.add(pid)
         else:
             assert ps.forget(pid) == (pid in model)
             model.pop(pid, None)
+            approved.discard(pid)
         for p in (b"a", b"b", b"c", b"d"):
             for k in (K1, K2, K3):
                 assert ps.is_trusted(p, k) == (model.get(p) == k)

@@ -173,3 +173,16 @@ def test_fingerprint_spd_entries_match_an_authenticated_peer():
             await a.stop()
             await b.stop()
     asyncio.run(main())
+
+
+def test_one_address_cannot_take_every_sa_slot():
+    m = Engine(os.urandom, AES, LocalIdentity())
+    v = Engine(os.urandom, AES, LocalIdentity())
+    for _ in range(20):
+        m.initiate((B_HOST, 4500), PeerConfig(), 0.0)
+    shuttle(m, v, ("10.0.0.66", 4500), (B_HOST, 4500))
+    assert len(v.sas) == v.max_per_host < v.max_sas and v.stats["drop_per_host"] == 16
+    other = Engine(os.urandom, AES, LocalIdentity())          # another peer still gets in
+    other.initiate((B_HOST, 4500), PeerConfig(), 0.0)
+    shuttle(other, v, ("10.0.0.7", 4500), (B_HOST, 4500))
+    assert [sa for sa in v.sas.values() if sa.peer_addr[0] == "10.0.0.7" and sa.state == "established"]

@@ -192,6 +192,7 @@ class Node:
         self._to_probe = []     # (when, host) discovery wants probed (by the timer task)
         self.answer_probe_delay = 0.3
         self._wake = asyncio.Event()
+        self._running = False
         self._tasks = []
         self.sock_ike = None
         self.sock_natt = None
@@ -203,9 +204,21 @@ class Node:
             self.sock_ike = await self.board.udp(self.ike_port)
             self._tasks.append(asyncio.create_task(self._rx(self.sock_ike, False)))
         self._tasks.append(asyncio.create_task(self._rx(self.sock_natt, True)))
+        self._running = True
         self._tasks.append(asyncio.create_task(self._timer()))
 
     async def stop(self):
+        """Delete our IKE SAs (best effort: the peers free them now, not at DPD or expiry),
+        then close everything."""
+        for sa in list(self.ike_up.values()):
+            try:
+                self.engine.delete(sa, self.board.now())
+            except Exception:
+                pass
+        if self.sock_natt is not None:
+            self._pump()
+            await asyncio.sleep(0)
+        self._running = False
         for t in self._tasks:
             t.cancel()
         self._tasks = []
@@ -644,6 +657,8 @@ class Node:
             # The new IKE SA's keys come from the old one's SK_d: the proof still binds.
             ev.new.proved_key = getattr(ev.old, "proved_key", None)
             self._relevel(host)
+            if self.keylog is not None:
+                self.keylog.ike(ev.new)
         elif name == "NotifyReceived":
             if ev.type == proof.PROOF:
                 self._proof_in(ev.sa, ev.data)
@@ -730,7 +745,9 @@ class Node:
             self._relevel(c.host)
 
     async def _timer(self):
-        while True:
+        # A flag, not only cancellation: wait_for may swallow a cancel that races with
+        # the wake-up event (CPython 3.11), and the loop must still end.
+        while self._running:
             try:
                 wait = self._timer_pass()
             except Exception as e:  # timers must outlive any bug: log, keep running

@@ -132,7 +132,9 @@ class PinStore:
         blob = storage.read(name)
         self._pins = {} if blob is None else decode(blob, limit)
         self.counters = {"new": 0, "match": 0, "changed": 0, "full": 0, "approved": 0,
-                         "forgotten": 0, "writes": 0}
+                         "forgotten": 0, "writes": 0, "evicted": 0}
+        self._used = {}     # peer id -> when last seen (RAM only: a counter, no clock)
+        self._tick = 0
 
     def __len__(self):
         return len(self._pins)
@@ -146,14 +148,17 @@ class PinStore:
         pid = _id(peer_id)
         key = _key(pubkey)
         p = self._pins.get(pid)
+        self._tick += 1
         if p is None:
-            if len(self._pins) >= self.limit:
+            if len(self._pins) >= self.limit and not self._evict():
                 self.counters["full"] += 1
                 return FULL
             self._pins[pid] = [key, False, None]
+            self._used[pid] = self._tick
             self._save()
             self.counters["new"] += 1
             return NEW
+        self._used[pid] = self._tick
         if p[0] == key:
             self.counters["match"] += 1
             return MATCH
@@ -162,6 +167,23 @@ class PinStore:
             p[2] = key
             self._save()
         return CHANGED
+
+    def _evict(self):
+        """Make room by dropping the least recently seen pin that the user never
+        approved: a flood of new identities (each address can be a new one) then only
+        churns trust-on-first-use pins, and can never lock new peers out for good.
+        Approved pins are never evicted. Returns False when every pin is approved."""
+        victim = None
+        for pid in self._pins:
+            if not self._pins[pid][1]:
+                if victim is None or self._used.get(pid, 0) < self._used.get(victim, 0):
+                    victim = pid
+        if victim is None:
+            return False
+        del self._pins[victim]
+        self._used.pop(victim, None)
+        self.counters["evicted"] += 1
+        return True
 
     def is_trusted(self, peer_id, pubkey):
         p = self._pins.get(_id(peer_id))

@@ -160,9 +160,12 @@ def test_pins_tofu_change_approve_persist():
     ps2.approve(b"cam", K2)
     assert PinStore(st).is_trusted(b"cam", K2)
     assert ps2.observe(b"b", K1, 0) == "new-pinned"
-    assert ps2.observe(b"c", K1, 0) == "full" and not ps2.is_trusted(b"c", K1)
-    _raises(PinError, ps2.approve, b"c", K1)
-    assert ps2.forget(b"b") and ps2.observe(b"c", K1, 0) == "new-pinned"
+    # full: the unapproved pin gives way, the approved one never does
+    assert ps2.observe(b"c", K1, 0) == "new-pinned" and ps2.get(b"b") is None
+    ps2.approve(b"c", K1)
+    assert ps2.observe(b"d", K1, 0) == "full" and not ps2.is_trusted(b"d", K1)
+    _raises(PinError, ps2.approve, b"d", K1)
+    assert ps2.forget(b"c") and ps2.observe(b"d", K1, 0) == "new-pinned"
 
 
 def test_pins_corrupt_left_intact():

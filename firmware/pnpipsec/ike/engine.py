@@ -34,7 +34,8 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     eng.half_open() -> int
     eng.stats: dict of counters: "rx", "drop_malformed", "drop_icv", "drop_unknown_spi",
         "drop_mid", "drop_unexpected", "drop_bad_ke", "retransmit", "replay",
-        "cookie_sent", "invalid_ke_sent", "timeout", "drop_full" (missing key = 0)
+        "cookie_sent", "invalid_ke_sent", "timeout", "drop_full", "drop_per_host"
+        (missing key = 0); at most max_per_host (4) IKE SAs per peer address
 
     PeerConfig(auth="null"|"psk"|"pubkey", local_id=None, remote_id=None, psk=None,
                peer_pubkey=None, mode="transport"|"tunnel", local_ts=None,
@@ -258,6 +259,7 @@ class Engine:
                  max_sas=32, max_children=4):
         self.max_sas = max_sas
         self.max_children = max_children
+        self.max_per_host = 4
         self.dh = dh if dh is not None else x25519
         self.sig = sig
         self.rand = rand
@@ -418,6 +420,13 @@ class Engine:
             self._count("drop_icv" if str(e) == "bad ICV" else "drop_malformed")
 
     # ------------------------------------------------------------ internals: plumbing
+
+    def _per_host(self, host):
+        n = 0
+        for sa in self.sas.values():
+            if sa.peer_addr[0] == host and sa.state != "dead":
+                n += 1
+        return n
 
     def _count(self, key):
         self.stats[key] = self.stats.get(key, 0) + 1
@@ -691,6 +700,11 @@ class Engine:
             return
         if len(self.sas) >= self.max_sas:
             self._count("drop_full")
+            return
+        if self._per_host(addr[0]) >= self.max_per_host:
+            # one address must not take every slot (a peer needs at most an SA, its
+            # rekey successor and a crossing duplicate)
+            self._count("drop_per_host")
             return
         if msg.crit is not None:
             self._plain_reply(msg, addr, _N_UNSUPPORTED_CRITICAL_PAYLOAD, bytes((msg.crit,)))

@@ -983,3 +983,68 @@ def test_limits_children_and_sas():
         (d, _), = e.pop_datagrams()
         net.b.receive(d, ("10.0.2.%d" % i, 500), 0.0)
     assert len(net.b.sas) == 2 and net.b.stats["drop_full"] == 1
+
+
+def _body(ptype):
+    """A payload body of `ptype`: mostly well-formed with hostile values, sometimes raw."""
+    b4 = st.binary(min_size=4, max_size=4)
+    addr = st.binary(min_size=4, max_size=4)
+    bodies = {
+        C.PT_N: st.builds(lambda t, d, p, spi: codec.encode_notify(t, d, p, spi),
+                          st.sampled_from([C.N_REKEY_SA, 16391, 14, 1, 24, 16390, 40969, 65535]),
+                          st.binary(max_size=40), st.integers(0, 3),
+                          st.sampled_from([b"", b"\x00\x00\x01\x00", b"\xff" * 8])),
+        C.PT_D: st.builds(lambda p, s: codec.encode_delete(p, s), st.sampled_from([1, 3]),
+                          st.lists(b4, max_size=4)),
+        C.PT_SA: st.builds(lambda spi, n: codec.encode_sa(
+            [(1, C.PROTO_ESP, spi, [(1, 12, 128), (3, 12, None), (5, 0, None)][:n])]),
+            b4, st.integers(0, 3)),
+        C.PT_KE: st.builds(lambda g, d: codec.encode_ke(g, d), st.sampled_from([31, 19, 0]),
+                           st.binary(max_size=40)),
+        C.PT_NONCE: st.binary(max_size=300),
+        C.PT_TSI: st.builds(lambda a, b: codec.encode_ts([(a, b)]), addr, addr),
+        C.PT_TSR: st.builds(lambda a, b: codec.encode_ts([(a, b)]), addr, addr),
+    }
+    return st.one_of(bodies[ptype], st.binary(max_size=60))
+
+
+_PAYLOAD = st.sampled_from([C.PT_N, C.PT_D, C.PT_SA, C.PT_KE, C.PT_NONCE, C.PT_TSI, C.PT_TSR]) \
+    .flatmap(lambda t: st.tuples(st.just(t), _body(t)))
+
+
+def _child_chain():
+    """The shape of a CREATE_CHILD_SA request (SA, Nonce, [KE], TSi, TSr, [REKEY_SA])
+    with hostile values, so the handler's deeper paths run."""
+    nonce = st.binary(min_size=16, max_size=64)
+    ke = st.one_of(st.none(), _body(C.PT_KE))
+    rekey = st.one_of(st.none(), st.builds(
+        lambda spi: codec.encode_notify(C.N_REKEY_SA, b"", C.PROTO_ESP, spi),
+        st.binary(min_size=4, max_size=4)))
+
+    def chain(sa, n, k, tsi, tsr, rk):
+        out = [(C.PT_N, rk)] if rk is not None else []
+        out += [(C.PT_SA, sa), (C.PT_NONCE, n)]
+        if k is not None:
+            out.append((C.PT_KE, k))
+        return out + [(C.PT_TSI, tsi), (C.PT_TSR, tsr)]
+    return st.builds(chain, _body(C.PT_SA), nonce, ke, _body(C.PT_TSI), _body(C.PT_TSR), rekey)
+
+
+@_FUZZ
+@given(st.one_of(st.lists(_PAYLOAD, max_size=6), _child_chain()),
+       st.sampled_from([C.CREATE_CHILD_SA, C.INFORMATIONAL]))
+def test_fuzz_authenticated_payload_chains(payloads, exch):
+    """A valid chain of typed payloads with hostile contents, correctly encrypted and
+    authenticated (a hostile peer holds the keys): it reaches the CREATE_CHILD_SA and
+    INFORMATIONAL handlers, which must never raise, and the SA tables stay bounded."""
+    net = Net()
+    sa_a, sa_b = up(net)
+    m = codec.encode_sk(sa_a.spi_i, sa_a.spi_r, exch, 0x08, sa_b.recv_mid, payloads,
+                        sa_a.keys.sk_ei, sa_a.keys.sk_ai, AES, os.urandom)
+    before = sa_b.recv_mid
+    net.b.receive(m, (A_HOST, 4500), net.now)          # must not raise
+    net.b.pop_events()
+    assert len(net.b.sas) <= net.b.max_sas
+    assert len(sa_b.children) <= 2 * net.b.max_children
+    if sa_b.recv_mid != before:                         # it was handled: an answer went out
+        assert net.b.pop_datagrams()

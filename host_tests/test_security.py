@@ -186,3 +186,15 @@ def test_one_address_cannot_take_every_sa_slot():
     other.initiate((B_HOST, 4500), PeerConfig(), 0.0)
     shuttle(other, v, ("10.0.0.7", 4500), (B_HOST, 4500))
     assert [sa for sa in v.sas.values() if sa.peer_addr[0] == "10.0.0.7" and sa.state == "established"]
+
+
+def test_policy_is_asked_again_for_a_new_child_sa():
+    from host_tests.test_ike_engine import _create_child
+    verdict = {"ok": True}
+    net = Net(None, lambda addr, pid, m: PeerConfig() if verdict["ok"] else None)
+    sa_a, _ = up(net)
+    allowed = _create_child(net, sa_a)                 # control: the policy still agrees
+    assert allowed.get(33) is not None                 # an SA payload: the child was made
+    verdict["ok"] = False                              # e.g. the policy server now blocks it
+    refused = _create_child(net, sa_a)
+    assert refused.notify(14) is not None and refused.get(33) is None   # NO_PROPOSAL_CHOSEN

@@ -1060,6 +1060,10 @@ class Engine:
         elif len(sa.children) >= self.max_children:
             self._respond(sa, msg, [_n(_N_NO_ADDITIONAL_SAS)])
             return
+        elif self.policy(sa.peer_addr, sa.peer_id, sa.auth) is None:
+            # a new CHILD SA is a new proposal: the policy may have changed its mind
+            self._respond(sa, msg, [_n(_N_NO_PROPOSAL_CHOSEN)])
+            return
         shared = None
         mid = []
         nr = self.rand(32)

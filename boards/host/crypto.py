@@ -13,22 +13,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from pnpipsec.crypto.aes import _check, _check_iv  # the argument rules of every provider
 from pnpipsec.crypto.x25519 import X25519Error
 
 _RAW = serialization.Encoding.Raw
 _RAW_PUB = serialization.PublicFormat.Raw
-
-
-def _check(key, data):
-    if len(key) not in (16, 24, 32):
-        raise ValueError("aes: key must be 16, 24 or 32 bytes")
-    if len(data) % 16:
-        raise ValueError("aes: data must be a multiple of 16 bytes")
-
-
-def _check_iv(iv):
-    if len(iv) != 16:
-        raise ValueError("aes: iv must be 16 bytes")
 
 
 class CryptographyAES:

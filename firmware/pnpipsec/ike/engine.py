@@ -1068,15 +1068,10 @@ class Engine:
         mid = []
         nr = self.rand(32)
         if ke is not None:
-            if ke[0] != _DH_CURVE25519:
-                self._respond(sa, msg, [_n(_N_INVALID_KE_PAYLOAD, b"\x00\x1f")])
+            dh = self._answer_ke(sa, msg, ke)
+            if dh is None:
                 return
-            priv, pub = self.dh.keypair(self.rand)
-            try:
-                shared = self.dh.x25519(priv, ke[1])
-            except ValueError:
-                self._respond(sa, msg, [_n(_N_NO_PROPOSAL_CHOSEN)])
-                return
+            pub, shared = dh
             mid = [(_PT_NONCE, nr), (_PT_KE, codec.encode_ke(_DH_CURVE25519, pub))]
         else:
             mid = [(_PT_NONCE, nr)]
@@ -1091,6 +1086,20 @@ class Engine:
         else:
             self._emit(ChildUp(child))
 
+    def _answer_ke(self, sa, msg, ke):
+        """Our DH half for the peer's KE in a CREATE_CHILD_SA request: (pub, shared), or
+        None after answering INVALID_KE_PAYLOAD (not group 31) / NO_PROPOSAL_CHOSEN
+        (an all-zero shared secret)."""
+        if ke is None or ke[0] != _DH_CURVE25519:
+            self._respond(sa, msg, [_n(_N_INVALID_KE_PAYLOAD, b"\x00\x1f")])
+            return None
+        priv, pub = self.dh.keypair(self.rand)
+        try:
+            return pub, self.dh.x25519(priv, ke[1])
+        except ValueError:
+            self._respond(sa, msg, [_n(_N_NO_PROPOSAL_CHOSEN)])
+            return None
+
     def _ike_rekey_request(self, sa, msg, props, ni, ke, now):
         if (sa.rekeying and not sa.initiator) or len(self.sas) >= self.max_sas:
             self._respond(sa, msg, [_n(_N_TEMPORARY_FAILURE)])
@@ -1099,15 +1108,10 @@ class Engine:
         if chosen is None:
             self._respond(sa, msg, [_n(_N_NO_PROPOSAL_CHOSEN)])
             return
-        if ke is None or ke[0] != _DH_CURVE25519:
-            self._respond(sa, msg, [_n(_N_INVALID_KE_PAYLOAD, b"\x00\x1f")])
+        dh = self._answer_ke(sa, msg, ke)
+        if dh is None:
             return
-        priv, pub = self.dh.keypair(self.rand)
-        try:
-            shared = self.dh.x25519(priv, ke[1])
-        except ValueError:
-            self._respond(sa, msg, [_n(_N_NO_PROPOSAL_CHOSEN)])
-            return
+        pub, shared = dh
         new = IkeSA(False, chosen[1], sa.peer_addr, sa.cfg)
         new.spi_r = self._new_ike_spi()
         new.nr = self.rand(32)

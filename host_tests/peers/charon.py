@@ -7,9 +7,10 @@ self-contained ``strongswan.conf``, vici socket in the work directory.
 
 import os
 import re
-import signal
 import subprocess
 import time
+
+from host_tests.peers.netns import stop_process
 
 CHARON_BIN = "/usr/lib/ipsec/charon"
 SWANCTL = "swanctl"
@@ -224,21 +225,8 @@ class Charon:
         p = self.proc
         if p is None:
             return None
-        if p.poll() is None:
-            try:
-                p.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                p.wait(grace)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait(5)
         self.proc = None
-        return p.returncode
+        return stop_process(p, grace)
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None

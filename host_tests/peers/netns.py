@@ -140,6 +140,24 @@ def _signal_group(p, sig):
             pass
 
 
+def stop_process(p, grace=5.0):
+    """SIGTERM a daemon, SIGKILL its process group after `grace` s; its exit status."""
+    if p.poll() is None:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(5)
+    return p.returncode
+
+
 class Netns:
     """Context manager: ``n`` namespaces on one link.
 

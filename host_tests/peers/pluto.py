@@ -12,11 +12,12 @@ CLI: ``python -m host_tests.peers.pluto --ensure [DIR]`` (used by setup scripts)
 import glob
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
+
+from host_tests.peers.netns import stop_process
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_DIR = os.path.join(REPO, ".deps", "libreswan")
@@ -233,18 +234,8 @@ class Pluto:
         p = self.proc
         if p is None:
             return None
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(grace)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait(5)
         self.proc = None
-        return p.returncode
+        return stop_process(p, grace)
 
 
 def main(argv=None):

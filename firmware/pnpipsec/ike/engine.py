@@ -709,12 +709,7 @@ class Engine:
         if msg.crit is not None:
             self._plain_reply(msg, addr, _N_UNSUPPORTED_CRITICAL_PAYLOAD, bytes((msg.crit,)))
             return
-        sab, keb, nb = msg.get(_PT_SA), msg.get(_PT_KE), msg.get(_PT_NONCE)
-        if sab is None or keb is None or nb is None:
-            raise IkeParseError("IKE_SA_INIT lacks SA, KE or Nonce")
-        props = codec.parse_sa(sab)
-        group, kedata = codec.parse_ke(keb)
-        ni = codec.parse_nonce(nb)
+        props, group, kedata, ni = _init_parts(msg)
         notes = msg.notifies()
         if self.half_open() >= self.cookie_threshold:
             self._rotate(now)
@@ -801,12 +796,7 @@ class Engine:
         if err is not None:
             self._init_refused(sa, C.error_name(err[0]))
             return
-        sab, keb, nb = msg.get(_PT_SA), msg.get(_PT_KE), msg.get(_PT_NONCE)
-        if sab is None or keb is None or nb is None:
-            raise IkeParseError("IKE_SA_INIT response lacks SA, KE or Nonce")
-        props = codec.parse_sa(sab)
-        group, kedata = codec.parse_ke(keb)
-        nr = codec.parse_nonce(nb)
+        props, group, kedata, nr = _init_parts(msg)
         chosen = select(props, _PROTO_IKE, 0, "require") if len(props) == 1 else None
         if chosen is None or group != _DH_CURVE25519 or sa.ke_group != group:
             self._init_refused(sa, "NO_PROPOSAL_CHOSEN")
@@ -1198,6 +1188,15 @@ class Engine:
         if ch.state != "down":
             ch.state = "down"
             self._emit(ChildDown(ch))
+
+
+def _init_parts(msg):
+    """(proposals, DH group, KE data, nonce) of an IKE_SA_INIT; IkeParseError if absent."""
+    sab, keb, nb = msg.get(_PT_SA), msg.get(_PT_KE), msg.get(_PT_NONCE)
+    if sab is None or keb is None or nb is None:
+        raise IkeParseError("IKE_SA_INIT lacks SA, KE or Nonce")
+    group, kedata = codec.parse_ke(keb)
+    return codec.parse_sa(sab), group, kedata, codec.parse_nonce(nb)
 
 
 def _null_policy(peer_addr, peer_id, method):

@@ -1,0 +1,167 @@
+"""How many handshakes between two of our nodes survive a lossy link.
+
+Inside a :class:`host_tests.peers.linkem.LossyNet` (netem's model in user space, default:
+the issue's 30 % loss, 25 % reorder, 10 % duplication, 20 ms delay, both ways):
+
+* namespace B runs one responder, ``pnp node --config b.toml --echo 7000`` with
+  ``zero_config = true`` (NULL auth, transport mode);
+* namespace A runs one python process that does ``n`` sequential rounds of: a fresh
+  ``Node(board, identity, accept_any=zero_config())`` -> ``await node.connect(peer,
+  timeout)`` -> record the level and the time -> ``await node.stop()``.  A fresh Node
+  each round, so each round is a new IKE_SA_INIT + IKE_AUTH (same identity).
+
+``measure(n, seed, ...)`` -> ``{"ok", "n", "times", "failures", "levels", "link",
+"responder_log_tail", "model", "seed"}``: ``ok`` rounds reached ENCRYPTED or better
+within ``timeout``; ``times`` their connect times (s); ``failures`` one reason per
+failed round (the NodeError text plus the states of the engine's IKE SAs);
+``link`` the emulator's counters per direction and flow (``udp:500``, ``udp:4500`` ...).
+
+CLI (root)::
+
+    python -m host_tests.peers.lossy_handshakes --n 100 --seed 1 [--family 6|4]
+        [--timeout 20] [--loss 0.3 --reorder 0.25 --duplicate 0.1 --delay 0.02]
+        [--keep DIR]
+
+prints the result as JSON.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from host_tests.peers import linkem
+from host_tests.peers import netns as nn
+
+ISSUE_MODEL = {"loss": 0.30, "reorder": 0.25, "duplicate": 0.10, "delay": 0.020, "jitter": 0.0}
+ECHO_PORT = 7000
+
+ROUNDS = r"""
+import asyncio, json, os, sys, time
+from pnp_hostboard.board import HostBoard
+from pnp_hostboard.storage import DirStorage
+from pnpipsec import identity, LEVEL_NAMES, ENCRYPTED
+from pnpipsec.node import Node, zero_config
+
+peer, n, timeout, state, out = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
+
+async def main():
+    board = HostBoard(state)
+    ident, _ = identity.load_or_create(DirStorage(state), os.urandom)
+    res = {"ok": 0, "n": n, "times": [], "failures": [], "levels": []}
+    for i in range(n):
+        node = Node(board, ident, accept_any=zero_config())
+        await node.start()
+        t0 = time.monotonic()
+        try:
+            level = await node.connect(peer, timeout=timeout)
+            dt = time.monotonic() - t0
+            res["levels"].append(LEVEL_NAMES[level])
+            if level >= ENCRYPTED:
+                res["ok"] += 1
+                res["times"].append(round(dt, 4))
+            else:
+                res["failures"].append("round %d: level %s after %.2f s" % (i, LEVEL_NAMES[level], dt))
+        except Exception as e:
+            dt = time.monotonic() - t0
+            states = sorted(sa.state for sa in node.engine.sas.values())
+            res["levels"].append(None)
+            res["failures"].append("round %d after %.2f s: %s: %s (our IKE SAs: %s)"
+                                   % (i, dt, type(e).__name__, e, ", ".join(states) or "none"))
+        finally:
+            try:
+                await node.stop()
+            except Exception as e:
+                res["failures"].append("round %d: stop raised %r" % (i, e))
+        sys.stderr.write("round %d: %s %.2f s\n" % (i, res["levels"][-1], dt))
+        sys.stderr.flush()
+    with open(out, "w") as f:
+        json.dump(res, f)
+
+asyncio.run(main())
+"""
+
+
+def _tail(path, lines=30):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read().splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def measure(n=100, seed=1, family=6, timeout=20.0, keep=None, **model):
+    """Run ``n`` handshakes (fresh Node each) across a LossyNet; see the module docstring."""
+    params = dict(ISSUE_MODEL)
+    params.update(model)
+    work = keep or tempfile.mkdtemp(prefix="lossy-hs-")
+    os.makedirs(work, exist_ok=True)
+    try:
+        with linkem.LossyNet(seed=seed, **params) as net:
+            a, b = net.ns
+            cfg = os.path.join(work, "b.toml")
+            with open(cfg, "w") as f:
+                f.write('state = "%s"\nzero_config = true\n' % os.path.join(work, "b-state"))
+            b_err = os.path.join(work, "b.err")
+            with open(b_err, "w") as err:
+                responder = b.popen_python(["-m", "pnp.cli", "node", "--config", cfg, "--echo", str(ECHO_PORT)],
+                                           stdout=subprocess.PIPE, stderr=err, text=True)
+            line = responder.stdout.readline().strip()
+            if line != "ready":
+                raise RuntimeError("responder did not start: %r %s" % (line, "\n".join(_tail(b_err))))
+            out = os.path.join(work, "a-result.json")
+            a_err = os.path.join(work, "a.err")
+            with open(a_err, "w") as err:
+                rounds = a.popen_python(["-c", ROUNDS, b.addr(family), str(n), str(timeout),
+                                         os.path.join(work, "a-state"), out], stderr=err)
+            try:
+                rounds.wait(n * (timeout + 5) + 60)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError("the rounds did not finish; last lines:\n" + "\n".join(_tail(a_err)))
+            if rounds.returncode != 0 or not os.path.exists(out):
+                raise RuntimeError("the rounds failed (%s):\n%s" % (rounds.returncode, "\n".join(_tail(a_err))))
+            with open(out) as f:
+                res = json.load(f)
+            nn.stop_process(responder)
+            responder.stdout.close()
+        res["responder_log_tail"] = _tail(b_err, 15)
+        res["link"] = {d: {k: net.stats[d][k] for k in ("in", "dropped", "duplicated", "reordered",
+                                                        "delivered", "overflow", "write_errors", "queued", "flows")}
+                       for d in ("a2b", "b2a")} if net.stats else None
+        res["model"] = params
+        res["seed"] = seed
+        return res
+    finally:
+        if keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m host_tests.peers.lossy_handshakes",
+                                description="N handshakes between two of our nodes across a lossy link")
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--family", type=int, choices=(6, 4), default=6)
+    p.add_argument("--timeout", type=float, default=20.0, help="connect timeout per round (s)")
+    for k, v in ISSUE_MODEL.items():
+        p.add_argument("--" + k, type=float, default=v)
+    p.add_argument("--keep", help="keep configs and logs in this directory")
+    args = p.parse_args(argv)
+    ok, why = nn.can_use_netns()
+    if not ok:
+        print("lossy_handshakes: " + why, file=sys.stderr)
+        return 2
+    t0 = time.monotonic()
+    res = measure(n=args.n, seed=args.seed, family=args.family, timeout=args.timeout, keep=args.keep,
+                  **{k: getattr(args, k) for k in ISSUE_MODEL})
+    res["wall_s"] = round(time.monotonic() - t0, 1)
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,7 +22,7 @@ import asyncio
 from pnpipsec import CLEAR, ENCRYPTED, AUTHENTICATED
 from pnpipsec import esp, inet, udpencap, proof
 from pnpipsec import policy as pol
-from pnpipsec.discovery import Discovery, OK as PROBE_OK, TIMEOUT as PROBE_TIMEOUT
+from pnpipsec.discovery import Discovery, OK as PROBE_OK, TIMEOUT as PROBE_TIMEOUT, IPSEC
 from pnpipsec.levels import LevelTable
 from pnpipsec.pins import PinStore
 from pnpipsec.identity import fingerprint
@@ -33,6 +33,7 @@ _FLAG_RESPONSE = 0x20
 _ESP_OVERHEAD_V6 = 40 + 8      # outer IPv6 + UDP header around the ESP packet
 _ESP_OVERHEAD_V4 = 20 + 8
 _MAX_TRACKED = 64              # per-peer tables a remote sender can grow are capped
+_MAX_DATAGRAM = 2048           # IKE and ESP we speak fit the 1280-byte MTU; larger: dropped
 
 
 class NodeError(Exception):
@@ -57,10 +58,13 @@ def zero_config(**kw):
     """The PeerConfig of plug and play: NULL auth, transport mode, short probe.
 
     An IKE_SA_INIT and two retransmissions (0.5 s and 1 s later; give-up 2 s after the
-    last) bound the probe of a legacy peer to 3 packets and about 3.5 s."""
+    last) bound the probe of a legacy peer to 3 packets and about 3.5 s. Only the probe
+    is short: once the peer answered, every exchange retries per RFC 7296 (about a
+    minute), so one lost exchange does not leave the two ends disagreeing; and an
+    explicit connect(), or a probe of a peer known to speak IKE, retries in full too."""
     kw.setdefault("auth", "null")
     kw.setdefault("mode", "transport")
-    kw.setdefault("retransmit_tries", 2)
+    kw.setdefault("init_tries", 2)
     return ike.PeerConfig(**kw)
 
 
@@ -170,7 +174,7 @@ class Node:
         local = ike.LocalIdentity(ed25519_seed=identity.seed if identity else None)
         # A board may offer faster DH / signatures (the host board: OpenSSL); same API.
         self.engine = ike.Engine(board.rand, board.aes, local, policy=self._policy,
-                                 natt_ports=(ike_port, natt_port),
+                                 natt_ports=(ike_port, natt_port), rank=self._rank,
                                  dh=getattr(board, "dh", None), sig=getattr(board, "sig", None))
         self._sig = getattr(board, "sig", None)
         self.children = {}      # spi_in -> _Child
@@ -179,7 +183,8 @@ class Node:
         self.stats = {"esp_in": 0, "esp_out": 0, "esp_drop": 0, "bad_datagram": 0,
                       "no_sa": 0, "inner_refused": 0, "keepalive_in": 0, "keepalive_out": 0,
                       "clear_in": 0, "clear_out": 0, "clear_refused": 0, "proof_sent": 0,
-                      "proof_ok": 0, "proof_bad": 0, "key_changed": 0}
+                      "proof_ok": 0, "proof_bad": 0, "key_changed": 0, "drop_oversize": 0,
+                      "child_repair": 0}
         self.peer_stats = {}    # peer host -> counters of datagrams by level
         self.events = []        # notable events for the app: ("key_changed", host, key) ...
         self.proved = {}        # peer host -> Ed25519 key it proved (last proof that verified)
@@ -207,15 +212,24 @@ class Node:
         self._running = True
         self._tasks.append(asyncio.create_task(self._timer()))
 
-    async def stop(self):
-        """Delete our IKE SAs (best effort: the peers free them now, not at DPD or expiry),
-        then close everything."""
-        for sa in list(self.ike_up.values()):
-            try:
-                self.engine.delete(sa, self.board.now())
-            except Exception:
-                pass
-        if self.sock_natt is not None:
+    async def stop(self, timeout=1.0):
+        """Delete our IKE SAs, so the peers free them now (not at DPD or expiry), then
+        close everything. A DELETE waits for the exchange in flight (a proof, a rekey:
+        window size one) and then for its answer, normally a few ms; whatever has not
+        finished after `timeout` s is deleted at once (engine.abandon), so stop is
+        bounded and every DELETE leaves."""
+        if self.sock_natt is not None and self._running:
+            now = self.board.now()
+            for sa in list(self.engine.sas.values()):
+                if sa.state in ("established", "rekeyed"):
+                    self.engine.delete(sa, now)
+            self._pump()
+            deadline = now + timeout
+            while self._deleting() and self.board.now() < deadline:
+                await asyncio.sleep(0.005)
+            for sa in list(self.engine.sas.values()):
+                if sa.state in ("deleting", "rekeyed"):
+                    self.engine.abandon(sa, self.board.now())
             self._pump()
             await asyncio.sleep(0)
         self._running = False
@@ -227,6 +241,24 @@ class Node:
                 s.close()
         for ep in self.endpoints.values():
             ep.close()
+
+    def _deleting(self):
+        for sa in self.engine.sas.values():
+            if sa.state in ("deleting", "rekeyed"):
+                return True
+        return False
+
+    def status(self):
+        """Counters for operators and tests: IKE SAs by state, half-open ones, CHILD SAs,
+        and the node's, the engine's (drops by reason, cookies sent, evictions) and
+        discovery's counters."""
+        by_state = {}
+        for sa in self.engine.sas.values():
+            by_state[sa.state] = by_state.get(sa.state, 0) + 1
+        return {"ike_sas": by_state, "half_open": self.engine.half_open(),
+                "child_sas": len(self.children), "peers": len(self.out),
+                "node": dict(self.stats), "engine": dict(self.engine.stats),
+                "discovery": dict(self.discovery.counters)}
 
     def endpoint(self, port, min_level=CLEAR):
         """The endpoint on `port` (made on first use; its clear socket binds in the background)."""
@@ -294,6 +326,18 @@ class Node:
                 return AUTHENTICATED
         return ENCRYPTED
 
+    def _rank(self, sa):
+        """Who keeps its slot when the SA table is full (the engine asks): configured
+        keys, then a proved key we trust, then NULL; among equals the most recently
+        active (IKE or ESP) stays."""
+        trust = 0
+        if sa.auth in ("psk", "pubkey"):
+            trust = 2
+        elif getattr(sa, "proved_key", None) is not None and \
+                self._sa_level(_norm(sa.peer_addr[0]), sa) >= AUTHENTICATED:
+            trust = 1
+        return (trust, sa.last_rx or 0)
+
     def approve(self, host, key):
         """Trust `key` for `host` from now on (the user's word, e.g. after a QR scan)."""
         host = _norm(host)
@@ -346,9 +390,26 @@ class Node:
             return p.cfg
         return self.accept_any
 
-    def _probe(self, host):
-        """Start IKE with `host` unless it is under way or impossible."""
-        if host in self._initiating or host in self.ike_up or self._engine_has(host):
+    def _probe(self, host, full=False):
+        """Start IKE with `host` unless it is under way or impossible; with an IKE SA up
+        but no CHILD SA, make a CHILD SA over it. `full`: the app asked for this SA, so
+        IKE_SA_INIT retries in full, as it does for a peer known to speak IKE (only
+        the discovery of an unknown peer is a short probe)."""
+        if host in self._initiating:
+            return
+        now = self.board.now()
+        key = inet.pton(host)
+        sa = self.ike_up.get(host)
+        if sa is not None and sa.state == "established":
+            # A live IKE SA: the peer speaks IKE and is never legacy. Missing only a
+            # CHILD SA (deleted by the peer, or expired behind a rekey under loss).
+            self.discovery.probe_result(key, PROBE_OK, now)
+            if host not in self.out and not sa.cfg.childless and not sa.creating_child:
+                self.stats["child_repair"] += 1
+                self.engine.create_child(sa, now)
+                self._pump()
+            return
+        if host in self.ike_up or self._engine_has(host):
             return
         p = self.peer_for(host)
         cfg = p.cfg if p is not None else self.accept_any
@@ -358,8 +419,10 @@ class Node:
             port = p.ike_port
         else:
             port = p.natt_port if p is not None else self.natt_port
+        known = full or self.discovery.state(key, now) == IPSEC or self.discovery.is_sticky(key, now)
         self._failed.pop(host, None)
-        self._initiating[host] = self.engine.initiate((host, port), cfg, self.board.now())
+        self._initiating[host] = self.engine.initiate(
+            (host, port), cfg, now, init_tries=cfg.retransmit_tries if known else None)
         self._pump()
 
     def _probe_soon(self, host, delay=0.0):
@@ -392,7 +455,7 @@ class Node:
         if self.peer_for(host) is None and self.accept_any is None:
             raise NodeError("no peer configured for %s" % host)
         self._failed.pop(host, None)
-        self._probe(host)
+        self._probe(host, full=True)
         deadline = self.board.now() + timeout
         ev = asyncio.Event()
         self._waiters.append(ev)
@@ -448,6 +511,10 @@ class Node:
         ep._deliver((data, (host, addr[1]), CLEAR))
 
     def _datagram(self, data, addr, sock, natt):
+        if len(data) > _MAX_DATAGRAM:
+            # by length first: a 60 KB datagram is never copied through a parser
+            self.stats["drop_oversize"] += 1
+            return
         now = self.board.now()
         if not natt:
             self._ike_in(data, addr, sock, now)
@@ -477,6 +544,7 @@ class Node:
         c = self.children.get(spi)
         if c is None:
             self.stats["no_sa"] += 1
+            self._stale_peer(_norm(addr[0]))
             return
         try:
             nh, payload = c.inp.open(packet)
@@ -484,6 +552,7 @@ class Node:
             self.stats["esp_drop"] += 1
             return
         self.stats["esp_in"] += 1
+        self.engine.seen(c.child.ike, self.board.now())
         self._learn_natt(c.host, addr[1])    # the ICV checked: the peer's port is real
         if nh == 59:
             return
@@ -511,16 +580,34 @@ class Node:
             self._count(src, "esp_in")
             ep._deliver((data, (src, sport), level))
 
+    def _stale_peer(self, host):
+        """ESP for an SA we do not have, from a peer known to speak IKE while we hold no
+        SA with it: it kept an SA we lost (one end gave up an exchange, or restarted).
+        A new IKE SA carries INITIAL_CONTACT, which makes it drop the stale one. The
+        datagram is unauthenticated, so it only ever starts the handshake we would
+        start on our next send, and only while there is none."""
+        if host in self.ike_up or host in self._initiating or host in self._to_probe_hosts():
+            return
+        if self.discovery.state(inet.pton(host), self.board.now()) == IPSEC:
+            self._probe_soon(host, self.answer_probe_delay)
+
+    def _to_probe_hosts(self):
+        return [h for _, h in self._to_probe]
+
     # -- datagrams to the sockets ------------------------------------------------
     async def send(self, data, addr, sport, min_level=CLEAR, timeout=None):
         """The policy-checked send behind Endpoint.send (see its docstring)."""
         host = _norm(addr[0])
-        key = inet.pton(host)
-        action = self.decisions.spd.match(key, self._fp(host), sport, addr[1]).with_min(min_level)
+        gw = self._gateway(host)
+        action = self.decisions.spd.match(inet.pton(host), self._fp(gw), sport, addr[1]).with_min(min_level)
+        if gw != host:
+            # behind a gateway's tunnel: that network is only ever reached through it
+            action = action.with_min(ENCRYPTED)
+        key = inet.pton(gw)
         timeout = self.send_timeout if timeout is None else timeout
         deadline = self.board.now() + timeout
         while True:
-            lv = self.levels.level(host)
+            lv = self.levels.level(gw)
             what, probe, why = self.discovery.on_send(key, action, lv, self.board.now())
             if what == "clear":
                 # The datagram first, the probe after: discovery never delays it.
@@ -531,7 +618,7 @@ class Node:
                     self._probe_soon(host)
                 return CLEAR
             if probe:
-                self._probe(host)
+                self._probe(gw)
             if what == "esp":
                 self.send_esp(data, (host, addr[1]), sport)
                 return lv
@@ -542,9 +629,35 @@ class Node:
                 raise LevelTimeout("not sent to %s: level %d not reached in %s s; nothing left in clear"
                                    % (host, max(action.level, ENCRYPTED), timeout))
             try:
-                await self.wait_level(host, max(action.level, ENCRYPTED), left)
+                await self.wait_level(gw, max(action.level, ENCRYPTED), left)
             except LevelTimeout:
                 pass   # loop once more: on_send decides between fail and a last check
+
+    def _gateway(self, host):
+        """The peer whose SA carries datagrams to `host`: host itself when we have or
+        configured an SA with it; else the gateway whose tunnel covers it, by a live
+        CHILD SA's selectors or a configured peer's remote_ts."""
+        if host in self.out or host in self.ike_up or self.peer_for(host) is not None:
+            return host
+        dst = inet.pton(host)
+        c = self._tunnel_to(dst)
+        if c is not None:
+            return c.host
+        for p in self.peers:
+            ts = p.cfg.remote_ts
+            if p.host != "any" and p.cfg.mode == "tunnel" and ts and _in_ts(dst, ts):
+                return _norm(p.host)
+        return host
+
+    def _tunnel_to(self, dst):
+        """The newest tunnel-mode CHILD SA whose remote selectors cover address `dst`."""
+        best = None
+        for c in self.children.values():
+            ts = c.child.remote_ts
+            if c.child.mode == "tunnel" and ts and _in_ts(dst, ts) and \
+                    (best is None or c.seq > best.seq):
+                best = c
+        return best
 
     def _endpoint_for(self, port):
         ep = self.endpoints.get(port)
@@ -553,12 +666,15 @@ class Node:
     def send_esp(self, data, addr, sport):
         """Send through the SA with addr's host (no policy check: callers did it)."""
         host = _norm(addr[0])
+        dst = inet.pton(host)
         c = self.out.get(host)
+        if c is None or (c.child.mode == "tunnel" and not _in_ts(dst, c.child.remote_ts)):
+            c = self._tunnel_to(dst)
         if c is None:
             raise NodeError("no SA with %s: call connect() first" % host)
         if c.child.mode == "tunnel":
             src = self._inner_source(c, host)
-            nh, payload = inet.build_ip_udp(src, inet.pton(host), sport, addr[1], data)
+            nh, payload = inet.build_ip_udp(src, dst, sport, addr[1], data)
         else:
             # Checksum 0: the ESP ICV already covers these bytes (see inet's docstring).
             payload = inet.build_udp(sport, addr[1], data)
@@ -575,7 +691,7 @@ class Node:
             raise NodeError("SA with %s ran out of sequence numbers; rekeying" % host)
         self.stats["esp_out"] += 1
         self._count(host, "esp_out")
-        self._send_natt(packet, host)
+        self._send_natt(packet, c.host)
         if c.out.needs_rekey and not c.rekey_asked:
             # Soft sequence limit: rekey long before the 32-bit counter could wrap.
             c.rekey_asked = True
@@ -685,7 +801,9 @@ class Node:
             self._failed[host] = reason
         if self._initiating.get(host) is sa:
             del self._initiating[host]
-            self.discovery.probe_result(inet.pton(host), PROBE_TIMEOUT, self.board.now())
+            up = self.ike_up.get(host)
+            self.discovery.probe_result(inet.pton(host), PROBE_OK if up is not None and up is not sa
+                                        else PROBE_TIMEOUT, self.board.now())
         if self.ike_up.get(host) is sa:
             del self.ike_up[host]
         for ch in list(getattr(sa, "children", ())):

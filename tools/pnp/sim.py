@@ -259,6 +259,7 @@ class Sim:
         self.nodes = {}
         self.idents = {}
         self.timeline = []
+        self.stopping = False
         self.discovery = []    # discovery state changes: probing, legacy, ipsec
         self._disc_state = {}
         self.first = {}        # frozenset({a, b}) -> time of the first app datagram between them
@@ -332,6 +333,8 @@ class Sim:
 
     def _on_level(self, n):
         def cb(host, old, new, now):
+            if self.stopping:
+                return      # the nodes' DELETEs at shutdown are not the scenario's
             peer = self.name(host)
             t = now - self.t0
             self.timeline.append({"t": round(t, 4), "node": n, "peer": peer,
@@ -342,6 +345,7 @@ class Sim:
         return cb
 
     async def stop(self):
+        self.stopping = True
         tasks = []
         for node in self.nodes.values():
             tasks += list(node._tasks)

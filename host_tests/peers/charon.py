@@ -7,12 +7,14 @@ self-contained ``strongswan.conf``, vici socket in the work directory.
 
 import os
 import re
+import socket
 import subprocess
 import time
 
 from host_tests.peers.netns import stop_process
 
 CHARON_BIN = "/usr/lib/ipsec/charon"
+PLUGIN_DIR = "/usr/lib/ipsec/plugins"   # libstrongswan-<name>.so
 SWANCTL = "swanctl"
 PKI = "pki"
 
@@ -35,6 +37,18 @@ def available():
         if subprocess.run(["sh", "-c", "command -v " + tool], capture_output=True).returncode:
             return False, tool + " missing (strongswan-swanctl / strongswan-pki)"
     return True, ""
+
+
+def vici_accepts(path):
+    """True when a connection to the unix socket ``path`` succeeds (charon listens)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 # -- keys ---------------------------------------------------------------------
@@ -146,7 +160,11 @@ class Charon:
         c.stop()
     """
 
-    def __init__(self, ns, workdir, name="charon", log_levels=None, extra_conf=""):
+    def __init__(self, ns, workdir, name="charon", log_levels=None, extra_conf="",
+                 plugins=None, plugin_dir=None):
+        """``plugins``: the ``load`` list (default :data:`LOAD`); ``plugin_dir``: a
+        directory bind-mounted over :data:`PLUGIN_DIR` in charon's mount namespace
+        (the set-up verifier's tests use it to hide plugins)."""
         self.ns = ns
         self.workdir = os.path.abspath(workdir)
         self.name = name
@@ -160,6 +178,8 @@ class Charon:
         if log_levels:
             self.log_levels.update(log_levels)
         self.extra_conf = extra_conf
+        self.plugins = plugins or LOAD
+        self.plugin_dir = plugin_dir
         self.proc = None
         self.conns = {}
         self.secrets = {}
@@ -192,33 +212,44 @@ class Charon:
     }
 %(extra)s
 }
-""" % {"load": LOAD, "vici": self.vici, "log": self.log_path, "levels": levels,
+""" % {"load": self.plugins, "vici": self.vici, "log": self.log_path, "levels": levels,
        "extra": self.extra_conf}
         with open(self.conf_path, "w") as f:
             f.write(text)
 
     def start(self, timeout=5.0):
-        """Start charon in the namespace; return once the vici socket accepts connections."""
+        """Start charon in the namespace; return once the vici socket accepts connections.
+
+        The socket *file* appears before charon listens on it (a connect then gets
+        "Connection refused"), so this connects to it, within ``timeout`` seconds;
+        it fails at once when charon exits (log tail in the error).
+        """
         self.write_strongswan_conf()
         for stale in (self.vici, os.path.join(self.rundir, "charon.pid")):
             if os.path.exists(stale):
                 os.unlink(stale)
-        script = ("mount --bind %s /run && exec env STRONGSWAN_CONF=%s %s"
-                  % (self.rundir, self.conf_path, CHARON_BIN))
+        script = "mount --bind %s /run && " % self.rundir
+        if self.plugin_dir:
+            script += "mount --bind %s %s && " % (self.plugin_dir, PLUGIN_DIR)
+        script += "exec env STRONGSWAN_CONF=%s %s" % (self.conf_path, CHARON_BIN)
         out = open(self.out_path, "wb")
         self.t_start = time.monotonic()
         self.proc = self.ns.popen(["unshare", "--mount", "--propagation", "private",
                                    "sh", "-c", script], stdout=out, stderr=subprocess.STDOUT)
         out.close()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
             if self.proc.poll() is not None:
-                raise CharonError("charon exited with %s: %s" % (self.proc.returncode, self.output_text()))
-            if os.path.exists(self.vici):
+                raise CharonError("charon exited with %s: %s%s" % (
+                    self.proc.returncode, self.output_text(), self.log_text()[-3000:]))
+            if os.path.exists(self.vici) and vici_accepts(self.vici):
                 self.t_ready = time.monotonic()
                 return self
+            if time.monotonic() > deadline:
+                break
             time.sleep(0.005)
-        raise CharonError("vici socket did not appear within %.1fs: %s" % (timeout, self.output_text()))
+        raise CharonError("vici socket %s did not accept connections within %.1fs: %s%s" % (
+            self.vici, timeout, self.output_text(), self.log_text()[-3000:]))
 
     def stop(self, grace=5.0):
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL."""

@@ -10,6 +10,7 @@ CLI: ``python -m host_tests.peers.pluto --ensure [DIR]`` (used by setup scripts)
 """
 
 import glob
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -21,7 +22,9 @@ from host_tests.peers.netns import stop_process
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_DIR = os.path.join(REPO, ".deps", "libreswan")
-RUNTIME_PACKAGES = ["libnss3-tools", "libevent-pthreads-2.1-7", "libldns3"]
+# pluto/whack link against these; not all come with the listed ones
+RUNTIME_PACKAGES = ["libnss3-tools", "libevent-pthreads-2.1-7", "libldns3", "libcurl3-nss",
+                    "libunbound8"]
 
 IKE_SUITE = "aes128-sha2_256;dh31"
 ESP_SUITE = "aes128-sha2_256"
@@ -29,6 +32,13 @@ ESP_SUITE = "aes128-sha2_256"
 
 class PlutoError(RuntimeError):
     pass
+
+
+def _norm_addr(text):
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return text
 
 
 def _pluto_bin(d):
@@ -164,7 +174,10 @@ class Pluto:
             f.write("\n".join(self.secrets) + ("\n" if self.secrets else ""))
 
     def start(self, timeout=10.0):
-        """initnss, write config, start pluto (stderr -> pluto.log), wait for pluto.ctl."""
+        """initnss, write config, start pluto (stderr -> pluto.log); return once pluto
+        answers on pluto.ctl, has loaded the conns and listens for IKE (its status
+        lists a UDP interface on port 500 -- pluto adds the conns *before* it binds
+        its sockets).  Fails at once when pluto exits."""
         self.initnss()
         self.write_config()
         for stale in (self.ctl, os.path.join(self.rundir, "pluto.pid")):
@@ -182,12 +195,27 @@ class Pluto:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise PlutoError("pluto exited with %s:\n%s" % (self.proc.returncode, self.log_text()))
-            if os.path.exists(self.ctl) and self.whack("--status", check=False).returncode == 0:
-                # conns with auto=add are loaded by addconn after start-up
-                if all(("\"%s\"" % n) in self.whack("--status", check=False).stdout for n in self.conns):
+            if os.path.exists(self.ctl):
+                st = self.whack("--status", check=False)
+                if st.returncode == 0 and self._ready(st.stdout):
                     return self
             time.sleep(0.02)
         raise PlutoError("pluto not ready within %.1fs:\n%s" % (timeout, self.log_text()))
+
+    def _ready(self, status):
+        """``whack --status`` shows every conn (auto=add: loaded by addconn after
+        start-up) and an IKE interface on port 500 (on the listen address, if set)."""
+        if not all(("\"%s\"" % n) in status for n in self.conns):
+            return False
+        want = _norm_addr(self.listen) if self.listen else None
+        for line in status.splitlines():
+            words = line.split()
+            # 000 interface veth0 UDP [fd00:99:1::2]:500   /   ... UDP 10.99.1.2:500
+            if len(words) >= 5 and words[1] == "interface":
+                addr, _, port = words[-1].rpartition(":")
+                if port == "500" and (want is None or _norm_addr(addr.strip("[]")) == want):
+                    return True
+        return False
 
     def whack(self, *args, check=True, timeout=20):
         cmd = [os.path.join(self.libexec, "whack"), "--ctlsocket", self.ctl] + list(args)

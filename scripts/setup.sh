@@ -7,11 +7,19 @@
 #   3. as root: the Debian packages of scripts/debian-packages.txt (apt-get update only
 #      when one is missing), and libreswan unpacked (not installed: it conflicts with
 #      strongSwan) into .deps/libreswan.
-# Without root, missing Debian packages produce a loud warning instead of a failure;
-# the tests that need them skip locally and fail in CI (CI=true).
+#   4. as root: verify every component the way the tests use it
+#      (python -m host_tests.peers.verify: charon with the harness's plugins and its vici
+#      socket, pluto, tcpdump, tshark decoding IKE, socat, MicroPython WebAssembly,
+#      mpy-cross). A failure stops setup (exit 1) with one line per problem naming the
+#      package to install. Stamped in .stamps/verify, keyed on the installed package
+#      versions and the files the checks use, so an unchanged machine is not re-checked.
+# Without root, missing Debian packages and the unverified components produce a loud
+# warning instead of a failure; the tests that need them skip locally and fail in CI
+# (CI=true).
 #
 # Environment: PYTHON (interpreter for the venv, default python3), PNP_SKIP_APT=1 (never
-# call apt-get), PNP_SETUP_VERBOSE=1 (show pip/npm/apt output).
+# call apt-get), PNP_SKIP_VERIFY=1 (skip step 4), PNP_SETUP_VERBOSE=1 (show pip/npm/apt
+# output).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -156,10 +164,28 @@ else
   LS_STATE="missing"
 fi
 
+# ---------------------------------------------------------------- 4. verify the components
+VERIFY_PROBLEMS=""
+if [ "${PNP_SKIP_VERIFY:-0}" = 1 ]; then
+  VERIFY_STATE="skipped"
+elif [ "$IS_ROOT" = 1 ]; then
+  if vout="$("$VENV/bin/python" -m host_tests.peers.verify --stamp "$STAMPS/verify" 2>"$STAMPS/verify.err")"; then
+    case "$vout" in *unchanged*) VERIFY_STATE="ok" ;; *) VERIFY_STATE="verified" ;; esac
+  else
+    VERIFY_STATE="FAILED"
+    VERIFY_PROBLEMS="$(cat "$STAMPS/verify.err")"
+    [ -n "$VERIFY_PROBLEMS" ] || VERIFY_PROBLEMS="$vout"
+  fi
+else
+  VERIFY_STATE="not run"
+  warn "components not verified (charon, pluto, tcpdump need root): as root run
+         sudo scripts/setup.sh     (or: sudo .venv/bin/python -m host_tests.peers.verify)"
+fi
+
 # ---------------------------------------------------------------- report
 MS=$(( ($(date +%s%N) - T0) / 1000000 ))
-say "$(printf 'venv %s, node_modules %s, debian packages %s, libreswan %s (%d.%03d s)' \
-  "$VENV_STATE" "$NPM_STATE" "$DEB_STATE" "$LS_STATE" $((MS / 1000)) $((MS % 1000)))"
+say "$(printf 'venv %s, node_modules %s, debian packages %s, libreswan %s, components %s (%d.%03d s)' \
+  "$VENV_STATE" "$NPM_STATE" "$DEB_STATE" "$LS_STATE" "$VERIFY_STATE" $((MS / 1000)) $((MS % 1000)))"
 if [ "${#WARNINGS[@]}" -gt 0 ]; then
   {
     echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
@@ -167,5 +193,15 @@ if [ "${#WARNINGS[@]}" -gt 0 ]; then
     for w in "${WARNINGS[@]}"; do echo "!!! - $w"; done
     echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
   } >&2
+fi
+if [ -n "$VERIFY_PROBLEMS" ]; then
+  {
+    echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+    echo "!!! setup FAILED: these components do not work the way the tests use them:"
+    while IFS= read -r line; do echo "!!! - $line"; done <<<"$VERIFY_PROBLEMS"
+    echo "!!! (details: .venv/bin/python -m host_tests.peers.verify -v)"
+    echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+  } >&2
+  exit 1
 fi
 exit 0

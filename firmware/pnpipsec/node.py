@@ -556,20 +556,11 @@ class Node:
         self._learn_natt(c.host, addr[1])    # the ICV checked: the peer's port is real
         if nh == 59:
             return
-        tunnel = c.child.mode == "tunnel"
-        if nh == 17 and not tunnel:
-            sport, dport, data = inet.parse_udp(payload)
-            src = c.host
-        elif nh in (41, 4) and tunnel:
-            src_b, dst_b, sport, dport, data = inet.parse_ip_udp(payload)
-            if not (_in_ts(src_b, c.child.remote_ts) and _in_ts(dst_b, c.child.local_ts)):
-                # The SA vouches only for its selectors: a spoofed inner source is refused.
-                self.stats["inner_refused"] += 1
-                return
-            src = inet.ntop(src_b)
-        else:
+        inner = self._inner(c, nh, payload)
+        if inner is None:
             self.stats["inner_refused"] += 1
             return
+        src, sport, dport, data = inner
         ep = self.endpoints.get(dport)
         if ep is not None:
             # The level of the SA it came on (not the host's best): what proved it.
@@ -579,6 +570,24 @@ class Node:
                 return
             self._count(src, "esp_in")
             ep._deliver((data, (src, sport), level))
+
+    def _inner(self, c, nh, payload):
+        """(source host, sport, dport, data) of a decrypted packet, or None when it is
+        not what the SA carries. The peer holding the keys may still send garbage: a
+        bad inner header is refused and counted like any other, never raised."""
+        tunnel = c.child.mode == "tunnel"
+        try:
+            if nh == 17 and not tunnel:
+                sport, dport, data = inet.parse_udp(payload)
+                return c.host, sport, dport, data
+            if nh in (41, 4) and tunnel:
+                src_b, dst_b, sport, dport, data = inet.parse_ip_udp(payload)
+                # The SA vouches only for its selectors: a spoofed inner source is refused.
+                if _in_ts(src_b, c.child.remote_ts) and _in_ts(dst_b, c.child.local_ts):
+                    return inet.ntop(src_b), sport, dport, data
+        except ValueError:
+            pass
+        return None
 
     def _stale_peer(self, host):
         """ESP for an SA we do not have, from a peer known to speak IKE while we hold no

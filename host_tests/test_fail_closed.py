@@ -317,7 +317,7 @@ def test_require_entry_refuses_inbound_esp_below_its_level():
     """Minimal reproducer of a finding of the impersonation scenario (issue 8): an SPD
     ``require authenticated`` entry refuses clear datagrams on its port (discovery's
     on_clear_inbound) but not ESP datagrams that arrive on an SA below its level:
-    node._esp_in checks only the endpoint's min_level. There, an impostor with a NULL
+    node._esp_in checked only the endpoint's min_level (fixed: it now asks the SPD too). There, an impostor with a NULL
     SA (ENCRYPTED: its key is not the pinned one) had its datagrams delivered to the
     app on the protected port, labelled ENCRYPTED. Here the same in one process on
     loopback, no root: A does not trust keys on first use (tofu=False), so M's SA stays
@@ -360,7 +360,8 @@ def test_require_entry_refuses_inbound_esp_below_its_level():
             await m.endpoint(ctl).send(b"to the control port", (A, ctl))
             await m.endpoint(prot).send(b"to the protected port", (A, prot))
             await asyncio.sleep(0.3)
-            assert ep_ctl.pending() == 0 and a.stats["inner_refused"] == refused0 + 1   # control
+            assert ep_ctl.pending() == 0                                  # the control
+            assert a.stats["inner_refused"] == refused0 + 2               # both refused, counted
             got = []
             while ep_prot.pending():
                 got.append(await ep_prot.recv())

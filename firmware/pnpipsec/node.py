@@ -563,9 +563,13 @@ class Node:
         src, sport, dport, data = inner
         ep = self.endpoints.get(dport)
         if ep is not None:
-            # The level of the SA it came on (not the host's best): what proved it.
+            # The level of the SA it came on (not the host's best): what proved it,
+            # checked against the endpoint's minimum and the SPD's (a require entry
+            # refuses ESP below its level as it refuses clear datagrams).
             level = self._sa_level(c.host, c.child.ike)
-            if level < ep.min_level:
+            need = self.decisions.spd.match(inet.pton(src), self._fp(c.host), dport,
+                                            sport).with_min(ep.min_level).level
+            if level < need:
                 self.stats["inner_refused"] += 1
                 return
             self._count(src, "esp_in")

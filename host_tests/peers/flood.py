@@ -424,7 +424,15 @@ def role_victim(a):
     import asyncio
     from pnp import config
     from pnp.runtime import start_node
-    from pnp.node_cmd import _echo
+
+    async def _echo(node, port):            # what `pnp node --echo PORT` does, without the log
+        ep = node.endpoint(port)
+        while True:
+            data, addr, _level = await ep.recv()
+            try:
+                await ep.send(data, addr)
+            except Exception:
+                pass
 
     cfg = config.load(a.config)
     track = {"half_open_max": 0, "checks": 0}

@@ -79,8 +79,65 @@ async def main():
                 res["failures"].append("round %d: stop raised %r" % (i, e))
         sys.stderr.write("round %d: %s %.2f s\n" % (i, res["levels"][-1], dt))
         sys.stderr.flush()
+    res["rekeys"] = await rekeys(board, ident, int(sys.argv[6]) if len(sys.argv) > 6 else 0)
     with open(out, "w") as f:
         json.dump(res, f)
+
+
+async def until(pred, limit):
+    t0 = time.monotonic()
+    while not pred():
+        if time.monotonic() - t0 > limit:
+            return None
+        await asyncio.sleep(0.05)
+    return round(time.monotonic() - t0, 3)
+
+
+async def echo(node, ep, text):
+    # a datagram may be lost on this link: the app retries
+    for _ in range(20):
+        try:
+            await ep.send(text.encode(), (peer, 7000), timeout=5)
+            data, _, lv = await asyncio.wait_for(ep.recv(), 1.0)
+            if data == text.encode():
+                return True
+        except Exception:
+            pass
+    return False
+
+
+async def rekeys(board, ident, k):
+    # one SA kept up: k CHILD rekeys and k IKE rekeys, a datagram echoed after each
+    r = {"child": 0, "ike": 0, "n": k, "echo_ok": 0, "echo": 0, "times": []}
+    if not k:
+        return r
+    node = Node(board, ident, accept_any=zero_config())
+    await node.start()
+    ep = node.endpoint(40001)
+    try:
+        await node.connect(peer, timeout=60)
+        for i in range(k):
+            old = node.out[peer].child
+            node.engine.rekey_child(old, node.board.now()); node._pump()
+            t = await until(lambda: peer in node.out and node.out[peer].child is not old
+                            and old.spi_in not in node.children, 120)
+            if t is not None:
+                r["child"] += 1
+                r["times"].append(("child", t))
+            r["echo"] += 1
+            r["echo_ok"] += await echo(node, ep, "after-child-%d" % i)
+            old_ike = node.ike_up[peer]
+            node.engine.rekey_ike(old_ike, node.board.now()); node._pump()
+            t = await until(lambda: node.ike_up.get(peer) not in (None, old_ike)
+                            and old_ike.state == "dead", 120)
+            if t is not None:
+                r["ike"] += 1
+                r["times"].append(("ike", t))
+            r["echo"] += 1
+            r["echo_ok"] += await echo(node, ep, "after-ike-%d" % i)
+    finally:
+        await node.stop()
+    return r
 
 asyncio.run(main())
 """
@@ -94,8 +151,9 @@ def _tail(path, lines=30):
         return []
 
 
-def measure(n=100, seed=1, family=6, timeout=20.0, keep=None, **model):
-    """Run ``n`` handshakes (fresh Node each) across a LossyNet; see the module docstring."""
+def measure(n=100, seed=1, family=6, timeout=20.0, keep=None, rekeys=0, **model):
+    """Run ``n`` handshakes (fresh Node each) across a LossyNet, then, on one SA kept up,
+    ``rekeys`` CHILD and IKE rekeys (result["rekeys"]); see the module docstring."""
     params = dict(ISSUE_MODEL)
     params.update(model)
     work = keep or tempfile.mkdtemp(prefix="lossy-hs-")
@@ -117,9 +175,9 @@ def measure(n=100, seed=1, family=6, timeout=20.0, keep=None, **model):
             a_err = os.path.join(work, "a.err")
             with open(a_err, "w") as err:
                 rounds = a.popen_python(["-c", ROUNDS, b.addr(family), str(n), str(timeout),
-                                         os.path.join(work, "a-state"), out], stderr=err)
+                                         os.path.join(work, "a-state"), out, str(rekeys)], stderr=err)
             try:
-                rounds.wait(n * (timeout + 5) + 60)
+                rounds.wait(n * (timeout + 5) + rekeys * 300 + 60)
             except subprocess.TimeoutExpired:
                 raise RuntimeError("the rounds did not finish; last lines:\n" + "\n".join(_tail(a_err)))
             if rounds.returncode != 0 or not os.path.exists(out):
@@ -149,6 +207,7 @@ def main(argv=None):
     p.add_argument("--timeout", type=float, default=20.0, help="connect timeout per round (s)")
     for k, v in ISSUE_MODEL.items():
         p.add_argument("--" + k, type=float, default=v)
+    p.add_argument("--rekeys", type=int, default=0, help="then CHILD and IKE rekeys on one SA")
     p.add_argument("--keep", help="keep configs and logs in this directory")
     args = p.parse_args(argv)
     ok, why = nn.can_use_netns()
@@ -157,6 +216,7 @@ def main(argv=None):
         return 2
     t0 = time.monotonic()
     res = measure(n=args.n, seed=args.seed, family=args.family, timeout=args.timeout, keep=args.keep,
+                  rekeys=args.rekeys,
                   **{k: getattr(args, k) for k in ISSUE_MODEL})
     res["wall_s"] = round(time.monotonic() - t0, 1)
     print(json.dumps(res, indent=1))

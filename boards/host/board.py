@@ -21,6 +21,7 @@ class _Queue:
         self.items = []
         self.limit = limit
         self.dropped = 0
+        self.send_dropped = 0
         self.event = asyncio.Event()
 
     def put(self, item):
@@ -37,17 +38,45 @@ class _Queue:
         return self.items.pop(0)
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, queue):
+class _Reader:
+    """Drains a non-blocking socket in batches each time it is readable: one wake-up
+    and no per-datagram callback, so a flood costs a recvfrom each and the node reads
+    (and drops, or answers) far more datagrams a second before the kernel's buffer
+    overflows and takes legitimate ones with it."""
+
+    BATCH = 64
+
+    def __init__(self, loop, sock, queue):
+        self.sock = sock
         self.queue = queue
         self.errors = 0
+        self.loop = loop
+        self.buf = bytearray(65536)
+        self.view = memoryview(self.buf)
+        loop.add_reader(sock.fileno(), self._ready)
 
-    def datagram_received(self, data, addr):
-        self.queue.put((data, (_unmap(addr[0]), addr[1])))
+    def _ready(self):
+        for _ in range(self.BATCH):
+            try:
+                n, addr = self.sock.recvfrom_into(self.buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                # ICMP port unreachable and friends: counted (DESIGN section 5).
+                self.errors += 1
+                continue
+            self.queue.put((bytes(self.view[:n]), (_unmap(addr[0]), addr[1])))
 
-    def error_received(self, exc):
-        # ICMP port unreachable and friends: counted; discovery reads it (DESIGN section 5).
-        self.errors += 1
+    def sendto(self, data, addr):
+        try:
+            self.sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self.queue.send_dropped += 1      # the kernel's buffer is full: like a loss
+
+    def close(self):
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
 
 
 def _unmap(host):
@@ -111,17 +140,21 @@ class HostBoard:
         for fam, host in ((socket.AF_INET6, self.bind6), (socket.AF_INET, self.bind4)):
             if host is None:
                 continue
+            sock = None
             try:
                 sock = socket.socket(fam, socket.SOCK_DGRAM)
                 if fam == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
                 sock.bind((host, port))
+                sock.setblocking(False)
             except OSError as e:
+                if sock is not None:
+                    sock.close()
                 errors.append(e)
                 continue
-            tr, _ = await loop.create_datagram_endpoint(lambda: _Protocol(queue), sock=sock)
-            transports[fam] = tr
+            transports[fam] = _Reader(loop, sock, queue)
         if not transports:
             raise OSError("cannot bind UDP port %d: %s" % (port, errors[0] if errors else "no family"))
         return UdpSocket(transports, queue, port)

@@ -4,7 +4,8 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
 
     eng = Engine(rand, aes, local, policy=None, cookie_threshold=8,
                  half_open_timeout=30.0, natt_ports=(500, 4500), dh=None, sig=None,
-                 max_sas=32, max_children=4)
+                 max_sas=32, max_children=4, max_half_open=16, rank=None,
+                 max_answer_rate=5000)
         rand(n) -> bytes; aes: an AES provider (pnpipsec.crypto.aes);
         local: LocalIdentity(ed25519_seed=None, psk_ids=None) -- our long-term identity;
         policy(peer_addr, peer_id, auth_method) -> PeerConfig or None: asked on every
@@ -15,9 +16,9 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
         dh / sig: optional module-like providers standing in for pnpipsec.crypto.x25519
         (keypair, x25519) and pnpipsec.crypto.ed25519 (sign, verify), e.g. the host
         board's OpenSSL-backed ones; default: the pure-Python modules.
-        max_sas: IKE SAs (all states) beyond which an incoming IKE_SA_INIT is dropped
-        ("drop_full"); max_children: CHILD SAs per IKE SA beyond which a peer's
-        CREATE_CHILD_SA for a new (not rekeyed) CHILD SA gets NO_ADDITIONAL_SAS.
+        max_sas, max_half_open, max_answer_rate, rank: see COOKIES AND BUDGETS below;
+        max_children: CHILD SAs per IKE SA beyond which a peer's CREATE_CHILD_SA for a
+        new (not rekeyed) CHILD SA gets NO_ADDITIONAL_SAS.
 
     sa = eng.initiate(peer_addr, peer_cfg, now)   -> IkeSA  (queues IKE_SA_INIT)
     eng.receive(data, peer_addr, now)              IKE message without non-ESP marker
@@ -26,6 +27,9 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     eng.pop_datagrams() -> list of (bytes, peer_addr)   to send (node adds marker on 4500)
     eng.pop_events() -> list of events (see Event classes below)
     eng.rekey_child(child, now); eng.rekey_ike(sa, now)
+    eng.create_child(sa, now)                      a new CHILD SA over an established IKE SA
+    eng.abandon(sa, now)                           DELETE once, without waiting; IkeDown
+    eng.seen(sa, now)                              ESP proved the peer alive
     eng.delete(sa_or_child, now)                   IKE SA (with its children) or one CHILD SA
     eng.check_liveness(sa, now)                    empty INFORMATIONAL (dead peer detection)
     eng.send_notify(sa, ntype, data, now)          INFORMATIONAL carrying one status notify
@@ -34,14 +38,15 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     eng.half_open() -> int
     eng.stats: dict of counters: "rx", "drop_malformed", "drop_icv", "drop_unknown_spi",
         "drop_mid", "drop_unexpected", "drop_bad_ke", "retransmit", "replay",
-        "cookie_sent", "invalid_ke_sent", "timeout", "drop_full", "drop_per_host"
-        (missing key = 0); at most max_per_host (4) IKE SAs per peer address
+        "cookie_sent", "invalid_ke_sent", "timeout", "drop_full", "drop_rate",
+        "evict_half_open", "evict_per_host", "evict_established", "initial_contact"
+        (missing key = 0)
 
     PeerConfig(auth="null"|"psk"|"pubkey", local_id=None, remote_id=None, psk=None,
                peer_pubkey=None, mode="transport"|"tunnel", local_ts=None,
                remote_ts=None, childless=False, child_lifetime=3600,
-               ike_lifetime=14400, retransmit_base=0.5, retransmit_tries=5,
-               pfs=False, dpd=0)
+               ike_lifetime=14400, retransmit_base=0.5, retransmit_tries=9,
+               pfs=False, dpd=0, retransmit_max=8.0, init_tries=None)
         ids are (id_type, bytes); traffic selectors are lists of
         (start_addr_bytes, end_addr_bytes) with 4- or 16-byte addresses.
         Default IDs: ID_NULL for "null"; otherwise (ID_KEY_ID, our Ed25519 public key)
@@ -106,12 +111,34 @@ at 80-90 % of the lifetime (jitter from rand); a CHILD SA is deleted at 100 % (a
 old one the peer replaced but never deleted); the IKE SA has no hard expiry of its own
 (it is rekeyed; a rekey that keeps failing is retried every 10 s).
 
-COOKIES (RFC 7296 section 2.6). When half_open() >= cookie_threshold, an IKE_SA_INIT
-without a valid N(COOKIE) first gets a stateless answer N(COOKIE) = version byte |
-HMAC-SHA256(secret, Ni | str(peer host) | SPIi)[:16]; the secret comes from rand and
-rotates every 300 s (the previous one stays valid). As initiator we retry with the
-cookie first (at most 3 times). Half-open responder SAs expire after
-half_open_timeout. A failed IKE_AUTH answer is kept 10 s for retransmissions.
+COOKIES AND BUDGETS (RFC 7296 sections 2.4, 2.6). Half-open responder SAs and the rest
+have separate budgets, so half-open ones never block established ones and back:
+  - An IKE_SA_INIT without a valid N(COOKIE) gets a stateless N(COOKIE) answer when
+    half_open() >= cookie_threshold, or when its address already has
+    max_half_open_per_host (2) half-open SAs. Cookie = version byte |
+    HMAC-SHA256(secret, str(source host) | SPIi)[:16]: bound to the source address,
+    and checkable from the header, so under load a request is answered (or dropped)
+    by _init_gate before any parse, state or DH. The secret comes from rand and
+    rotates every 300 s (the previous one stays valid). At most max_answer_rate
+    cookie answers a second (token bucket; beyond: "drop_rate"). As initiator we retry
+    with the cookie first (at most 3 times).
+  - A request that returned a valid cookie (return routability proven) takes the
+    place of the oldest half-open SA when its address or the table (max_half_open) is
+    full, unproven ones first ("evict_half_open"): spoofed requests never lock out an
+    address's real owner, and cookie-echoing floods only evict each other.
+  - When an IKE_AUTH succeeds (either role: the newcomer is authenticated), at most
+    max_per_host (4) SAs stay per address: the oldest gives way ("evict_per_host");
+    and at most max_sas in all: the established SA with the lowest rank(sa) gives way
+    ("evict_established"), never to a newcomer of lower trust ("drop_full", answered
+    NO_ADDITIONAL_SAS). rank(sa) -> (trust, last activity); default (2 for PSK or a
+    configured key, else 0; sa.last_rx); the node adds trusted proofs and ESP
+    activity (eng.seen). An evicted SA gets one DELETE, not retransmitted.
+  - INITIAL_CONTACT: a peer's authenticated IKE_AUTH carrying it replaces the other
+    SAs of the same identity (same ID and key; for NULL, the same address) at once
+    ("initial_contact"); we send it in our IKE_AUTH request when we hold no other
+    established IKE SA with that peer (first contact since boot, or ours died).
+Half-open responder SAs expire after half_open_timeout. A failed IKE_AUTH answer is
+kept 10 s for retransmissions.
 
 ERRORS IN IKE_SA_INIT ANSWERS are unauthenticated; we act on them at once
 (NO_PROPOSAL_CHOSEN -> IkeDown) rather than waiting for a possible genuine answer.
@@ -257,13 +284,19 @@ def select(props, proto, spisz, dh):
 class Engine:
     def __init__(self, rand, aes, local, policy=None, cookie_threshold=8,
                  half_open_timeout=30.0, natt_ports=(500, 4500), dh=None, sig=None,
-                 max_sas=32, max_children=4, max_half_open=16, rank=None):
+                 max_sas=32, max_children=4, max_half_open=16, rank=None,
+                 max_answer_rate=5000):
         self.max_sas = max_sas
         self.max_children = max_children
         self.max_per_host = 4
         self.max_half_open = max(max_half_open, cookie_threshold)
         self.max_half_open_per_host = 2
         self.rank = rank if rank is not None else _default_rank
+        self.max_answer_rate = max_answer_rate
+        self._tokens = float(max_answer_rate)
+        self._tokens_at = 0.0
+        self._load = False
+        self._load_at = -1.0
         self.dh = dh if dh is not None else x25519
         self.sig = sig
         self.rand = rand
@@ -446,6 +479,8 @@ class Engine:
 
     def receive(self, data, peer_addr, now):
         self._count("rx")
+        if self._init_gate(data, peer_addr, now):
+            return
         try:
             msg = codec.parse(data)
         except IkeParseError:
@@ -782,11 +817,12 @@ class Engine:
                              sa.cfg.retransmit_base, tries, sa.cfg.retransmit_max)
         self.out.append((data, sa.peer_addr))
 
-    def _cookie_for(self, ver, secret, ni, addr, spi_i):
-        host = addr[0] if isinstance(addr, tuple) else addr
-        return bytes((ver,)) + hmac_sha256(secret, ni + str(host).encode() + spi_i)[:16]
+    def _cookie_for(self, ver, secret, addr, spi_i):
+        # Bound to the source address and SPIi (not Ni: so a flood is answered from
+        # the header alone, never parsed).
+        return bytes((ver,)) + hmac_sha256(secret, str(addr[0]).encode() + spi_i)[:16]
 
-    def _cookie_ok(self, cookie, ni, addr, spi_i):
+    def _cookie_ok(self, cookie, addr, spi_i):
         if self._secret is None or len(cookie) != 17:
             return False
         if cookie[0] == self._secret_ver:
@@ -795,7 +831,50 @@ class Engine:
             s = self._old_secret
         else:
             return False
-        return codec.ct_eq(cookie, self._cookie_for(cookie[0], s, ni, addr, spi_i))
+        return codec.ct_eq(cookie, self._cookie_for(cookie[0], s, addr, spi_i))
+
+    def _cookie_reply(self, spi_i, addr, now):
+        """N(COOKIE) for this SPIi and address, within the answer budget."""
+        if not self._answer_budget(now):
+            self._count("drop_rate")
+            return
+        self._rotate(now)
+        self._count("cookie_sent")
+        self.out.append((codec.encode(spi_i, ZERO8, _IKE_SA_INIT, _F_RESPONSE, 0, [_n(
+            _N_COOKIE, self._cookie_for(self._secret_ver, self._secret, addr, spi_i))]), addr))
+
+    def _answer_budget(self, now):
+        """A token bucket: at most max_answer_rate unauthenticated answers a second
+        (cookies), so a flood can neither make us a reflector nor eat the CPU."""
+        rate = self.max_answer_rate
+        t = self._tokens + (now - self._tokens_at) * rate
+        self._tokens_at = now
+        self._tokens = t if t < rate else rate
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def _loaded(self, now):
+        """Half-open SAs at the cookie threshold (recounted at most every 10 ms)."""
+        if now - self._load_at >= 0.01 or now < self._load_at:
+            self._load_at = now
+            self._load = self.half_open() >= self.cookie_threshold
+        return self._load
+
+    def _init_gate(self, data, addr, now):
+        """Under load, an IKE_SA_INIT request without a valid cookie costs a few byte
+        checks and one HMAC: answered with N(COOKIE) from its header alone (no parse,
+        no state, no DH), or dropped beyond the answer budget. True when handled."""
+        if len(data) < 28 or data[18] != _IKE_SA_INIT or (data[19] & 0x28) != _F_INITIATOR \
+                or data[8:16] != ZERO8 or not self._loaded(now):
+            return False
+        if data[16] == _PT_N and len(data) >= 53 and data[30:32] == b"\x00\x19" and \
+                data[33] == 0 and data[34:36] == b"\x40\x06" and \
+                self._cookie_ok(data[36:53], addr, data[0:8]):
+            return False        # proven: the full path takes it (and checks it again)
+        self._cookie_reply(data[0:8], addr, now)
+        return True
 
     def _rotate(self, now):
         if self._secret is None or now - self._secret_at >= COOKIE_ROTATE:
@@ -829,10 +908,8 @@ class Engine:
             self._rotate(now)
             first = msg.payloads[0]
             c = codec.parse_notify(first[1]) if first[0] == _PT_N else None
-            if c is None or c[0] != _N_COOKIE or not self._cookie_ok(c[3], ni, addr, msg.spi_i):
-                self._count("cookie_sent")
-                self._plain_reply(msg, addr, _N_COOKIE, self._cookie_for(
-                    self._secret_ver, self._secret, ni, addr, msg.spi_i))
+            if c is None or c[0] != _N_COOKIE or not self._cookie_ok(c[3], addr, msg.spi_i):
+                self._cookie_reply(msg.spi_i, addr, now)
                 return
             proven = True
             # A proven sender takes the place of the oldest half-open SA (unproven ones

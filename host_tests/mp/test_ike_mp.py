@@ -174,3 +174,37 @@ if __name__ == "__main__":
         if name.startswith("test_"):
             globals()[name]()
             print("ok", name)
+
+
+def test_restart_with_initial_contact_replaces_the_old_sa():
+    # a peer that reboots (a fresh engine) sends INITIAL_CONTACT; the old SA goes
+    aes = PureAES()
+    b = Engine(Rand(b"b"), aes, LocalIdentity())
+    for i in range(3):
+        a = Engine(Rand(b"a%d" % i), aes, LocalIdentity())
+        a.initiate(B_ADDR, PeerConfig(childless=True), float(i))
+        _run(a, b, float(i))
+        up = [sa for sa in b.sas.values() if sa.state == "established"]
+        assert len(up) == 1, up
+    assert b.stats["initial_contact"] == 2
+
+
+def test_under_load_a_flood_is_answered_statelessly_and_a_proven_peer_gets_in():
+    aes = PureAES()
+    b = Engine(Rand(b"b"), aes, LocalIdentity(), max_answer_rate=3)
+    m = Engine(Rand(b"m"), aes, LocalIdentity())
+    for i in range(12):
+        m.initiate(B_ADDR, PeerConfig(), 0.0)
+    flood = [d for d, _ in m.pop_datagrams()]
+    for i, d in enumerate(flood):
+        b.receive(d, ("fd00:9::%d" % (i + 1), 500), 0.0)
+    answers = b.pop_datagrams()
+    assert b.half_open() == b.cookie_threshold           # then: cookies, no state
+    assert b.stats["cookie_sent"] == 3 and b.stats["drop_rate"] == 1   # budget of 3
+    for d, _ in answers[b.cookie_threshold:]:
+        assert codec.parse(d).notify(C.N_COOKIE) is not None
+    a = Engine(Rand(b"a"), aes, LocalIdentity())
+    sa = a.initiate(B_ADDR, PeerConfig(), 1.0)           # a second later: budget refilled
+    _run(a, b, 1.0)
+    assert sa.state == "established"
+    assert b.half_open() <= b.max_half_open

@@ -1,12 +1,64 @@
-"""Directory storage for the host board: atomic writes (temp file, fsync, rename)."""
+"""Directory storage for the host board: atomic writes (temp file, fsync, rename).
+
+A stored file that exists but cannot be used -- a directory or a FIFO where the file
+should be, a dangling symlink, an unreadable or absurdly large file, a state folder that
+is a file -- raises StoreError naming the path and the problem. Nothing is ever written
+over such a file: the user decides what to do with it.
+"""
 
 import os
+import stat
+
+# The largest file a store may hold. The identity is 106 bytes and a full pin store
+# (64 pins) about 17 KB; a bigger file is not ours, and reading it whole would only
+# waste memory.
+MAX_SIZE = 1 << 20
+
+
+class StoreError(Exception):
+    """A stored file (or the state folder) that exists but cannot be used.
+
+    .path: the file; .problem: what is wrong, one line ("not a regular file (a
+    directory)", "permission denied", ...). str(e) is "<path>: <problem>"."""
+
+    def __init__(self, path, problem):
+        Exception.__init__(self, "%s: %s" % (path, problem))
+        self.path = path
+        self.problem = problem
+
+
+def _why(e):
+    """An OSError as a short lower-case reason ("permission denied")."""
+    text = e.strerror or str(e) or e.__class__.__name__
+    return text[:1].lower() + text[1:]
+
+
+def _kind(mode):
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "mode %o" % stat.S_IFMT(mode)
 
 
 class DirStorage:
-    def __init__(self, root):
+    def __init__(self, root, max_size=MAX_SIZE):
         self.root = root
-        os.makedirs(root, exist_ok=True)
+        self.max_size = max_size
+        try:
+            os.makedirs(root, exist_ok=True)
+        except FileExistsError:
+            raise StoreError(root, "not a directory (the state folder is a file)") from None
+        except NotADirectoryError:
+            raise StoreError(root, "not a directory (a part of the path is a file)") from None
+        except OSError as e:
+            raise StoreError(root, "cannot create the state folder: " + _why(e)) from None
+        if not os.path.isdir(root):
+            raise StoreError(root, "not a directory")
 
     def path(self, name):
         if "/" in name or name.startswith("."):
@@ -14,19 +66,57 @@ class DirStorage:
         return os.path.join(self.root, name)
 
     def read(self, name):
-        """The stored bytes, or None when the name was never written."""
+        """The stored bytes, or None when the name was never written.
+
+        Raises StoreError when something is there that is not a readable regular file
+        of at most max_size bytes (a dangling symlink counts: the file it named is gone,
+        and writing a new one in its place would hide that)."""
+        p = self.path(name)
         try:
-            with open(self.path(name), "rb") as f:
-                return f.read()
+            st = os.lstat(p)
         except FileNotFoundError:
             return None
+        except OSError as e:
+            raise StoreError(p, "cannot read: " + _why(e)) from None
+        if stat.S_ISLNK(st.st_mode):
+            try:
+                st = os.stat(p)
+            except FileNotFoundError:
+                raise StoreError(p, "dangling symlink (to %s, which does not exist)" % os.readlink(p)) from None
+            except OSError as e:
+                raise StoreError(p, "cannot read: " + _why(e)) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreError(p, "not a regular file (%s)" % _kind(st.st_mode))
+        if st.st_size > self.max_size:
+            raise StoreError(p, "too large (%d bytes; a store holds at most %d)" % (st.st_size, self.max_size))
+        try:
+            # O_NONBLOCK: should a FIFO appear here after the check, open() must not hang.
+            fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            with open(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise StoreError(p, "not a regular file")
+                data = f.read(self.max_size + 1)
+        except PermissionError:
+            raise StoreError(p, "permission denied (cannot read it)") from None
+        except OSError as e:
+            raise StoreError(p, "cannot read: " + _why(e)) from None
+        if len(data) > self.max_size:
+            raise StoreError(p, "too large (more than %d bytes)" % self.max_size)
+        return data
 
     def write(self, name, data):
         """Replace `name` atomically: a crash leaves the old or the new content, never half."""
         final = self.path(name)
         tmp = final + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except OSError as e:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            raise StoreError(final, "cannot write: " + _why(e)) from None

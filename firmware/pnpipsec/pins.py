@@ -31,8 +31,9 @@ plain "match"):
     pnpipsec pins v1
     <peer_id hex> <key hex> <t|a> [<pending key hex>]      one line per pin
     check <first 8 bytes of SHA-256 over all lines above, hex>
-A file that does not parse or whose check fails raises PinError and is left as it is:
-the store refuses to start rather than forget who it trusted.
+A file that does not parse or whose check fails raises PinError (with .path, the file,
+and .problem: "truncated", "checksum ...", ...) and is left as it is: the store refuses
+to start rather than forget who it trusted.
 """
 
 import binascii
@@ -54,7 +55,21 @@ STATE_CHANGED = "changed"
 
 
 class PinError(Exception):
-    pass
+    """The pin store cannot be used (or an operation on it is refused).
+
+    .problem: what is wrong (one line); .path: the stored file it is about (the
+    storage's path(name) when it has one, else the name), or None when the error is not
+    about the file (e.g. the store is full). str(e) is "<path>: <problem>" or the problem."""
+
+    def __init__(self, problem, path=None):
+        super().__init__(problem if path is None else "%s: %s" % (path, problem))
+        self.problem = problem
+        self.path = path
+
+
+# The longest pin line: id hex, key hex, state, pending key hex, separators, newline.
+_LINE_MAX = 2 * ID_MAX + 1 + 2 * KEY_LEN + 2 + 1 + 2 * KEY_LEN + 1
+_CHECK_LEN = 16
 
 
 def _check(body):
@@ -88,16 +103,39 @@ def encode(pins):
     return body + b"check " + _check(body) + b"\n"
 
 
+def max_size(limit):
+    """The largest file a store of `limit` pins can be."""
+    return len(_MAGIC) + 1 + limit * _LINE_MAX + 6 + _CHECK_LEN + 1
+
+
 def decode(blob, limit=None):
-    """File bytes -> dict (see encode); PinError on anything wrong."""
-    if not blob.startswith(_MAGIC + b"\n"):
-        raise PinError("pin store: unknown format (first line %r)" % blob[:40])
-    at = blob.rfind(b"check ")
-    if at < 0 or blob[at - 1:at] != b"\n":
-        raise PinError("pin store: check line missing (truncated?)")
+    """File bytes -> dict (see encode); PinError naming the problem: empty, truncated,
+    unknown format, unsupported version, too large, checksum, a bad line, over the limit."""
+    n = len(blob)
+    if n == 0:
+        raise PinError("empty (0 bytes)")
+    head = _MAGIC + b"\n"
+    if not blob.startswith(head):
+        if n < len(head) and head.startswith(blob):
+            raise PinError("truncated (%d bytes, inside the first line)" % n)
+        if blob.startswith(b"pnpipsec pins v"):
+            raise PinError("unsupported version (first line %r; this build reads %r)"
+                           % (blob.split(b"\n")[0][:40], _MAGIC))
+        raise PinError("unknown format: not a pnpipsec pin store (starts with %r)" % blob[:20])
+    if limit is not None and n > max_size(limit):
+        raise PinError("too large (%d bytes; %d pins take at most %d)" % (n, limit, max_size(limit)))
+    at = blob.rfind(b"\ncheck ") + 1
+    if at <= 0:
+        if blob.endswith(b"\n"):
+            raise PinError("corrupt: no check line at the end")
+        raise PinError("truncated (%d bytes; the check line is missing)" % n)
     body = blob[:at]
-    if blob[at + 6:].strip() != _check(body):
-        raise PinError("pin store: check value does not match (corrupt)")
+    value = blob[at + 6:]
+    want = _check(body)
+    if value != want + b"\n" and value != want:
+        if not value.endswith(b"\n") and len(value) < len(want) and want.startswith(value):
+            raise PinError("truncated (%d bytes; the check line is cut short)" % n)
+        raise PinError("corrupt: checksum does not match the contents")
     pins = {}
     lines = body.split(b"\n")
     for n in range(1, len(lines)):
@@ -112,16 +150,24 @@ def decode(blob, limit=None):
             key = binascii.unhexlify(f[1])
             pending = binascii.unhexlify(f[3]) if len(f) == 4 else None
         except ValueError:
-            raise PinError("pin store: line %d does not parse" % (n + 1))
+            raise PinError("corrupt: line %d does not parse" % (n + 1))
         if not 0 < len(pid) <= ID_MAX or len(key) != KEY_LEN or \
                 (pending is not None and len(pending) != KEY_LEN):
-            raise PinError("pin store: line %d has bad lengths" % (n + 1))
+            raise PinError("corrupt: line %d has bad lengths" % (n + 1))
         if pid in pins:
-            raise PinError("pin store: line %d repeats a peer id" % (n + 1))
+            raise PinError("corrupt: line %d repeats a peer id" % (n + 1))
         pins[pid] = [key, f[2] == b"a", pending]
     if limit is not None and len(pins) > limit:
-        raise PinError("pin store: %d pins, more than the limit %d" % (len(pins), limit))
+        raise PinError("%d pins, more than the limit %d" % (len(pins), limit))
     return pins
+
+
+def _where(storage, name):
+    """The storage's own name for a stored file (a path on boards with files)."""
+    try:
+        return storage.path(name)
+    except Exception:   # a storage without path(): RAM, tests
+        return name
 
 
 class PinStore:
@@ -130,7 +176,10 @@ class PinStore:
         self.name = name
         self.limit = limit
         blob = storage.read(name)
-        self._pins = {} if blob is None else decode(blob, limit)
+        try:
+            self._pins = {} if blob is None else decode(blob, limit)
+        except PinError as e:
+            raise PinError(e.problem, _where(storage, name))
         self.counters = {"new": 0, "match": 0, "changed": 0, "full": 0, "approved": 0,
                          "forgotten": 0, "writes": 0, "evicted": 0}
         self._used = {}     # peer id -> when last seen (RAM only: a counter, no clock)

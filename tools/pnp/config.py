@@ -1,12 +1,15 @@
 """TOML node configuration for `pnp node` / `pnp send`, turned into engine objects.
 
 Every problem is a ConfigError naming the file and the key, so a user can fix it
-without reading code.
+without reading code: a file that is missing, unreadable, not a regular file or not
+UTF-8, TOML syntax errors, values of the wrong type, unknown keys. The commands print it
+as one line and exit 2.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 
@@ -24,10 +27,13 @@ PEER_KEYS = {"address", "auth", "psk", "local_id", "remote_id", "peer_pubkey", "
              "ike_port", "natt_port"}
 TOP_KEYS = {"state", "addresses", "ike_port", "natt_port", "keylog", "peer", "accept_any",
             "zero_config", "tofu", "spd"}
+# [accept_any] describes any peer, so it has no address or ports of its own.
+ACCEPT_ANY_KEYS = PEER_KEYS - {"address", "ike_port", "natt_port"}
+MAX_CONFIG = 1 << 20
 
 
 class ConfigError(Exception):
-    pass
+    """A config problem; the text starts with the config file's path."""
 
 
 @dataclass
@@ -44,32 +50,77 @@ class NodeConfig:
     spd: object = None
 
 
-def load(path: str) -> NodeConfig:
+def _read(path: str) -> bytes:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config: {_why(e)}") from None
+    if not stat.S_ISREG(st.st_mode):
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a file"
+        raise ConfigError(f"{path}: not a regular file ({what})")
+    if st.st_size > MAX_CONFIG:
+        raise ConfigError(f"{path}: too large for a config ({st.st_size} bytes)")
     try:
         with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file")
+            return f.read(MAX_CONFIG + 1)
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied (cannot read the config)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config: {_why(e)}") from None
+
+
+def _why(e):
+    text = e.strerror or str(e)
+    return text[:1].lower() + text[1:]
+
+
+def load(path: str) -> NodeConfig:
+    data = _read(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 (byte {e.start})") from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}")
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    try:
+        return _load(path, raw)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
+        # Every value is checked above; this is the net for a combination we missed,
+        # so that the user still gets one line naming the file instead of a traceback.
+        raise ConfigError(f"{path}: invalid configuration: {e}") from None
+
+
+def _load(path, raw) -> NodeConfig:
     base = os.path.dirname(os.path.abspath(path))
     where = lambda key: f"{path}: {key}"  # noqa: E731
     unknown = set(raw) - TOP_KEYS
     if unknown:
         raise ConfigError(where(f"unknown key(s) {sorted(unknown)}; known: {sorted(TOP_KEYS)}"))
-    cfg = NodeConfig(path=path, state=_path(base, raw.get("state", "state")))
+    cfg = NodeConfig(path=path, state=_path(base, _str(raw.get("state", "state"), where("state"))))
     cfg.addresses = [_addr(a, where("addresses")) for a in _list(raw.get("addresses", []), where("addresses"))]
     cfg.ike_port = _port(raw.get("ike_port", 500), where("ike_port"))
     cfg.natt_port = _port(raw.get("natt_port", 4500), where("natt_port"))
     if raw.get("keylog") is not None:
-        cfg.keylog = _path(base, raw["keylog"])
+        cfg.keylog = _path(base, _str(raw["keylog"], where("keylog")))
     peers = raw.get("peer", [])
     if not isinstance(peers, list):
         raise ConfigError(where("peer must be an array of tables: [[peer]]"))
     for i, p in enumerate(peers):
         cfg.peers.append(_peer(p, base, f"{path}: peer[{i}]", cfg))
     if raw.get("accept_any") is not None:
-        cfg.accept_any = _peer_cfg(raw["accept_any"], base, where("accept_any"), cfg, None)
+        aa = raw["accept_any"]
+        if not isinstance(aa, dict):
+            raise ConfigError(where("accept_any: must be a table: [accept_any]"))
+        unknown = set(aa) - ACCEPT_ANY_KEYS
+        if unknown:
+            raise ConfigError(where(f"accept_any: unknown key(s) {sorted(unknown)}; known: {sorted(ACCEPT_ANY_KEYS)}"))
+        cfg.accept_any = _peer_cfg(aa, base, where("accept_any"), cfg, None)
     zc = raw.get("zero_config", False)
     if not isinstance(zc, bool):
         raise ConfigError(where("zero_config must be true or false"))
@@ -84,6 +135,9 @@ def load(path: str) -> NodeConfig:
     spd = raw.get("spd", [])
     if not isinstance(spd, list):
         raise ConfigError(where("spd must be an array of tables: [[spd]]"))
+    for i, entry in enumerate(spd):
+        if not isinstance(entry, dict):
+            raise ConfigError(where(f"spd[{i}]: must be a table"))
     try:
         cfg.spd = policy.Spd.from_dicts(spd)
     except ValueError as e:
@@ -108,7 +162,7 @@ def _peer(p, base, where, cfg):
 
 def _peer_cfg(p, base, where, cfg, host):
     auth = p.get("auth", "null")
-    if auth not in ("null", "psk", "pubkey"):
+    if not isinstance(auth, str) or auth not in ("null", "psk", "pubkey"):
         raise ConfigError(f"{where}.auth: {auth!r} is not one of null, psk, pubkey")
     for key, supported in (("proposals", SUPPORTED_IKE), ("esp_proposals", SUPPORTED_ESP)):
         for prop in _list(p.get(key, list(supported)), f"{where}.{key}"):
@@ -118,14 +172,14 @@ def _peer_cfg(p, base, where, cfg, host):
     if auth == "psk":
         if not p.get("psk"):
             raise ConfigError(f"{where}.psk: auth = \"psk\" needs a non-empty psk")
-        psk = str(p["psk"]).encode()
+        psk = _str(p["psk"], f"{where}.psk").encode()
     pub = None
     if auth == "pubkey":
         if not p.get("peer_pubkey"):
             raise ConfigError(f"{where}.peer_pubkey: auth = \"pubkey\" needs the peer's public key file")
-        pub = _pubkey(_path(base, p["peer_pubkey"]), f"{where}.peer_pubkey")
+        pub = _pubkey(_path(base, _str(p["peer_pubkey"], f"{where}.peer_pubkey")), f"{where}.peer_pubkey")
     mode = p.get("mode", "transport")
-    if mode not in ("transport", "tunnel"):
+    if not isinstance(mode, str) or mode not in ("transport", "tunnel"):
         raise ConfigError(f"{where}.mode: {mode!r} is not transport or tunnel")
     default_id = "null" if auth == "null" else None
     local_id = _id(p.get("local_id", default_id), f"{where}.local_id", cfg, host)
@@ -140,9 +194,12 @@ def _peer_cfg(p, base, where, cfg, host):
         local_ts = [_prefix(mine[0], f"{where}.local_ts")]
     if mode == "tunnel" and host is not None and not remote_ts:
         remote_ts = [_prefix(host, f"{where}.remote_ts")]
+    childless = p.get("childless", False)
+    if not isinstance(childless, bool):
+        raise ConfigError(f"{where}.childless: must be true or false")
     return PeerConfig(auth=auth, local_id=local_id, remote_id=remote_id, psk=psk,
                       peer_pubkey=pub, mode=mode, local_ts=local_ts or None,
-                      remote_ts=remote_ts or None, childless=bool(p.get("childless", False)))
+                      remote_ts=remote_ts or None, childless=childless)
 
 
 def _id(text, where, cfg, host):
@@ -155,7 +212,7 @@ def _id(text, where, cfg, host):
         return (5 if fam == 16 else 1, inet.pton(mine[0]))
     if text == "null":
         return (ID_NULL, b"")
-    kind, sep, value = str(text).partition(":")
+    kind, sep, value = _str(text, where).partition(":")
     if not sep or kind not in ID_TYPES:
         raise ConfigError(f"{where}: {text!r} must be null or one of {', '.join(k + ':...' for k in ID_TYPES)}")
     if kind in ("ipv4", "ipv6"):
@@ -216,6 +273,12 @@ def _addr(text, where):
 def _port(v, where):
     if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 65535:
         raise ConfigError(f"{where}: {v!r} is not a port number 1-65535")
+    return v
+
+
+def _str(v, where):
+    if not isinstance(v, str):
+        raise ConfigError(f"{where}: must be a string, not {v!r}")
     return v
 
 

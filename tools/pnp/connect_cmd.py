@@ -1,4 +1,13 @@
-"""`pnp connect --config FILE ADDR`: bring up the SA with a peer, print what came up."""
+"""`pnp connect --config FILE ADDR`: bring up the SA with a peer, print what came up.
+
+--timeout T is a deadline T seconds after the command starts; then the node stops (its
+DELETEs: Node.stop bounds them at 1 s, runtime.STOP_LIMIT = 1.25 s is the net), so a
+failed connect ends within T + 1.25 s plus interpreter start-up (T + 1.5 s at worst).
+--hold adds its own time after a success.
+
+Exit status: 0 up, 1 not up (the message says why), 2 bad arguments or an unusable
+config, state folder, identity or pin store.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +16,8 @@ import binascii
 import sys
 
 from pnp import config
-from pnp.runtime import start_node
+from pnp.problems import STORE_ERRORS, refuse, store_problem
+from pnp.runtime import start_node, stop_node
 from pnpipsec import LEVEL_NAMES, ENCRYPTED, AUTHENTICATED
 from pnpipsec.node import NodeError
 
@@ -20,10 +30,16 @@ def add_arguments(p):
 
 
 async def _main(args) -> int:
+    deadline = asyncio.get_running_loop().time() + args.timeout
     cfg = config.load(args.config)
     node = await start_node(cfg, verbose=False)
     try:
-        sa = await node.connect_ike(args.addr, timeout=args.timeout)
+        try:
+            async with asyncio.timeout_at(deadline):
+                sa = await node.connect_ike(args.addr, timeout=args.timeout)
+        except TimeoutError:
+            print(f"pnp connect: no SA with {args.addr} within {args.timeout} s", file=sys.stderr)
+            return 1
         level = AUTHENTICATED if sa.auth in ("psk", "pubkey") else ENCRYPTED
         kids = len(sa.children)
         print(f"IKE SA up with {args.addr}: SPIi {binascii.hexlify(sa.spi_i).decode()} "
@@ -36,15 +52,21 @@ async def _main(args) -> int:
         print(f"pnp connect: {e}", file=sys.stderr)
         return 1
     finally:
-        await node.stop()
+        await stop_node(node)
 
 
 def run(args) -> int:
+    if not args.timeout > 0:
+        print("pnp connect: --timeout must be more than 0 s", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(_main(args))
     except config.ConfigError as e:
-        print(f"pnp connect: {e}", file=sys.stderr)
-        return 2
+        return refuse("pnp connect", e)
+    except STORE_ERRORS as e:
+        if store_problem(e) is None:
+            raise
+        return refuse("pnp connect", e)
     except OSError as e:
         print(f"pnp connect: {e}", file=sys.stderr)
         return 1

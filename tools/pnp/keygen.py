@@ -1,11 +1,16 @@
-"""`pnp keygen --state DIR`: the node's Ed25519 identity, made once and kept."""
+"""`pnp keygen --state DIR`: the node's Ed25519 identity, made once and kept.
+
+An identity store that is there but unusable (truncated, corrupt, unreadable, a
+directory...) is refused with one line naming the file and the problem, exit 2: keygen
+never writes a new key over it.
+"""
 
 from __future__ import annotations
 
 import binascii
 import os
-import sys
 
+from pnp.problems import STORE_ERRORS, refuse, store_problem
 from pnp_hostboard.storage import DirStorage
 from pnpipsec import identity
 
@@ -17,16 +22,13 @@ def add_arguments(p):
 def run(args) -> int:
     try:
         store = DirStorage(args.state)
-    except OSError as e:
-        print(f"pnp keygen: cannot use state folder {args.state}: {e.strerror}", file=sys.stderr)
-        return 2
-    try:
         ident, created = identity.load_or_create(store, os.urandom)
-    except identity.IdentityError as e:
-        print(f"pnp keygen: {e}; the file {store.path(identity.FILE)} was left as it is", file=sys.stderr)
-        return 1
-    pem_path = store.path("identity.pub.pem")
-    store.write("identity.pub.pem", identity.spki_pem(ident.public))
+        pem_path = store.path("identity.pub.pem")
+        store.write("identity.pub.pem", identity.spki_pem(ident.public))
+    except STORE_ERRORS as e:
+        if store_problem(e) is None:
+            raise
+        return refuse("pnp keygen", e)
     print(("created" if created else "existing") + " identity in " + args.state)
     print("public key:  " + binascii.hexlify(ident.public).decode())
     print("fingerprint: " + ident.fingerprint)

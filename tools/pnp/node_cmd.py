@@ -1,4 +1,8 @@
-"""`pnp node --config FILE [--echo PORT]`: run a node until stopped."""
+"""`pnp node --config FILE [--echo PORT]`: run a node until stopped.
+
+Exit status: 0 stopped by SIGTERM/SIGINT, 1 could not start (a port in use...), 2 the
+config, the state folder, the identity or the pin store is unusable (one line naming
+the file and the problem; the file is left as it is)."""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import signal
 import sys
 
 from pnp import config
-from pnp.runtime import log_stderr, start_node
+from pnp.problems import STORE_ERRORS, refuse, store_problem
+from pnp.runtime import log_stderr, start_node, stop_node
 
 
 def add_arguments(p):
@@ -43,7 +48,7 @@ async def _main(args) -> int:
     await stop.wait()
     for t in tasks:
         t.cancel()
-    await node.stop()
+    await stop_node(node)
     log_stderr("node stopped")
     return 0
 
@@ -55,5 +60,8 @@ def run(args) -> int:
     try:
         return asyncio.run(_main(args))
     except config.ConfigError as e:
-        print(f"pnp node: {e}", file=sys.stderr)
-        return 2
+        return refuse("pnp node", e)
+    except STORE_ERRORS as e:
+        if store_problem(e) is None:
+            raise
+        return refuse("pnp node", e)

@@ -2,6 +2,10 @@
 
 Pins are keyed by the peer's address; a peer whose key changed stays at ENCRYPTED until
 its new key is approved here (or with Node.approve from the app).
+
+Exit status: 0 done, 1 refused (no such pin, nothing pending, the store is full),
+2 bad arguments, or a state folder or pin store that is unusable (one line naming the
+file and the problem; the file is left as it is).
 """
 
 from __future__ import annotations
@@ -9,9 +13,10 @@ from __future__ import annotations
 import binascii
 import sys
 
+from pnp.problems import STORE_ERRORS, refuse, store_problem
 from pnp_hostboard.storage import DirStorage
 from pnpipsec import inet
-from pnpipsec.identity import IdentityError, fingerprint, public_from_pem
+from pnpipsec.identity import fingerprint, public_from_pem
 from pnpipsec.pins import PinError, PinStore
 
 
@@ -70,6 +75,11 @@ def run(args) -> int:
         store.approve(pid, key)
         print(f"approved {fingerprint(key)} for {args.addr}")
         return 0
-    except (PinError, IdentityError, ValueError, OSError) as e:
+    except STORE_ERRORS as e:
+        if store_problem(e) is not None:
+            return refuse("pnp pins", e)
+        print(f"pnp pins: {e}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as e:
         print(f"pnp pins: {e}", file=sys.stderr)
         return 2 if isinstance(e, ValueError) else 1

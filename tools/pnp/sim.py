@@ -85,7 +85,7 @@ import sys
 import time
 
 from pnp_hostboard.board import HostBoard
-from pnp_hostboard.storage import DirStorage
+from pnp_hostboard.storage import DirStorage, StoreError
 from pnpipsec import AUTHENTICATED, CLEAR, ENCRYPTED, LEVEL_NAMES, identity, inet
 from pnpipsec.node import Node, NodeError, zero_config
 
@@ -675,12 +675,12 @@ def run(args) -> int:
         return 2
     try:
         sim = Sim(args)
-    except OSError as e:
+    except (OSError, StoreError) as e:
         print("pnp sim: %s" % e, file=sys.stderr)
         return 2
     try:
         nodes, legacy = asyncio.run(sim.main())
-    except identity.IdentityError as e:
+    except (identity.IdentityError, StoreError) as e:
         print("pnp sim: %s" % e, file=sys.stderr)
         return 2
     except OSError as e:

@@ -378,3 +378,41 @@ def test_a_network_behind_a_tunnel_is_reached_only_through_it():
             await a.stop()
             await b.stop()
     asyncio.run(main())
+
+
+def test_a_peer_that_reboots_silently_is_noticed_and_rejoined():
+    """A one-way sender whose peer lost power kept sending into the dead SA until the
+    CHILD SA expired (an hour). Now silence while sending triggers a liveness check
+    (RFC 7296 section 2.4); the SA goes down and the next datagrams bring up a new one
+    with the rebooted peer (INITIAL_CONTACT), never in clear (sticky)."""
+    async def main():
+        net = MemNet()
+        cfg = zero_config(retransmit_tries=2)
+        a, b = await _pair(net, cfg, liveness=0.3)
+        try:
+            await a.connect("10.0.0.2", timeout=5)
+            old = a.ike_up["10.0.0.2"]
+            net.sockets.pop(("10.0.0.2", 4500))                 # b loses power
+            b._running = False
+            b2 = Node(MemBoard(net, "10.0.0.2"), Identity(os.urandom(32)), ike_port=4500,
+                      natt_port=4500, accept_any=cfg)
+            ep = a.endpoint(7001)
+            levels = []
+            for i in range(60):                                  # ~6 s of one-way traffic
+                if i == 10:
+                    await b2.start()                             # back, with a new key
+                    ep_b2 = b2.endpoint(7000)
+                try:
+                    levels.append(await ep.send(b"x%d" % i, ("10.0.0.2", 7000), timeout=0.5))
+                except Exception as e:
+                    levels.append(type(e).__name__)
+                await asyncio.sleep(0.1)
+                if a.ike_up.get("10.0.0.2") not in (None, old) and ep_b2.pending() >= 3:
+                    break
+            assert old.state == "dead" and a.stats["liveness_checks"] >= 1
+            assert a.ike_up["10.0.0.2"] is not old and ep_b2.pending() >= 3, levels
+            assert a.stats["clear_out"] == 0                     # never in clear meanwhile
+        finally:
+            await a.stop()
+            await b2.stop()
+    asyncio.run(main())

@@ -149,7 +149,7 @@ class Node:
     def __init__(self, board, identity, peers=(), ike_port=500, natt_port=4500,
                  addresses=(), keylog=None, log=None, accept_any=None, spd=None,
                  pins=None, tofu=True, discovery=None, keepalive=20.0,
-                 esp_soft_packets=1 << 31, mtu=1280, send_timeout=10.0):
+                 esp_soft_packets=1 << 31, mtu=1280, send_timeout=10.0, liveness=30.0):
         self.board = board
         self.identity = identity
         self.peers = list(peers)
@@ -170,6 +170,9 @@ class Node:
         self.esp_soft_packets = esp_soft_packets
         self.mtu = mtu
         self.send_timeout = send_timeout
+        # RFC 7296 section 2.4: a liveness check when we keep sending on an SA but heard
+        # nothing protected from the peer for `liveness` s (it may have rebooted).
+        self.liveness = liveness
         self._next_keepalive = 0.0
         local = ike.LocalIdentity(ed25519_seed=identity.seed if identity else None)
         # A board may offer faster DH / signatures (the host board: OpenSSL); same API.
@@ -705,10 +708,22 @@ class Node:
         self.stats["esp_out"] += 1
         self._count(host, "esp_out")
         self._send_natt(packet, c.host)
+        self._check_alive(c.child.ike)
         if c.out.needs_rekey and not c.rekey_asked:
             # Soft sequence limit: rekey long before the 32-bit counter could wrap.
             c.rekey_asked = True
             self.engine.rekey_child(c.child, self.board.now())
+            self._pump()
+
+    def _check_alive(self, sa):
+        """Sending into an SA the peer has been silent on: ask it (an empty
+        INFORMATIONAL, retried as any exchange). A peer that rebooted never answers, the
+        IKE SA goes down, and the next datagram brings up a new one (INITIAL_CONTACT)."""
+        now = self.board.now()
+        if self.liveness and sa.state == "established" and sa.pending is None and \
+                now - (sa.last_rx or now) >= self.liveness:
+            self.stats["liveness_checks"] = self.stats.get("liveness_checks", 0) + 1
+            self.engine.check_liveness(sa, now)
             self._pump()
 
     def _count(self, host, what):

@@ -19,7 +19,7 @@ def env_ok():
 
 
 def test_hundred_zero_config_handshakes_and_rekeys_across_a_lossy_link(env_ok):
-    res = lossy_handshakes.measure(n=100, seed=1, timeout=30.0, rekeys=2)
+    res = lossy_handshakes.measure(n=100, seed=1, timeout=45.0, rekeys=2, workers=4)
     link = res["link"]
     dropped = sum(link[d]["dropped"] for d in link)
     seen = sum(link[d]["in"] for d in link)

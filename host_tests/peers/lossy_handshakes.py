@@ -10,7 +10,10 @@ the issue's 30 % loss, 25 % reorder, 10 % duplication, 20 ms delay, both ways):
   timeout)`` -> record the level and the time -> ``await node.stop()``.  A fresh Node
   each round, so each round is a new IKE_SA_INIT + IKE_AUTH (same identity).
 
-``measure(n, seed, ...)`` -> ``{"ok", "n", "times", "failures", "levels", "link",
+``measure(n, seed, ..., rekeys=0, workers=1)``: ``workers`` initiator processes, each on
+its own address of A's /64, share the rounds; the first then does ``rekeys`` CHILD and
+IKE rekeys on one SA kept up, echoing a datagram after each (``res["rekeys"]``).
+Returns ``{"ok", "n", "times", "failures", "levels", "rekeys", "link",
 "responder_log_tail", "model", "seed"}``: ``ok`` rounds reached ENCRYPTED or better
 within ``timeout``; ``times`` their connect times (s); ``failures`` one reason per
 failed round (the NodeError text plus the states of the engine's IKE SAs);
@@ -49,8 +52,10 @@ from pnpipsec.node import Node, zero_config
 
 peer, n, timeout, state, out = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
 
+bind = sys.argv[7] if len(sys.argv) > 7 and sys.argv[7] else None
+
 async def main():
-    board = HostBoard(state)
+    board = HostBoard(state, bind6=bind) if bind else HostBoard(state)
     ident, _ = identity.load_or_create(DirStorage(state), os.urandom)
     res = {"ok": 0, "n": n, "times": [], "failures": [], "levels": []}
     for i in range(n):
@@ -120,7 +125,7 @@ async def rekeys(board, ident, k):
             old = node.out[peer].child
             node.engine.rekey_child(old, node.board.now()); node._pump()
             t = await until(lambda: peer in node.out and node.out[peer].child is not old
-                            and old.spi_in not in node.children, 120)
+                            and old.spi_in not in node.children, 60)
             if t is not None:
                 r["child"] += 1
                 r["times"].append(("child", t))
@@ -129,10 +134,16 @@ async def rekeys(board, ident, k):
             old_ike = node.ike_up[peer]
             node.engine.rekey_ike(old_ike, node.board.now()); node._pump()
             t = await until(lambda: node.ike_up.get(peer) not in (None, old_ike)
-                            and old_ike.state == "dead", 120)
+                            and old_ike.state == "dead", 60)
             if t is not None:
                 r["ike"] += 1
                 r["times"].append(("ike", t))
+            else:
+                cur = node.ike_up.get(peer)
+                r.setdefault("ike_failures", []).append(
+                    "IKE rekey %d: old %s (pending %s), now %s, engine %s" % (
+                        i, old_ike.state, old_ike.pending and old_ike.pending.exch,
+                        cur and cur.state, node.engine.stats))
             r["echo"] += 1
             r["echo_ok"] += await echo(node, ep, "after-ike-%d" % i)
     finally:
@@ -151,7 +162,44 @@ def _tail(path, lines=30):
         return []
 
 
-def measure(n=100, seed=1, family=6, timeout=20.0, keep=None, rekeys=0, **model):
+def _run_workers(a, peer, n, timeout, work, rekeys, workers, family):
+    """`workers` processes in namespace a, each on its own address (so each has its own
+    port 4500) doing its share of the rounds; worker 0 also does the rekeys."""
+    procs = []
+    for k in range(workers):
+        bind = ""
+        if workers > 1 and family == 6:
+            bind = "fd00:ee::1:%d" % (k + 1)
+            a.run(["ip", "-6", "addr", "add", bind + "/64", "dev", "tun0", "nodad"])
+        share = n // workers + (1 if k < n % workers else 0)
+        out = os.path.join(work, "a%d-result.json" % k)
+        err_path = os.path.join(work, "a%d.err" % k)
+        with open(err_path, "w") as err:
+            p = a.popen_python(["-c", ROUNDS, peer, str(share), str(timeout),
+                                os.path.join(work, "a%d-state" % k), out,
+                                str(rekeys if k == 0 else 0), bind], stderr=err)
+        procs.append((p, out, err_path))
+    res = {"ok": 0, "n": 0, "times": [], "failures": [], "levels": []}
+    for p, out, err_path in procs:
+        try:
+            p.wait(n * (timeout + 5) + rekeys * 300 + 60)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError("the rounds did not finish; last lines:\n" + "\n".join(_tail(err_path)))
+        if p.returncode != 0 or not os.path.exists(out):
+            raise RuntimeError("the rounds failed (%s):\n%s" % (p.returncode, "\n".join(_tail(err_path))))
+        with open(out) as f:
+            part = json.load(f)
+        for k in ("ok", "n"):
+            res[k] += part[k]
+        for k in ("times", "failures", "levels"):
+            res[k] += part[k]
+        if part.get("rekeys", {}).get("n"):
+            res["rekeys"] = part["rekeys"]
+    res.setdefault("rekeys", {"child": 0, "ike": 0, "n": 0, "echo_ok": 0, "echo": 0, "times": []})
+    return res
+
+
+def measure(n=100, seed=1, family=6, timeout=20.0, keep=None, rekeys=0, workers=1, **model):
     """Run ``n`` handshakes (fresh Node each) across a LossyNet, then, on one SA kept up,
     ``rekeys`` CHILD and IKE rekeys (result["rekeys"]); see the module docstring."""
     params = dict(ISSUE_MODEL)
@@ -171,19 +219,7 @@ def measure(n=100, seed=1, family=6, timeout=20.0, keep=None, rekeys=0, **model)
             line = responder.stdout.readline().strip()
             if line != "ready":
                 raise RuntimeError("responder did not start: %r %s" % (line, "\n".join(_tail(b_err))))
-            out = os.path.join(work, "a-result.json")
-            a_err = os.path.join(work, "a.err")
-            with open(a_err, "w") as err:
-                rounds = a.popen_python(["-c", ROUNDS, b.addr(family), str(n), str(timeout),
-                                         os.path.join(work, "a-state"), out, str(rekeys)], stderr=err)
-            try:
-                rounds.wait(n * (timeout + 5) + rekeys * 300 + 60)
-            except subprocess.TimeoutExpired:
-                raise RuntimeError("the rounds did not finish; last lines:\n" + "\n".join(_tail(a_err)))
-            if rounds.returncode != 0 or not os.path.exists(out):
-                raise RuntimeError("the rounds failed (%s):\n%s" % (rounds.returncode, "\n".join(_tail(a_err))))
-            with open(out) as f:
-                res = json.load(f)
+            res = _run_workers(a, b.addr(family), n, timeout, work, rekeys, workers, family)
             nn.stop_process(responder)
             responder.stdout.close()
         res["responder_log_tail"] = _tail(b_err, 15)
@@ -208,6 +244,7 @@ def main(argv=None):
     for k, v in ISSUE_MODEL.items():
         p.add_argument("--" + k, type=float, default=v)
     p.add_argument("--rekeys", type=int, default=0, help="then CHILD and IKE rekeys on one SA")
+    p.add_argument("--workers", type=int, default=1, help="parallel initiators, one address each")
     p.add_argument("--keep", help="keep configs and logs in this directory")
     args = p.parse_args(argv)
     ok, why = nn.can_use_netns()
@@ -216,7 +253,7 @@ def main(argv=None):
         return 2
     t0 = time.monotonic()
     res = measure(n=args.n, seed=args.seed, family=args.family, timeout=args.timeout, keep=args.keep,
-                  rekeys=args.rekeys,
+                  rekeys=args.rekeys, workers=args.workers,
                   **{k: getattr(args, k) for k in ISSUE_MODEL})
     res["wall_s"] = round(time.monotonic() - t0, 1)
     print(json.dumps(res, indent=1))

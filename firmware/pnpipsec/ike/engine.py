@@ -45,8 +45,8 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     PeerConfig(auth="null"|"psk"|"pubkey", local_id=None, remote_id=None, psk=None,
                peer_pubkey=None, mode="transport"|"tunnel", local_ts=None,
                remote_ts=None, childless=False, child_lifetime=3600,
-               ike_lifetime=14400, retransmit_base=0.5, retransmit_tries=9,
-               pfs=False, dpd=0, retransmit_max=8.0, init_tries=None)
+               ike_lifetime=14400, retransmit_base=0.5, retransmit_tries=10,
+               pfs=False, dpd=0, retransmit_max=4.0, init_tries=None)
         ids are (id_type, bytes); traffic selectors are lists of
         (start_addr_bytes, end_addr_bytes) with 4- or 16-byte addresses.
         Default IDs: ID_NULL for "null"; otherwise (ID_KEY_ID, our Ed25519 public key)
@@ -456,6 +456,10 @@ class Engine:
                 self.out.append((p.data, sa.peer_addr))
             if sa.expire_at is not None and now >= sa.expire_at:
                 if sa.state in ("half_open", "dead", "rekeyed"):
+                    # (a rekeyed SA whose DELETE answer was lost: the peer already forgot
+                    # it and will never answer a retransmission)
+                    sa.state = "dead"
+                    sa.pending = None
                     self._remove(sa)
                 else:
                     self.delete(sa, now)

@@ -22,8 +22,8 @@ class PeerConfig:
     def __init__(self, auth="null", local_id=None, remote_id=None, psk=None,
                  peer_pubkey=None, mode="transport", local_ts=None, remote_ts=None,
                  childless=False, child_lifetime=3600, ike_lifetime=14400,
-                 retransmit_base=0.5, retransmit_tries=9, pfs=False, dpd=0,
-                 retransmit_max=8.0, init_tries=None):
+                 retransmit_base=0.5, retransmit_tries=10, pfs=False, dpd=0,
+                 retransmit_max=4.0, init_tries=None):
         self.auth = auth
         self.local_id = local_id
         self.remote_id = remote_id
@@ -37,8 +37,8 @@ class PeerConfig:
         self.ike_lifetime = ike_lifetime
         self.retransmit_base = retransmit_base
         # RFC 7296 section 2.1: an exchange with a peer that answered once is retried
-        # for about a minute (10 sends, the interval doubling up to retransmit_max), so
-        # 30 % loss each way fails one exchange in about 800. init_tries, when set,
+        # for about 40 s (11 sends, the interval doubling up to retransmit_max), so 30 %
+        # loss each way fails one exchange in about 1,600. init_tries, when set,
         # bounds only our IKE_SA_INIT: a short probe of a peer that may not speak IKE.
         self.retransmit_tries = retransmit_tries
         self.retransmit_max = retransmit_max

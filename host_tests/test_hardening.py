@@ -238,6 +238,9 @@ def test_stop_sends_delete_even_behind_the_proof_exchange():
         net = MemNet()
         a, b = await _pair(net)
         try:
+            slow = b._datagram                                  # b answers 50 ms later
+            loop = asyncio.get_running_loop()
+            b._datagram = lambda *x: loop.call_later(0.05, slow, *x)
             await a.connect("10.0.0.2", timeout=5)
             sa = a.ike_up["10.0.0.2"]
             assert sa.pending is not None                       # the proof is in flight

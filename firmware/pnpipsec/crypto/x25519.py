@@ -9,7 +9,13 @@ and the interpreter's branch on each scalar bit are not constant time. We accept
 that: the keys are ephemeral IKE Diffie-Hellman keys used for one exchange (or a
 bounded reuse time, RFC 7296 2.12), the attacker would need fine-grained timing of
 a microcontroller over the network, and speed in pure Python matters more here.
+
+Fast path: where the port has native emitters, fe25519.kernel() gives viper field
+arithmetic (limbs in one preallocated array, conditional swaps by masks) and the
+ladder runs there (fe25519.x25519_ladder); elsewhere the big-integer ladder below.
 """
+
+from pnpipsec.crypto import fe25519
 
 P = 2 ** 255 - 19
 _A24 = 121665
@@ -70,7 +76,11 @@ def x25519(k, u):
         raise ValueError("x25519: k and u must be 32 bytes")
     n = (int.from_bytes(k, "little") & _CLAMP_AND) | _BIT254
     x1 = (int.from_bytes(u, "little") & _MASK255) % P
-    r = _ladder(n, x1)
+    run = fe25519.kernel()
+    if run is not None:
+        r = fe25519.x25519_ladder(run, n, x1)
+    else:
+        r = _ladder(n, x1)
     if r == 0:
         raise X25519Error("x25519: all-zero shared secret")
     return r.to_bytes(32, "little")

@@ -12,6 +12,9 @@ Pure-Python cases are written once as source (PURE_CASES) and run unchanged on C
 and inside the MicroPython WebAssembly port (boards/wasm/runner.mjs), where time comes
 from performance.now() because ticks_us only has millisecond resolution there.
 Every pure result is checked against the `cryptography` package before it is timed.
+
+Instruction counts on a Cortex-M3 (MicroPython's qemu port, pnpipsec frozen) are a
+section of their own: pnp.bench_qemu (JSON key "qemu"; --no-qemu skips it).
 """
 
 from __future__ import annotations
@@ -545,6 +548,9 @@ def add_arguments(p):
     p.add_argument("--wasm-timeout", type=float, default=600, help="seconds allowed for the MicroPython run")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--no-footprint", action="store_true", help="skip the .mpy size and heap figures")
+    p.add_argument("--no-qemu", action="store_true",
+                   help="skip the Cortex-M3 instruction counts (qemu, pnpipsec frozen; shown when "
+                        "the firmware exists: python -m pnp.bench_qemu --build)")
 
 
 def run(args) -> int:
@@ -555,10 +561,19 @@ def run(args) -> int:
     rows = ROWS
     if args.only:
         rows = [r for r in ROWS if args.only.lower() in r.operation.lower()]
+    qemu = None
+    qkeys = None
+    if not getattr(args, "no_qemu", False):
+        from pnp import bench_qemu
+        qkeys = bench_qemu.keys_for(args.only)
     keys = [k for r in rows for k in (r.probe, r.baseline, r.also) if k]
     ctx.wasm_cases = {DERIVED.get(k, k).split("/")[0] for k in keys if k.endswith("/wasm")}
     t0 = time.perf_counter()
     results = collect(ctx, rows)
+    if qkeys:
+        # Cortex-M3 instruction counts, each beside the plain RFC 7748 ladder run on the
+        # same board in the same boot (pnp.bench_qemu)
+        qemu = bench_qemu.measure(qkeys)
     elapsed = time.perf_counter() - t0
     env = environment(ctx)
     footprint = None
@@ -570,7 +585,7 @@ def run(args) -> int:
         footprint = json.loads(lines[0]) if args.json else lines
     if args.json:
         json.dump({"reps": args.reps, "env": env, "elapsed_s": elapsed, "rows": results,
-                   "footprint": footprint}, sys.stdout, indent=1)
+                   "footprint": footprint, "qemu": qemu}, sys.stdout, indent=1)
         print()
     else:
         print("pnp bench: median of %d samples per figure; ± = half the interquartile range;" % args.reps)
@@ -579,6 +594,10 @@ def run(args) -> int:
         print()
         print(render(results, ctx))
         print()
+        if qemu is not None:
+            for line in bench_qemu.render(qemu):
+                print(line)
+            print()
         for line in footprint or ():
             print(line)
         if footprint:

@@ -7,6 +7,8 @@ has no file system, and frozen bytecode is how a real board would carry the pack
 (source: the v1.27.0 tarball, MICROPYTHON_TARBALL, sha256 checked; needs
 gcc-arm-none-eabi and libnewlib-arm-none-eabi); a stamp beside firmware.elf records a
 hash of the frozen sources, and the bench rebuilds a stale firmware when it can.
+PNP_QEMU_FIRMWARE_FROZEN (as in host_tests/mpports.py) names another firmware.elf with
+pnpipsec frozen in; it is used as is.
 
 Counting: qemu runs with `-icount shift=0`, one guest instruction per virtual
 nanosecond, so a difference of time.ticks_us() inside the guest is instructions / 1000
@@ -225,9 +227,9 @@ def build(log=None, rev=None):
 def firmware(rebuild_stale=True, build_missing=False):
     """(path, note): the frozen firmware, refreshed when stale and buildable; path None
     with the reason when there is none to run."""
-    if os.environ.get("PNP_QEMU_FIRMWARE"):
-        p = os.environ["PNP_QEMU_FIRMWARE"]
-        return (p, None) if os.path.exists(p) else (None, "PNP_QEMU_FIRMWARE=%s not found" % p)
+    if os.environ.get("PNP_QEMU_FIRMWARE_FROZEN"):
+        p = os.environ["PNP_QEMU_FIRMWARE_FROZEN"]
+        return (p, None) if os.path.exists(p) else (None, "PNP_QEMU_FIRMWARE_FROZEN=%s not found" % p)
     if shutil.which(QEMU) is None:
         return None, "%s not found (apt-get install qemu-system-arm)" % QEMU
     have = os.path.exists(ELF)
@@ -723,7 +725,7 @@ def render(q):
         if d.get("instructions") is None or d.get("na"):
             table.append((d["operation"], "n/a", "(%s)" % d.get("na", "?"), "", "", ""))
             continue
-        ratio = "baseline" if d["key"] == "ladder" else "%.2fx" % d["ratio_vs_plain_ladder"]
+        ratio = "baseline" if d["key"] == "ladder" else "%.3gx" % d["ratio_vs_plain_ladder"]
         if not d["agree"]:
             ratio += " (runs differ: %s)" % ", ".join(str(x) for x in d["runs"])
         est = {e["board"]: _sec(e["seconds"]) for e in d["estimates"]}

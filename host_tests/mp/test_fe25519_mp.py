@@ -117,6 +117,9 @@ def test_sqrn_cswap_copy_and_inverse():
         code = fe25519.inv_program(3, 1, 4, 5, 6, 7)
         run(ws, ws, ws, ws, code, len(code))
         assert fe25519.get(ws, 3) * a % P == 1
+        code = fe25519.pow22523_program(9, 1, 4, 5, 6, 7)
+        run(ws, ws, ws, ws, code, len(code))
+        assert fe25519.get(ws, 9) == pow(a, (P - 5) // 8, P)
         run(ws, ws, ws, ws, bytes((fe25519.COPY, 8, 3, 0)), 4)
         assert fe25519.get(ws, 8) == fe25519.get(ws, 3)
     fe25519.put(ws, 1, 5)
@@ -154,3 +157,46 @@ def test_x25519_rfc7748_5_2_iterated_1000():
         if i == 0:
             assert binascii.hexlify(k) == b"422c8e7a6227d7bca1350b3e2bb7279f7897b87bb6854b783c60e80311ae3079"
     assert binascii.hexlify(k) == b"684cf59ba83309552800ef566f2f4d3c1c3887c49360e3875f2eb94d99532c51"
+
+
+def test_ed25519_fast_equals_plain():
+    # sign/verify/public_key through the fast path equal the big-integer path (and a
+    # corrupted signature or a non-point key is refused by both)
+    from pnpipsec.crypto import ed25519
+
+    if fe25519.kernel() is None:
+        return
+    seeds = [hashlib.sha256(b"ed fast %d" % i).digest() for i in range(3)]
+    msgs = [b"", b"x" * 100, bytes(range(200))]
+    fast = []
+    for seed, msg in zip(seeds, msgs):
+        ed25519._cache = None
+        pub = ed25519.public_key(seed)
+        sig = ed25519.sign(seed, msg)
+        bad = bytearray(sig)
+        bad[40] ^= 1
+        nonpoint = b"\x02" + bytes(31)  # y = 2 is not on the curve
+        fast.append((pub, sig, ed25519.verify(pub, msg, sig), ed25519.verify(pub, msg, bytes(bad)),
+                     ed25519.verify(nonpoint, msg, sig)))
+    assert ed25519._fast() is not None
+    saved = ed25519._fast_state
+    try:
+        ed25519._fast_state = None
+        fe25519._kernel = None  # plain path for the comparison
+        plain = []
+        for seed, msg in zip(seeds, msgs):
+            ed25519._cache = None
+            pub = ed25519.public_key(seed)
+            sig = ed25519.sign(seed, msg)
+            bad = bytearray(sig)
+            bad[40] ^= 1
+            nonpoint = b"\x02" + bytes(31)
+            plain.append((pub, sig, ed25519.verify(pub, msg, sig), ed25519.verify(pub, msg, bytes(bad)),
+                          ed25519.verify(nonpoint, msg, sig)))
+    finally:
+        fe25519._kernel = saved.run
+        ed25519._fast_state = saved
+        ed25519._cache = None
+    assert fast == plain
+    for f in fast:
+        assert f[2] is True and f[3] is False and f[4] is False

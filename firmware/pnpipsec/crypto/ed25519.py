@@ -19,11 +19,17 @@ depend on the secret scalar. Accepted for this project (signing happens once per
 SA with a long-term key on a device an attacker reaches only over the network); see
 x25519.py for the same stance.
 
+Fast path: where fe25519.kernel() exists (ports with native emitters), the point
+arithmetic of the comb, the verification loop and the final encoding run in viper on
+limbs in one workspace (_Fast below, built on first use; the comb table is copied into
+it as limbs); decoding, the odd multiples of A and the table itself stay big-integer.
+
 Verification is cofactorless and checks encode([S]B - [k]A) == R byte for byte (as
 OpenSSL does); it rejects S >= L, a public key whose y is not canonical (y >= p) or
 that is not on the curve, wrong lengths, and anything that raises.
 """
 
+from pnpipsec.crypto import fe25519
 from pnpipsec.crypto.sha512 import sha512
 
 P = 2 ** 255 - 19
@@ -141,7 +147,13 @@ def _decode(s):
     u = (yy - 1) % p
     v = (D * yy + 1) % p
     v3 = v * v % p * v % p
-    x = u * v3 % p * pow(u * v3 % p * v3 % p * v % p, (p - 5) // 8, p) % p
+    w = u * v3 % p * v3 % p * v % p
+    f = _fast()
+    if f is not None:
+        w = f.pow22523(w)
+    else:
+        w = pow(w, (p - 5) // 8, p)
+    x = u * v3 % p * w % p
     vxx = v * x % p * x % p
     if vxx != u:
         if vxx == p - u:
@@ -172,10 +184,19 @@ def _build_comb():
             if (i >> j) & 1:
                 q = base[j] if q is None else _add(q, base[j])
         pts[i] = q
+    # one inversion for all 15 Z (Montgomery's trick): pre[i] = Z_1 ... Z_i
+    pre = [1] * (1 << _COMB_TEETH)
+    for i in range(1, 1 << _COMB_TEETH):
+        pre[i] = pre[i - 1] * pts[i][2] % p
+    inv = [0] * (1 << _COMB_TEETH)
+    acc = pow(pre[-1], p - 2, p)
+    for i in range((1 << _COMB_TEETH) - 1, 0, -1):
+        inv[i] = acc * pre[i - 1] % p
+        acc = acc * pts[i][2] % p
     table = [None]
     for i in range(1, 1 << _COMB_TEETH):
         q = pts[i]
-        zi = pow(q[2], p - 2, p)
+        zi = inv[i]
         x = q[0] * zi % p
         y = q[1] * zi % p
         table.append(((y + x) % p, (y - x) % p, x * y % p * D2 % p))
@@ -200,6 +221,201 @@ def _base_mul(n):
             q = _add_niels(q, comb[idx])
         i -= 1
     return q
+
+
+def _base_mul_encoded(n):
+    f = _fast()
+    if f is not None:
+        return f.base_mul(n)
+    return _encode(_base_mul(n))
+
+
+# ---------------------------------------------------------------- fast path (viper)
+_F = fe25519
+_QX = 1
+_QY = 2
+_QZ = 3
+_QT = 4
+_TA = 5
+_TB = 6
+_TC = 7
+_TD = 8
+_TE = 9
+_TF = 10
+_TG = 11
+_TH = 12
+_D2S = 13
+_COMB0 = 16  # 15 entries of 3 slots (y+x, y-x, 2dxy)
+_ODD0 = 61  # 4 entries of 4 slots (Y+X, Y-X, 2Z, 2dT)
+_WS_SLOTS = 77
+_fast_state = None
+
+
+def _p(*ops):
+    return _F.program(ops)
+
+
+def _dbl_prog():
+    return _p(
+        (_F.SQR, _TA, _QX, 0),
+        (_F.SQR, _TB, _QY, 0),
+        (_F.SQR, _TC, _QZ, 0),
+        (_F.ADD, _TC, _TC, _TC),
+        (_F.ADD, _TH, _TA, _TB),
+        (_F.ADD, _TE, _QX, _QY),
+        (_F.SQR, _TE, _TE, 0),
+        (_F.SUB, _TE, _TH, _TE),
+        (_F.SUB, _TG, _TA, _TB),
+        (_F.ADD, _TF, _TC, _TG),
+        (_F.MUL, _QX, _TE, _TF),
+        (_F.MUL, _QY, _TG, _TH),
+        (_F.MUL, _QZ, _TF, _TG),
+        (_F.MUL, _QT, _TE, _TH),
+    )
+
+
+def _finish_prog(neg):
+    # E = B - A, F = D - C, G = D + C, H = B + A (F and G exchanged when C is negated)
+    f = _F.ADD if neg else _F.SUB
+    g = _F.SUB if neg else _F.ADD
+    return _p(
+        (_F.SUB, _TE, _TB, _TA),
+        (f, _TF, _TD, _TC),
+        (g, _TG, _TD, _TC),
+        (_F.ADD, _TH, _TB, _TA),
+        (_F.MUL, _QX, _TE, _TF),
+        (_F.MUL, _QY, _TG, _TH),
+        (_F.MUL, _QZ, _TF, _TG),
+        (_F.MUL, _QT, _TE, _TH),
+    )
+
+
+def _addn_prog(q):
+    # + affine niels point in slots q, q+1, q+2
+    return _p(
+        (_F.SUB, _TA, _QY, _QX),
+        (_F.MUL, _TA, _TA, q + 1),
+        (_F.ADD, _TB, _QY, _QX),
+        (_F.MUL, _TB, _TB, q),
+        (_F.MUL, _TC, _QT, q + 2),
+        (_F.ADD, _TD, _QZ, _QZ),
+    ) + _finish_prog(False)
+
+
+def _addc_prog(q, neg):
+    # +/- cached point in slots q..q+3
+    a = q if neg else q + 1
+    b = q + 1 if neg else q
+    return _p(
+        (_F.SUB, _TA, _QY, _QX),
+        (_F.MUL, _TA, _TA, a),
+        (_F.ADD, _TB, _QY, _QX),
+        (_F.MUL, _TB, _TB, b),
+        (_F.MUL, _TC, _QT, q + 3),
+        (_F.MUL, _TD, _QZ, q + 2),
+    ) + _finish_prog(neg)
+
+
+class _Fast:
+    """Workspace, programs and the comb table as limbs, for one kernel."""
+
+    def __init__(self, run):
+        if _comb is None:
+            _build_comb()
+        self.run = run
+        ws = _F.workspace(_WS_SLOTS)
+        self.ws = ws
+        _F.put(ws, _D2S, D2)
+        for i in range(1, 16):
+            e = _comb[i]
+            for j in range(3):
+                _F.put(ws, _COMB0 + 3 * (i - 1) + j, e[j])
+        dbl = _dbl_prog()
+        self.dbl = dbl
+        self.step = [dbl] + [dbl + _addn_prog(_COMB0 + 3 * (i - 1)) for i in range(1, 16)]
+        self.addn = [b""] + [_addn_prog(_COMB0 + 3 * (i - 1)) for i in range(1, 16)]
+        self.add_odd = [_addc_prog(_ODD0 + 4 * j, False) for j in range(4)]
+        self.sub_odd = [_addc_prog(_ODD0 + 4 * j, True) for j in range(4)]
+        self.enc = _F.inv_program(_TA, _QZ, _TB, _TC, _TD, _TE) + _p(
+            (_F.MUL, _TF, _QX, _TA), (_F.MUL, _TG, _QY, _TA))
+        self.p58 = _F.pow22523_program(_TA, _TF, _TB, _TC, _TD, _TE)
+
+    def pow22523(self, w):
+        ws = self.ws
+        _F.put(ws, _TF, w)
+        self.run(ws, ws, ws, ws, self.p58, len(self.p58))
+        return _F.get(ws, _TA)
+
+    def _start(self):
+        ws = self.ws
+        _F.put(ws, _QX, 0)
+        _F.put(ws, _QY, 1)
+        _F.put(ws, _QZ, 1)
+        _F.put(ws, _QT, 0)
+
+    def _encode(self):
+        ws = self.ws
+        self.run(ws, ws, ws, ws, self.enc, len(self.enc))
+        x = _F.get(ws, _TF)
+        y = _F.get(ws, _TG)
+        return (y | ((x & 1) << 255)).to_bytes(32, "little")
+
+    def base_mul(self, n):
+        """encode([n]B) for 0 <= n < 2^256"""
+        ws = self.ws
+        run = self.run
+        step = self.step
+        self._start()
+        i = _COMB_SPACING - 1
+        while i >= 0:
+            c = step[_comb_index(n, i)]
+            run(ws, ws, ws, ws, c, len(c))
+            i -= 1
+        return self._encode()
+
+    def verify_point(self, s, odd, digits):
+        """encode([s]B - [k]A), odd = cached A, 3A, 5A, 7A; digits = wNAF of k"""
+        ws = self.ws
+        run = self.run
+        for j in range(4):
+            for m in range(4):
+                _F.put(ws, _ODD0 + 4 * j + m, odd[j][m])
+        self._start()
+        dbl = self.dbl
+        nd = len(digits)
+        i = nd - 1
+        if i < _COMB_SPACING - 1:
+            i = _COMB_SPACING - 1
+        while i >= 0:
+            run(ws, ws, ws, ws, dbl, len(dbl))
+            if i < nd:
+                dg = digits[i]
+                if dg > 0:
+                    c = self.sub_odd[dg >> 1]
+                    run(ws, ws, ws, ws, c, len(c))
+                elif dg < 0:
+                    c = self.add_odd[(-dg) >> 1]
+                    run(ws, ws, ws, ws, c, len(c))
+            if i < _COMB_SPACING:
+                idx = _comb_index(s, i)
+                if idx:
+                    c = self.addn[idx]
+                    run(ws, ws, ws, ws, c, len(c))
+            i -= 1
+        return self._encode()
+
+
+def _fast():
+    """The _Fast state, or None (no native emitters, or fe25519 disabled)."""
+    global _fast_state
+    run = fe25519.kernel()
+    if run is None:
+        return None
+    f = _fast_state
+    if f is None or f.run is not run:
+        f = _Fast(run)
+        _fast_state = f
+    return f
 
 
 def _wnaf(n):
@@ -228,7 +444,7 @@ def _expand(seed):
         raise ValueError("ed25519: seed must be 32 bytes")
     h = sha512(seed)
     a = (int.from_bytes(h[:32], "little") & _CLAMP_AND) | _BIT254
-    pub = _encode(_base_mul(a % L))
+    pub = _base_mul_encoded(a % L)
     c = (seed, a, h[32:], pub)
     _cache = c
     return c
@@ -246,7 +462,7 @@ def sign(seed, msg):
     a = c[1]
     pub = c[3]
     r = int.from_bytes(sha512(c[2] + msg), "little") % L
-    rb = _encode(_base_mul(r))
+    rb = _base_mul_encoded(r)
     k = int.from_bytes(sha512(rb + pub + msg), "little") % L
     s = (r + k * a) % L
     return rb + s.to_bytes(32, "little")
@@ -284,6 +500,9 @@ def _verify(pub, msg, sig):
         cur = _add(cur, a2)
         odd.append(_to_cached(cur))
     digits = _wnaf(k)
+    f = _fast()
+    if f is not None:
+        return f.verify_point(s, odd, digits) == rb
     q = (0, 1, 1, 0)
     i = len(digits) - 1
     if i < _COMB_SPACING - 1:

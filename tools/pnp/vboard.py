@@ -1,4 +1,10 @@
-"""`pnp vboard --state DIR [--link PATH]`: run a virtual board that mpremote can drive.
+"""`pnp vboard --state DIR [--link PATH] [--board wasm|qemu]`: run a virtual board that mpremote can drive.
+
+Two virtual boards: `wasm` (default, below) and `qemu` (MicroPython's qemu port on an
+emulated Cortex-M3, boards/qemu/README.md): qemu-system-arm with the console UART on a
+pty and UDP over a second UART bridged by boards/qemu/relay.py; the firmware is built
+on first use (boards/qemu/build.py; --profile esp32|pico_w sets the heap, --frozen
+freezes pnpipsec into it). Both print `device: /dev/pts/N` and stop on SIGTERM.
 
 The board is MicroPython WebAssembly under Node (boards/wasm/board.mjs) behind a
 pseudo-terminal made by socat:
@@ -162,7 +168,115 @@ def _group_alive(pgid) -> bool:
         return True
 
 
+# ------------------------------------------------------------------ the qemu board
+QEMU_DIR = os.path.join(REPO, "boards", "qemu")
+
+
+def _qemu_build_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("pnp_qemu_build", os.path.join(QEMU_DIR, "build.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def qemu_prerequisites() -> list[str]:
+    """What is missing to build and run the qemu board (empty when nothing is)."""
+    return _qemu_build_module().prerequisites()
+
+
+def qemu_firmware(profile: str = "esp32", frozen: bool = False, log=None) -> str:
+    """firmware.elf of the profile, built when missing or older than its inputs."""
+    b = _qemu_build_module()
+    try:
+        return b.build(profile, frozen, log=log)
+    except b.BuildError as e:
+        raise VboardError("building the qemu firmware: %s" % e)
+
+
+def qemu_command(firmware: str, link_sock: str, icount: bool = False) -> list[str]:
+    """qemu-system-arm for the MPS2-AN385: UART0 (console, REPL, mpremote) on a pty,
+    UART1 (the UDP link) on a unix socket server at link_sock that the relay connects to."""
+    for ch in ",":
+        if ch in link_sock:
+            raise VboardError("the socket path %r contains %r, which qemu's option syntax cannot carry" % (link_sock, ch))
+    cmd = ["qemu-system-arm", "-machine", "mps2-an385", "-display", "none", "-monitor", "none",
+           "-semihosting", "-serial", "pty",
+           "-chardev", "socket,id=pnplink,path=%s,server=on,wait=off" % link_sock,
+           "-serial", "chardev:pnplink", "-kernel", firmware]
+    if icount:
+        cmd[1:1] = ["-icount", "shift=0"]
+    return cmd
+
+
+def start_qemu(state: str, link: str | None = None, profile: str = "esp32", frozen: bool = False,
+               firmware: str | None = None, bind4: str = "127.0.0.1", bind6: str = "::1",
+               icount: bool = False, timeout: float = 20.0, stderr=None, log=None):
+    """Start qemu + the relay; returns (Popen of qemu, device /dev/pts/N).
+
+    Both run in one new process group (qemu leads it): stop() ends both. The relay's
+    log goes to STATE/relay.log, qemu's messages to STATE/qemu.log."""
+    missing = qemu_prerequisites()
+    if missing:
+        raise VboardError("; ".join(missing))
+    state = os.path.abspath(state)
+    os.makedirs(state, exist_ok=True)
+    fw = firmware or qemu_firmware(profile, frozen, log=log)
+    link = os.path.abspath(link or os.path.join(state, "tty"))
+    if os.path.lexists(link):
+        os.unlink(link)
+    sock = os.path.join(state, "link.sock")
+    if os.path.exists(sock):
+        os.unlink(sock)
+    qlog_path = os.path.join(state, "qemu.log")
+    # One shell in a new session starts the relay in the background (it retries until
+    # qemu's socket exists) and then becomes qemu: proc.pid is qemu, and both share the
+    # process group that stop() signals. Paths travel in the environment, never quoted.
+    env = dict(os.environ)
+    env.update({"PNPQ_PY": sys.executable, "PNPQ_RELAY": os.path.join(QEMU_DIR, "relay.py"),
+                "PNPQ_SOCK": sock, "PNPQ_B4": bind4 or "", "PNPQ_B6": bind6 or "",
+                "PNPQ_RLOG": os.path.join(state, "relay.log"), "PNPQ_QLOG": qlog_path})
+    script = ('"$PNPQ_PY" "$PNPQ_RELAY" --connect "$PNPQ_SOCK" --bind4 "$PNPQ_B4" --bind6 "$PNPQ_B6" '
+              '>"$PNPQ_RLOG" 2>&1 </dev/null &\nexec "$@" >"$PNPQ_QLOG" 2>&1 </dev/null\n')
+    open(qlog_path, "w").close()
+    proc = subprocess.Popen(["sh", "-c", script, "sh"] + qemu_command(fw, sock, icount=icount), env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                            start_new_session=True, cwd=state)
+    deadline = time.monotonic() + timeout
+    dev = None
+    while dev is None:
+        with open(qlog_path) as f:
+            for line in f:
+                if "redirected to /dev/pts/" in line and "serial0" in line:
+                    dev = line.split("redirected to ", 1)[1].split()[0]
+        if dev is None:
+            if proc.poll() is not None:
+                raise VboardError("qemu exited with status %s: %s" % (proc.returncode, open(qlog_path).read().strip()))
+            if time.monotonic() > deadline:
+                stop(proc)
+                raise VboardError("qemu named no pty within %s s" % timeout)
+            time.sleep(0.02)
+    rlog = os.path.join(state, "relay.log")
+    while "connected to" not in open(rlog).read() if os.path.exists(rlog) else True:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
+            raise VboardError("the UDP relay did not connect to qemu's link socket (see %s)" % rlog)
+        time.sleep(0.02)
+    os.symlink(dev, link)
+    return proc, dev
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--board", choices=("wasm", "qemu"), default="wasm",
+                   help="wasm: MicroPython WebAssembly under Node (default); qemu: MicroPython on an "
+                        "emulated Cortex-M3 with UDP over a second UART (boards/qemu/README.md)")
+    p.add_argument("--profile", choices=("esp32", "pico_w"), default="esp32",
+                   help="qemu: the GC heap of the board it stands for (esp32 ~110 KiB, pico_w ~178 KiB free)")
+    p.add_argument("--frozen", action="store_true", help="qemu: firmware with pnpipsec frozen in")
+    p.add_argument("--firmware", metavar="ELF", help="qemu: run this firmware.elf instead of building one")
+    p.add_argument("--icount", action="store_true",
+                   help="qemu: -icount shift=0 (1 instruction per virtual ns: deterministic, guest clock "
+                        "counts instructions, slower than real time)")
     p.add_argument("--state", required=True, metavar="DIR",
                    help="host folder of the board (DIR/fs is its file system; created if absent)")
     p.add_argument("--link", metavar="PATH", help="where the pty appears (default DIR/tty)")
@@ -174,15 +288,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        proc, link = start(args.state, args.link, watchdog=args.watchdog, safe=args.safe,
-                           heapsize=args.heapsize)
+        if getattr(args, "board", "wasm") == "qemu":
+            proc, link = start_qemu(args.state, args.link, profile=args.profile, frozen=args.frozen,
+                                    firmware=args.firmware, icount=args.icount,
+                                    log=lambda m: print("pnp vboard: " + m, file=sys.stderr, flush=True))
+        else:
+            proc, link = start(args.state, args.link, watchdog=args.watchdog, safe=args.safe,
+                               heapsize=args.heapsize)
     except VboardError as e:
         print("pnp vboard: %s" % e, file=sys.stderr)
         return 2
     print("device: %s" % link, flush=True)
-    print("pnp vboard: link %s -> %s; file system %s; stop with SIGTERM or Ctrl-C"
-          % (os.path.abspath(args.link or os.path.join(args.state, "tty")), link,
-             os.path.join(os.path.abspath(args.state), "fs")), file=sys.stderr, flush=True)
+    if getattr(args, "board", "wasm") == "qemu":
+        print("pnp vboard: qemu board (%s%s); link %s -> %s; UDP relay log %s; stop with SIGTERM or Ctrl-C"
+              % (args.profile, ", frozen" if args.frozen else "",
+                 os.path.abspath(args.link or os.path.join(args.state, "tty")), link,
+                 os.path.join(os.path.abspath(args.state), "relay.log")), file=sys.stderr, flush=True)
+    else:
+        print("pnp vboard: link %s -> %s; file system %s; stop with SIGTERM or Ctrl-C"
+              % (os.path.abspath(args.link or os.path.join(args.state, "tty")), link,
+                 os.path.join(os.path.abspath(args.state), "fs")), file=sys.stderr, flush=True)
 
     stopping = []
 
@@ -199,7 +324,7 @@ def run(args: argparse.Namespace) -> int:
         stop(proc)
     if stopping:
         return 0
-    print("pnp vboard: the board exited (socat status %s)" % rc, file=sys.stderr)
+    print("pnp vboard: the board exited (%s status %s)" % (getattr(args, "board", "wasm") == "qemu" and "qemu" or "socat", rc), file=sys.stderr)
     return 1
 
 

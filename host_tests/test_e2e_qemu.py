@@ -13,7 +13,8 @@ built here when missing:
     machine.reset() the same identity comes back from the RAM disk.
   * esp32 profile (GC heap ~110 KiB free) with pnpipsec frozen into the firmware: only
     main.py and pnp.json are copied; the same join. (From .mpy files the package does
-    not fit an ESP32's heap: README "Boards".)
+    not fit an ESP32's heap: README "Boards".) The pico_w run is throttled to ~125 M
+    instructions/s (`--icount 3`), near an RP2040's speed.
 
 Skipped locally when the toolchain or qemu is missing; under CI=true that is a failure.
 """
@@ -51,13 +52,15 @@ def _need():
         missing("qemu board: " + "; ".join(why))
 
 
-def start_board(state, profile, frozen):
+def start_board(state, profile, frozen, icount=None):
     """`python -m pnp.vboard --board qemu ...`; returns (proc, device)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.path.join(REPO, "tools") + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, "-m", "pnp.vboard", "--board", "qemu", "--state", state, "--profile", profile]
     if frozen:
         cmd.append("--frozen")
+    if icount is not None:
+        cmd += ["--icount", str(icount)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()      # the firmware is built first when missing (~1 min)
     m = re.match(r"device: (\S+)$", line.strip())
@@ -203,12 +206,14 @@ def test_qemu_mpy_deploy_boot_and_join(tmp_path, record_property):
         stop_board(proc, state)
 
 
-@pytest.mark.parametrize("profile", ["esp32", "pico_w"])
-def test_qemu_frozen_join(profile, tmp_path, record_property):
+@pytest.mark.parametrize("profile,icount", [("esp32", None), ("pico_w", 3)])
+def test_qemu_frozen_join(profile, icount, tmp_path, record_property):
+    """pico_w runs with -icount shift=3,align=on: 125 M instructions per second of real
+    time at most, about an RP2040 at 133 MHz, so the timings approach a real board's."""
     _need()
     state = str(tmp_path / "board")
     natt, app, cfg = _config(tmp_path)
-    proc, dev = start_board(state, profile, frozen=True)
+    proc, dev = start_board(state, profile, frozen=True, icount=icount)
     try:
         out = mpremote(dev, "exec", "import gc, os, pnpipsec, board; gc.collect(); "
                                     "print(os.listdir('/'), gc.mem_free())").stdout.split()
@@ -219,7 +224,7 @@ def test_qemu_frozen_join(profile, tmp_path, record_property):
         wait_bound(state, app)
         res = asyncio.run(join(natt, app))
         _check(res)
-        _report(record_property, profile + "_frozen", res)
+        _report(record_property, profile + "_frozen" + ("_icount%d" % icount if icount is not None else ""), res)
         reset_and_rejoin(dev, state, natt, app, tmp_path, res["proved"])
     finally:
         stop_board(proc, state)

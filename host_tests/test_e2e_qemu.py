@@ -31,16 +31,12 @@ import time
 import pytest
 
 from host_tests.conftest import missing
-from host_tests.test_e2e_vboard import free_udp_port
-from host_tests.vboard_util import mpremote, mpremote_cmd
+from host_tests.vboard_util import BOARD, free_udp_port, join_board, mpremote, mpremote_cmd
 from pnp import vboard as _vb
-from pnp_hostboard.board import HostBoard
 from pnpipsec import AUTHENTICATED, ENCRYPTED
 from pnpipsec.identity import Identity, decode
-from pnpipsec.node import Node, PeerEntry, zero_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BOARD = "127.0.0.1"
 PROFILE_MPY = os.environ.get("PNP_QEMU_MPY_PROFILE", "large")
 
 
@@ -100,39 +96,6 @@ def wait_bound(state, port, timeout=90):
     raise AssertionError("the board never bound UDP %d; relay log:\n%s" % (port, open(log).read()))
 
 
-async def join(natt, app, approve_key=None, timeout=60):
-    """A CPython node meets the board; returns a dict of levels, proved key, reply, timings."""
-    ours = free_udp_port()
-    node = Node(HostBoard(bind6=None, bind4="127.0.0.1"), Identity(os.urandom(32)),
-                peers=[PeerEntry(BOARD, zero_config(), ike_port=natt, natt_port=natt)],
-                ike_port=ours, natt_port=ours, tofu=False)
-    await node.start()
-    try:
-        if approve_key is not None:
-            node.approve(BOARD, approve_key)
-        t0 = time.monotonic()
-        first = await node.connect(BOARD, timeout=timeout)
-        t_enc = time.monotonic() - t0
-        deadline = time.monotonic() + 30
-        while BOARD not in node.proved and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        proved = node.proved.get(BOARD)
-        before = node.level(BOARD)
-        if approve_key is None and proved is not None:
-            node.approve(BOARD, proved)      # the user trusts the fingerprint the board shows
-        after = await node.wait_level(BOARD, AUTHENTICATED, timeout=30)
-        t_auth = time.monotonic() - t0
-        ep = node.endpoint(free_udp_port())
-        t1 = time.monotonic()
-        await ep.send(b"ping from CPython", (BOARD, app), timeout=20)
-        reply = await asyncio.wait_for(ep.recv(), 20)
-        t_echo = time.monotonic() - t1
-        return {"levels": (first, before, after), "proved": proved, "reply": reply,
-                "t_enc": t_enc, "t_auth": t_auth, "t_echo": t_echo}
-    finally:
-        await node.stop()
-
-
 def _check(r, expect_key=None):
     first, before, after = r["levels"]
     assert first == ENCRYPTED                       # NULL auth first
@@ -173,7 +136,7 @@ def reset_and_rejoin(dev, state, natt, app, tmp_path, proved):
     while not re.search(r"board hello[\s\S]*bound UDP %d " % app, open(log).read()[seen:]):
         assert time.monotonic() < deadline, open(log).read()
         time.sleep(0.1)
-    res2 = asyncio.run(join(natt, app, approve_key=ident.public))
+    res2 = asyncio.run(join_board(natt, app, approve_key=ident.public, timeout=60, patience=30))
     _check(res2, expect_key=ident.public)
     return res2
 
@@ -197,7 +160,7 @@ def test_qemu_mpy_deploy_boot_and_join(tmp_path, record_property):
         wait_bound(state, app)
         sys.stdout.write("\n[qemu %s] main.py up (identity made, node started) %.1f s after reset\n"
                          % (PROFILE_MPY, time.monotonic() - t_boot))
-        res = asyncio.run(join(natt, app))
+        res = asyncio.run(join_board(natt, app, timeout=60, patience=30))
         _check(res)
         _report(record_property, PROFILE_MPY + "_mpy", res)
 
@@ -222,7 +185,7 @@ def test_qemu_frozen_join(profile, icount, tmp_path, record_property):
         mpremote(dev, "fs", "cp", os.path.join(REPO, "boards", "qemu", "main.py"), ":main.py",
                  "+", "fs", "cp", cfg, ":pnp.json", "+", "reset")
         wait_bound(state, app)
-        res = asyncio.run(join(natt, app))
+        res = asyncio.run(join_board(natt, app, timeout=60, patience=30))
         _check(res)
         _report(record_property, profile + "_frozen" + ("_icount%d" % icount if icount is not None else ""), res)
         reset_and_rejoin(dev, state, natt, app, tmp_path, res["proved"])

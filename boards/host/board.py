@@ -114,6 +114,9 @@ class UdpSocket:
 
 class HostBoard:
     name = "host"
+    # Source addresses whose cookie answers are counted per second under a flood
+    # (engine COOKIES AND BUDGETS); a board keeps the engine's small default.
+    answer_sources = 4096
 
     def __init__(self, state_dir=None, bind6="::", bind4="0.0.0.0", pure=False):
         self.aes = CryptographyAES()

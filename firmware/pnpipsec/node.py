@@ -178,7 +178,8 @@ class Node:
         # A board may offer faster DH / signatures (the host board: OpenSSL); same API.
         self.engine = ike.Engine(board.rand, board.aes, local, policy=self._policy,
                                  natt_ports=(ike_port, natt_port), rank=self._rank,
-                                 dh=getattr(board, "dh", None), sig=getattr(board, "sig", None))
+                                 dh=getattr(board, "dh", None), sig=getattr(board, "sig", None),
+                                 answer_sources=getattr(board, "answer_sources", 64))
         self._sig = getattr(board, "sig", None)
         self.children = {}      # spi_in -> _Child
         self.out = {}           # peer host -> _Child used for sending

@@ -208,3 +208,29 @@ def test_under_load_a_flood_is_answered_statelessly_and_a_proven_peer_gets_in():
     _run(a, b, 1.0)
     assert sa.state == "established"
     assert b.half_open() <= b.max_half_open
+
+
+def test_a_flood_from_many_sources_cannot_starve_a_quiet_initiator_of_its_cookie():
+    # The global answer budget (50/s) is smaller than the flood (20 sources x 10);
+    # each source gets 2 answers a second, so the quiet one's request is answered.
+    aes = PureAES()
+    b = Engine(Rand(b"b"), aes, LocalIdentity(), max_answer_rate=50, answer_sources=32)
+    m = Engine(Rand(b"m"), aes, LocalIdentity())
+    for i in range(b.cookie_threshold):               # fill the half-open budget
+        b.receive(m.initiate(B_ADDR, PeerConfig(), 0.0) and m.pop_datagrams()[0][0],
+                  ("fd00:8::%d" % i, 500), 0.0)
+    b.pop_datagrams()
+    req = m.initiate(B_ADDR, PeerConfig(), 0.0) and m.pop_datagrams()[0][0]
+    for rnd in range(10):
+        for s in range(20):
+            b.receive(req, ("fd00:9::%d" % s, 500), 0.1 + rnd * 0.01)
+    assert len(b.pop_datagrams()) == 40                # 2 per source
+    assert b.stats["drop_rate_source"] == 160
+    quiet = Engine(Rand(b"q"), aes, LocalIdentity())
+    quiet.initiate(B_ADDR, PeerConfig(), 0.5)
+    b.receive(quiet.pop_datagrams()[0][0], A_ADDR, 0.5)
+    got = b.pop_datagrams()
+    assert len(got) == 1 and codec.parse(got[0][0]).notify(C.N_COOKIE) is not None
+    # A new second: every source is answered again.
+    b.receive(req, ("fd00:9::0", 500), 1.2)
+    assert len(b.pop_datagrams()) == 1

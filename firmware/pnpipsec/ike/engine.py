@@ -5,7 +5,7 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     eng = Engine(rand, aes, local, policy=None, cookie_threshold=8,
                  half_open_timeout=30.0, natt_ports=(500, 4500), dh=None, sig=None,
                  max_sas=32, max_children=4, max_half_open=16, rank=None,
-                 max_answer_rate=5000)
+                 max_answer_rate=5000, answer_sources=64)
         rand(n) -> bytes; aes: an AES provider (pnpipsec.crypto.aes);
         local: LocalIdentity(ed25519_seed=None, psk_ids=None) -- our long-term identity;
         policy(peer_addr, peer_id, auth_method) -> PeerConfig or None: asked on every
@@ -16,7 +16,8 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
         dh / sig: optional module-like providers standing in for pnpipsec.crypto.x25519
         (keypair, x25519) and pnpipsec.crypto.ed25519 (sign, verify), e.g. the host
         board's OpenSSL-backed ones; default: the pure-Python modules.
-        max_sas, max_half_open, max_answer_rate, rank: see COOKIES AND BUDGETS below;
+        max_sas, max_half_open, max_answer_rate, answer_sources, rank: see COOKIES AND
+        BUDGETS below;
         max_children: CHILD SAs per IKE SA beyond which a peer's CREATE_CHILD_SA for a
         new (not rekeyed) CHILD SA gets NO_ADDITIONAL_SAS.
 
@@ -39,7 +40,7 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     eng.stats: dict of counters: "rx", "drop_malformed", "drop_icv", "drop_unknown_spi",
         "drop_mid", "drop_unexpected", "drop_bad_ke", "retransmit", "replay",
         "cookie_sent", "invalid_ke_sent", "timeout", "drop_full", "drop_rate",
-        "evict_half_open", "evict_per_host", "evict_established", "initial_contact"
+        "drop_rate_source", "evict_half_open", "evict_per_host", "evict_established", "initial_contact"
         (missing key = 0)
 
     PeerConfig(auth="null"|"psk"|"pubkey", local_id=None, remote_id=None, psk=None,
@@ -120,8 +121,12 @@ have separate budgets, so half-open ones never block established ones and back:
     and checkable from the header, so under load a request is answered (or dropped)
     by _init_gate before any parse, state or DH. The secret comes from rand and
     rotates every 300 s (the previous one stays valid). At most max_answer_rate
-    cookie answers a second (token bucket; beyond: "drop_rate"). As initiator we retry
-    with the cookie first (at most 3 times).
+    cookie answers a second (token bucket; beyond: "drop_rate"), and at most 2 a
+    second to one source address, remembered for up to answer_sources addresses a
+    second: a flood from many (spoofed) sources then cannot starve a quiet real
+    initiator, whose request is answered in the first second it arrives in
+    (beyond: "drop_rate_source"). As initiator we retry with the cookie first (at
+    most 3 times).
   - A request that returned a valid cookie (return routability proven) takes the
     place of the oldest half-open SA when its address or the table (max_half_open) is
     full, unproven ones first ("evict_half_open"): spoofed requests never lock out an
@@ -285,7 +290,7 @@ class Engine:
     def __init__(self, rand, aes, local, policy=None, cookie_threshold=8,
                  half_open_timeout=30.0, natt_ports=(500, 4500), dh=None, sig=None,
                  max_sas=32, max_children=4, max_half_open=16, rank=None,
-                 max_answer_rate=5000):
+                 max_answer_rate=5000, answer_sources=64):
         self.max_sas = max_sas
         self.max_children = max_children
         self.max_per_host = 4
@@ -295,6 +300,9 @@ class Engine:
         self.max_answer_rate = max_answer_rate
         self._tokens = float(max_answer_rate)
         self._tokens_at = 0.0
+        self.answer_sources = answer_sources
+        self._answered = {}     # source host -> cookie answers in the current second
+        self._answered_at = -1.0
         self._load = False
         self._load_at = -1.0
         self.dh = dh if dh is not None else x25519
@@ -839,6 +847,9 @@ class Engine:
 
     def _cookie_reply(self, spi_i, addr, now):
         """N(COOKIE) for this SPIi and address, within the answer budget."""
+        if not self._source_budget(addr[0], now):
+            self._count("drop_rate_source")
+            return
         if not self._answer_budget(now):
             self._count("drop_rate")
             return
@@ -846,6 +857,19 @@ class Engine:
         self._count("cookie_sent")
         self.out.append((codec.encode(spi_i, ZERO8, _IKE_SA_INIT, _F_RESPONSE, 0, [_n(
             _N_COOKIE, self._cookie_for(self._secret_ver, self._secret, addr, spi_i))]), addr))
+
+    def _source_budget(self, host, now):
+        """At most 2 cookie answers a second to one source (for the first
+        answer_sources sources of each second; later ones only meet the global bucket)."""
+        if now - self._answered_at >= 1.0 or now < self._answered_at:
+            self._answered_at = now
+            self._answered = {}
+        n = self._answered.get(host, 0)
+        if n >= 2:
+            return False
+        if n or len(self._answered) < self.answer_sources:
+            self._answered[host] = n + 1
+        return True
 
     def _answer_budget(self, now):
         """A token bucket: at most max_answer_rate unauthenticated answers a second

@@ -1,10 +1,11 @@
-"""MicroPython ports built by scripts/build-micropython.sh, and a runner for the qemu board.
+"""MicroPython ports built by scripts/build-micropython.sh (the qemu firmware by
+boards/qemu/build.py, which that script calls), and a runner for the qemu board.
 
     from host_tests import mpports
     mpports.unix_binary()            # 64-bit unix port (standard variant, asyncio frozen)
     mpports.unix32_binary()          # 32-bit unix port (-m32), or None
     mpports.unix32_frozen_binary()   # 32-bit unix port with pnpipsec frozen, or None
-    mpports.qemu_firmware()          # bare-metal Cortex-M3 (MPS2_AN385), no fs, or None
+    mpports.qemu_firmware()          # bare-metal Cortex-M3 (MPS2_AN385), or None
     mpports.qemu_firmware(frozen=True)   # the same with pnpipsec frozen in
     out = mpports.run_qemu_script(fw, "print(1 + 1)", timeout=60)
 
@@ -12,10 +13,14 @@ Every function returns a path that exists, or None. Environment overrides (a pat
 over the built one): PNP_MICROPYTHON, PNP_MICROPYTHON32, PNP_MICROPYTHON32_FROZEN,
 PNP_QEMU_FIRMWARE (any board; the plain firmware), PNP_QEMU_FIRMWARE_FROZEN.
 
-Build outputs (``.deps/micropython/``, gitignored; `scripts/build-micropython.sh`):
+Build outputs (gitignored; `scripts/build-micropython.sh`):
 
-    unix/micropython              unix32/micropython          unix32-frozen/micropython
-    qemu-MPS2_AN385/firmware.elf  qemu-MPS2_AN385-frozen/firmware.elf
+    .deps/micropython/  unix/micropython  unix32/micropython  unix32-frozen/micropython
+    .deps/qemu-board/   build-port/firmware.elf  build-port-frozen/firmware.elf
+
+The qemu firmware is the qemu board of boards/qemu (build.py --profile port [--frozen]):
+the port's own heap (143,360 bytes), asyncio, a littlefs RAM disk mounted at / by the
+frozen _boot.py, and with --frozen the pnpipsec package and pnpboard.
 
 ``run_qemu_script`` boots the firmware in ``qemu-system-arm -machine <board machine>
 -nographic -monitor null -semihosting -icount shift=0 -serial pty``, runs the script
@@ -80,12 +85,22 @@ def unix32_frozen_binary():
     return _env_or("PNP_MICROPYTHON32_FROZEN", os.path.join(OUT, "unix32-frozen", "micropython"))
 
 
+def qemu_build():
+    """boards/qemu/build.py as a module (the one qemu firmware builder)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("pnp_qemu_build", os.path.join(REPO, "boards", "qemu", "build.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def qemu_firmware(board="MPS2_AN385", frozen=False):
     """firmware.elf of MicroPython's qemu port for ``board`` (plain, or with pnpipsec
-    frozen in); PNP_QEMU_FIRMWARE / PNP_QEMU_FIRMWARE_FROZEN override; None if absent."""
+    frozen in); PNP_QEMU_FIRMWARE / PNP_QEMU_FIRMWARE_FROZEN override; None if absent
+    (only MPS2_AN385 is built here)."""
     var = "PNP_QEMU_FIRMWARE_FROZEN" if frozen else "PNP_QEMU_FIRMWARE"
-    sub = "qemu-%s%s" % (board, "-frozen" if frozen else "")
-    return _env_or(var, os.path.join(OUT, sub, "firmware.elf"))
+    built = qemu_build().firmware_path("port", frozen) if board == "MPS2_AN385" else None
+    return _env_or(var, built)
 
 
 def qemu_system():

@@ -7,12 +7,13 @@ host_tests/test_micropython.py: one pytest case per module and port.
 * ``unix32`` -- the same built with ``-m32``: 32-bit pointers and 31-bit small ints
   (the word size of ESP32 / RP2040), double-precision floats.
 * ``qemu``   -- the bare-metal Cortex-M3 board (qemu-system-arm ``mps2-an385``): 32-bit,
-  single-precision floats, a 140 KB heap, no RNG and no file system. pnpipsec is
-  FROZEN into that firmware (firmware/manifest.py, as a real board build does, plus
-  asyncio); the test modules and runner.py reach it through ``mpremote mount``
-  (read over the serial line). The build is refreshed first (the build script keys
-  the frozen image on the content of firmware/, so this costs ~0.2 s when nothing
-  changed and a few seconds after an edit).
+  single-precision floats, a 140 KB heap, no RNG (boards/qemu/build.py, profile
+  ``port``: the port's heap, plus the board's RAM disk). pnpipsec is FROZEN into that
+  firmware (firmware/manifest.py, as a real board build does, plus asyncio); the test
+  modules and runner.py reach it through ``mpremote mount`` (read over the serial
+  line). The build is refreshed first (the builder keys the frozen image on the
+  content of firmware/, so this costs ~0.5 s when nothing changed and some seconds
+  after an edit: the frozen modules are recompiled, C is not).
 
 Binaries come from .deps/micropython (:mod:`host_tests.mpports`; PNP_MICROPYTHON,
 PNP_MICROPYTHON32, PNP_QEMU_FIRMWARE_FROZEN override). A missing one skips locally and
@@ -133,3 +134,83 @@ def test_qemu_runs_the_frozen_package(qemu_frozen):
     out = mpports.run_qemu_script(fw, "import sys, pnpipsec\nprint(sys.implementation._machine, "
                                       "pnpipsec.__file__, float(16777217) == 16777216.0)\n", timeout=60)
     assert out.split() == ["mps2-an385", "with", "Cortex-M3", "pnpipsec/__init__.py", "True"], out   # frozen: no file system here
+
+
+# ------------------------------------------------------------------ the release download
+# scripts/build-micropython.sh downloads the official release archive when no source
+# tarball is at hand, and keeps it only when its sha256 is the pinned one. These
+# machines have no network, so the real archive (and its pinned hash) is never fetched
+# here; the mechanism is checked offline: the script's test hooks point the URL at a
+# local HTTP server, the expected hash at the served file's, and the output folder and
+# ../shared/micropython at empty temporary folders.
+def _source(tmp, url, sha):
+    env = dict(os.environ, PNP_MICROPYTHON_RELEASE_URL=url, PNP_MICROPYTHON_RELEASE_SHA256=sha,
+               PNP_MICROPYTHON_OUT=os.path.join(tmp, "out"), PNP_MICROPYTHON_SHARED_DIR=os.path.join(tmp, "none"))
+    env.pop("MICROPYTHON_TARBALL", None)
+    env.pop("PNP_SKIP_MICROPYTHON_BUILD", None)
+    return subprocess.run([mpports.BUILD_SCRIPT, "-q", "--source"], capture_output=True, text=True,
+                          timeout=60, env=env, cwd=REPO)
+
+
+def test_release_download_is_verified(tmp_path):
+    import hashlib
+    import http.server
+    import io
+    import tarfile
+    import threading
+
+    if shutil.which("curl") is None:
+        missing("curl not found (the download uses it)")
+    tmp = str(tmp_path)
+    served = os.path.join(tmp, "www")
+    os.makedirs(served)
+    buf = io.BytesIO()                     # a stand-in archive: micropython-1.27.0/py/x
+    with tarfile.open(fileobj=buf, mode="w:xz") as t:
+        info = tarfile.TarInfo("micropython-1.27.0/py/x")
+        info.size = 3
+        t.addfile(info, io.BytesIO(b"abc"))
+    data = buf.getvalue()
+    with open(os.path.join(served, "mp.tar.xz"), "wb") as f:
+        f.write(data)
+    good = hashlib.sha256(data).hexdigest()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **k):
+            http.server.SimpleHTTPRequestHandler.__init__(self, *a, directory=served, **k)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = "http://127.0.0.1:%d/mp.tar.xz" % srv.server_address[1]
+    out = os.path.join(tmp, "out")
+    kept = os.path.join(out, "micropython-1.27.0.tar.xz")
+    try:
+        # a wrong hash: refused in one line, nothing kept
+        p = _source(tmp, url, "0" * 64)
+        assert p.returncode == 1, p.stdout + p.stderr
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and "refusing" in lines[0] and good in lines[0] and "0" * 64 in lines[0], p.stderr
+        assert sorted(os.listdir(out)) == [".lock"], os.listdir(out)
+        # nothing at the URL: one line naming it, nothing kept
+        p = _source(tmp, url + ".missing", good)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 1 and len(lines) == 1 and "cannot download " + url + ".missing" in lines[0], p.stderr
+        assert sorted(os.listdir(out)) == [".lock"], os.listdir(out)
+        # the matching hash: kept, and its path and hash printed
+        p = _source(tmp, url, good)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split() == [kept, good], p.stdout
+        with open(kept, "rb") as f:
+            assert f.read() == data
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    # later runs use the kept archive (the server is gone); it is checked again
+    p = _source(tmp, url, good)
+    assert p.returncode == 0 and p.stdout.split() == [kept, good], p.stdout + p.stderr
+    with open(kept, "ab") as f:
+        f.write(b"x")
+    p = _source(tmp, url, good)
+    assert p.returncode == 1 and "neither" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr

@@ -5,15 +5,17 @@
 #   unix32/micropython                    the same with -m32 (MICROPY_FORCE_32BIT=1; needs
 #                                         gcc-multilib): 31-bit small ints, 32-bit pointers
 #   unix32-frozen/micropython             unix32 with firmware/manifest.py frozen in
-#   qemu-MPS2_AN385/firmware.elf          qemu port, Cortex-M3, no frozen modules (as the
-#                                         shared README builds it)
-#   qemu-MPS2_AN385-frozen/firmware.elf   the same with firmware/manifest.py frozen in
+#   qemu-MPS2_AN385, qemu-MPS2_AN385-frozen
+#                                         the qemu port, Cortex-M3, built by the one qemu
+#                                         builder boards/qemu/build.py (--profile port
+#                                         [--frozen]: the port's own heap, pnpipsec frozen
+#                                         or not) into .deps/qemu-board/build-port[-frozen]/
 #
-# Each output has a key file (<dir>/.key): sha256 of the source tarball + the make
+# Each unix output has a key file (<dir>/.key): sha256 of the source tarball + the make
 # arguments + the compiler version (+ for frozen builds, the content of the frozen
-# files). An output whose key matches is not rebuilt, so a cached run costs well under
-# a second. The unpacked source (.deps/micropython/src/) and the per-target build
-# folders stay, so a change to firmware/ re-freezes incrementally (seconds).
+# files); boards/qemu/build.py keys its builds the same way (firmware.json). An output
+# whose key matches is not rebuilt, so a cached run costs well under a second. The
+# unpacked source (.deps/micropython/src/) and the per-target build folders stay, so a change to firmware/ re-freezes incrementally (seconds).
 #
 # Source, first found:
 #   $MICROPYTHON_TARBALL, or $(dirname repo)/shared/micropython/micropython-1.27.0-min.tar.gz
@@ -21,31 +23,47 @@
 #   micropython-1.27.0.tar.xz (sha256 pinned below), downloaded into .deps/micropython/.
 # Nothing of MicroPython is copied into the repository.
 #
-# Usage: scripts/build-micropython.sh [-q] [--check] [target ...]
+# Test hooks for the download path (host_tests/test_micropython_ports.py runs it
+# offline against a local file): PNP_MICROPYTHON_RELEASE_URL replaces RELEASE_URL,
+# PNP_MICROPYTHON_RELEASE_SHA256 replaces the pinned sha256 the download must have,
+# PNP_MICROPYTHON_SHARED_DIR replaces ../shared/micropython (set it to an empty folder to
+# force the download), PNP_MICROPYTHON_OUT replaces .deps/micropython. For tests only: a
+# build never needs them.
+#
+# Usage: scripts/build-micropython.sh [-q] [--check|--source] [target ...]
 #   targets: unix unix32 unix32-frozen qemu-MPS2_AN385 qemu-MPS2_AN385-frozen (default: all)
 #   --check  build nothing; exit 1 with one line per missing/stale output
+#   --source only find (or download and verify) the source archive; print its path
 #   -q       print only problems and one summary line
 # Exit status 0 when every requested target is built and current, 1 otherwise (one line
 # per problem on stderr naming what to install). PNP_SKIP_MICROPYTHON_BUILD=1: do nothing.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-OUT="$ROOT/.deps/micropython"
+OUT="${PNP_MICROPYTHON_OUT:-$ROOT/.deps/micropython}"                        # test hook
 VERSION=1.27.0
 MIN_SHA256=196177fd59ca28bfe0d9e8a15e71cd6909bedfe7a0dfa644d20ebe85215a572a
 RELEASE_URL="https://github.com/micropython/micropython/releases/download/v$VERSION/micropython-$VERSION.tar.xz"
-# sha256 of that release archive, as pinned by Homebrew's micropython formula for 1.27.0
+# sha256 of that release archive, as pinned by Homebrew's micropython formula for 1.27.0.
+# Not verified here: these machines have no network, so this exact archive has never
+# been downloaded by this script (the download-and-verify steps are tested offline with
+# the hooks above, host_tests/test_micropython_ports.py).
 RELEASE_SHA256=9874b20646c3bbe81d524f779a16875e5d088b7065e175ffd2aa2a02f50573c9
+RELEASE_URL="${PNP_MICROPYTHON_RELEASE_URL:-$RELEASE_URL}"                 # test hook
+RELEASE_SHA256="${PNP_MICROPYTHON_RELEASE_SHA256:-$RELEASE_SHA256}"        # test hook
+SHARED_DIR="${PNP_MICROPYTHON_SHARED_DIR:-$(dirname "$ROOT")/shared/micropython}"   # test hook
 SCRIPT_REV=1   # bump to force a rebuild of everything
 
 QUIET=0
 CHECK=0
+SOURCE_ONLY=0
 TARGETS=()
 for a in "$@"; do
   case "$a" in
     -q) QUIET=1 ;;
     --check) CHECK=1 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    --source) SOURCE_ONLY=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     -*) echo "build-micropython: unknown option $a" >&2; exit 2 ;;
     *) TARGETS+=("$a") ;;
   esac
@@ -71,17 +89,18 @@ TARBALL="" TAR_SHA=""
 if [ -n "${MICROPYTHON_TARBALL:-}" ]; then
   [ -f "$MICROPYTHON_TARBALL" ] || { echo "build-micropython: MICROPYTHON_TARBALL=$MICROPYTHON_TARBALL does not exist" >&2; exit 1; }
   TARBALL="$MICROPYTHON_TARBALL"
-elif [ -f "$(dirname "$ROOT")/shared/micropython/micropython-$VERSION-min.tar.gz" ]; then
-  TARBALL="$(dirname "$ROOT")/shared/micropython/micropython-$VERSION-min.tar.gz"
+elif [ -f "$SHARED_DIR/micropython-$VERSION-min.tar.gz" ]; then
+  TARBALL="$SHARED_DIR/micropython-$VERSION-min.tar.gz"
 elif [ -f "$OUT/micropython-$VERSION.tar.xz" ]; then
   TARBALL="$OUT/micropython-$VERSION.tar.xz"
 elif [ "$CHECK" = 0 ]; then
   say "downloading $RELEASE_URL"
   if ! curl -fsSL --retry 2 -o "$OUT/download.partial" "$RELEASE_URL" 2>"$OUT/download.err"; then
     echo "build-micropython: cannot download $RELEASE_URL ($(tail -1 "$OUT/download.err")); put the v$VERSION source at ../shared/micropython/micropython-$VERSION-min.tar.gz or set MICROPYTHON_TARBALL" >&2
-    rm -f "$OUT/download.partial"
+    rm -f "$OUT/download.partial" "$OUT/download.err"
     exit 1
   fi
+  rm -f "$OUT/download.err"
   got="$(sha_of "$OUT/download.partial")"
   if [ "$got" != "$RELEASE_SHA256" ]; then
     echo "build-micropython: $RELEASE_URL has sha256 $got, not the pinned $RELEASE_SHA256: refusing it" >&2
@@ -108,6 +127,8 @@ case "$TAR_SHA" in
      exit 1 ;;
 esac
 
+if [ "$SOURCE_ONLY" = 1 ]; then echo "$TARBALL $TAR_SHA"; exit 0; fi
+
 SRC="$OUT/src"
 MPY="$SRC/micropython-$VERSION"
 unpack() {
@@ -130,11 +151,6 @@ write_if_changed() { # path content
 }
 write_if_changed "$MANIFESTS/unix.py" 'include("$(MPY_DIR)/extmod/asyncio")'
 write_if_changed "$MANIFESTS/frozen.py" "include(\"\$(MPY_DIR)/extmod/asyncio\")
-include(\"$ROOT/firmware/manifest.py\")"
-# The qemu port has no _asyncio C module (MICROPY_PY_ASYNCIO 0): add its Python
-# stand-in asyncio/task.py, which extmod/asyncio/manifest.py leaves out.
-write_if_changed "$MANIFESTS/qemu-frozen.py" "include(\"\$(MPY_DIR)/extmod/asyncio\")
-freeze(\"\$(MPY_DIR)/extmod\", \"asyncio/task.py\", opt=3)
 include(\"$ROOT/firmware/manifest.py\")"
 
 # ------------------------------------------------------------------ tools
@@ -170,11 +186,6 @@ target_spec() {
           ARGS="$COMMON_UNIX MICROPY_FORCE_32BIT=1 BUILD=build-pnp-unix32 FROZEN_MANIFEST=$MANIFESTS/unix.py" ;;
     unix32-frozen) PORT=unix; CCV="$(cc_version gcc) -m32"; ARTIFACT=micropython; FROZEN=1
           ARGS="$COMMON_UNIX MICROPY_FORCE_32BIT=1 BUILD=build-pnp-unix32-frozen FROZEN_MANIFEST=$MANIFESTS/frozen.py" ;;
-    qemu-*-frozen) local b="${t#qemu-}"; b="${b%-frozen}"; PORT=qemu; CCV="$(cc_version arm-none-eabi-gcc)"; FROZEN=1
-          ARTIFACT=firmware.elf
-          ARGS="BOARD=$b BUILD=build-pnp-$b-frozen MPY_LIB_DIR=$NOLIB FROZEN_MANIFEST=$MANIFESTS/qemu-frozen.py" ;;
-    qemu-*) local b="${t#qemu-}"; PORT=qemu; CCV="$(cc_version arm-none-eabi-gcc)"; ARTIFACT=firmware.elf
-          ARGS="BOARD=$b BUILD=build-pnp-$b MPY_LIB_DIR=$NOLIB FROZEN_MANIFEST=" ;;
     *) echo "build-micropython: unknown target $t (known: ${ALL[*]})" >&2; exit 2 ;;
   esac
   KEY="rev $SCRIPT_REV | $TAR_SHA | $PORT | $ARGS | $CCV"
@@ -203,6 +214,27 @@ run_make() { # dir log args...
 
 STATES=()
 for t in "${TARGETS[@]}"; do
+  case "$t" in
+    qemu-MPS2_AN385|qemu-MPS2_AN385-frozen)
+      # the one qemu builder (its own key, lock and source check)
+      qargs=(--profile port -q); [ "$t" = qemu-MPS2_AN385-frozen ] && qargs+=(--frozen)
+      t1=$(date +%s)
+      qbuild() { MICROPYTHON_TARBALL="$TARBALL" python3 "$ROOT/boards/qemu/build.py" "${qargs[@]}" "$@" 2>&1 >/dev/null; }
+      if qout="$(qbuild --check)"; then
+        STATES+=("$t ok")
+      elif [ "$CHECK" = 0 ] && qout="$(qbuild)"; then
+        STATES+=("$t built in $(( $(date +%s) - t1 )) s")
+      elif [ "$CHECK" = 1 ]; then
+        problem "MicroPython $t is not built or stale: run scripts/build-micropython.sh"; STATES+=("$t STALE")
+      elif ! have_arm; then
+        problem "cannot build MicroPython $t: arm-none-eabi-gcc or newlib missing: install gcc-arm-none-eabi libnewlib-arm-none-eabi"
+        STATES+=("$t MISSING")
+      else
+        problem "MicroPython $t does not build (boards/qemu/build.py): $(tail -1 <<<"$qout" | cut -c1-300)"
+        STATES+=("$t FAILED")
+      fi
+      continue ;;
+  esac
   target_spec "$t"
   dest="$OUT/$t"
   if [ "$(cat "$dest/.key" 2>/dev/null)" = "$KEY" ] && [ -f "$dest/$ARTIFACT" ]; then
@@ -221,10 +253,6 @@ for t in "${TARGETS[@]}"; do
   case "$t" in
     unix32*) if ! have_m32; then
                problem "cannot build MicroPython $t: gcc -m32 does not work: install gcc-multilib"
-               STATES+=("$t MISSING"); continue
-             fi ;;
-    qemu-*)  if ! have_arm; then
-               problem "cannot build MicroPython $t: arm-none-eabi-gcc or newlib missing: install gcc-arm-none-eabi libnewlib-arm-none-eabi"
                STATES+=("$t MISSING"); continue
              fi ;;
   esac

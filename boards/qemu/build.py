@@ -1,15 +1,32 @@
-"""Build MicroPython's qemu port (Cortex-M3, MPS2-AN385) as the pnpipsec qemu board.
+"""Build MicroPython's qemu port (Cortex-M3, MPS2-AN385): the one builder of every qemu
+firmware of this project.
 
-    python boards/qemu/build.py [--profile esp32|pico_w] [--frozen] [--out DIR]
-    -> prints the path of firmware.elf
+    python boards/qemu/build.py [--profile esp32|pico_w|pico|large|port] [--frozen]
+                                [--check] [--force] [-q]
+    -> prints the path of firmware.elf (--check: builds nothing, exit 1 when stale)
+
+Variants (one build folder each, .deps/qemu-board/build-<profile>[-frozen]/):
+  * --profile: the GC heap (PROFILES); `port` is the port's own default heap (143,360
+    bytes), used by the firmware test modules (host_tests/mpports.py,
+    scripts/build-micropython.sh's qemu targets) and `pnp bench` (tools/pnp/bench_qemu.py);
+    esp32/pico_w/pico/large stand for real boards (`pnp vboard --board qemu`).
+  * --frozen: the pnpipsec package (firmware/manifest.py) and pnpboard frozen in;
+    without it only asyncio, _boot.py and board.py (boards/qemu/manifest.py).
+  * build(..., firmware_dir=D, tag=T): freeze D/manifest.py instead of firmware/ (the
+    bench's --rev builds a git revision that way), in build-<...>-T/.
+
+Cache: a build is redone only when its key changes (firmware.key beside firmware.elf):
+sha256 of the source tarball, the make arguments, `arm-none-eabi-gcc --version`, this
+file (the patches), and the content of every frozen input (boards/qemu, and with
+--frozen firmware/pnpipsec and boards/common/pnpboard). A current build costs the hash
+of those files (~20 ms).
 
 The MicroPython source is the v1.27.0 tarball (MICROPYTHON_TARBALL, else ../shared/
 micropython/micropython-1.27.0-min.tar.gz, else the release archive that
-scripts/build-micropython.sh downloads; sha256 checked, see TARBALLS), unpacked once
-into the cache (default .deps/qemu-board/, or $PNP_QEMU_CACHE). Nothing of MicroPython is
-kept in this repository; the build changes four things in the unpacked copy, each by a
-small text substitution done here (see patch_tree):
-
+scripts/build-micropython.sh downloads and checks; sha256 checked here again, see
+TARBALLS), unpacked once into the cache (default .deps/qemu-board/, or $PNP_QEMU_CACHE).
+Nothing of MicroPython is kept in this repository; the build changes four things in the
+unpacked copy, each by a small text substitution done here (see patch_tree):
 
   * ports/qemu/main.c: after mp_init() run the frozen _boot.py, then boot.py and (from
     the friendly REPL only) main.py, as every other port does (the stock qemu port goes
@@ -19,22 +36,21 @@ small text substitution done here (see patch_tree):
     its RAM disk (see boards/qemu/_boot.py);
   * ports/qemu/mpconfigport.h: MICROPY_PY_ASYNCIO 1 (the C _asyncio module; the stock
     port has 0);
-  * make variables: MICROPY_HEAP_SIZE per profile, MICROPY_VFS_LFS2=1 (littlefs for the RAM disk), and FROZEN_MANIFEST =
-    boards/qemu/manifest.py (asyncio, _boot.py, board.py; with --frozen also the pnpipsec
-    package and pnpboard).
-
-Heap profiles (MICROPY_HEAP_SIZE, the GC heap; see PROFILES and boards/qemu/README.md).
+  * make variables: MICROPY_HEAP_SIZE per profile, MICROPY_VFS_LFS2=1 (littlefs for the
+    RAM disk), USER_C_MODULES=cmod (mp_hal_time_ns), FROZEN_MANIFEST=boards/qemu/manifest.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -44,13 +60,14 @@ REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 MIN_SHA256 = "196177fd59ca28bfe0d9e8a15e71cd6909bedfe7a0dfa644d20ebe85215a572a"
 RELEASE_SHA256 = "9874b20646c3bbe81d524f779a16875e5d088b7065e175ffd2aa2a02f50573c9"
 TARBALLS = [
-    (os.environ.get("MICROPYTHON_TARBALL", ""), None),
-    (os.path.join(os.path.dirname(REPO), "shared", "micropython", "micropython-1.27.0-min.tar.gz"), MIN_SHA256),
-    ("/work/shared/micropython/micropython-1.27.0-min.tar.gz", MIN_SHA256),
-    (os.path.join(REPO, ".deps", "micropython", "micropython-1.27.0.tar.xz"), RELEASE_SHA256),
+    os.environ.get("MICROPYTHON_TARBALL", ""),
+    os.path.join(os.path.dirname(REPO), "shared", "micropython", "micropython-1.27.0-min.tar.gz"),
+    "/work/shared/micropython/micropython-1.27.0-min.tar.gz",
+    os.path.join(REPO, ".deps", "micropython", "micropython-1.27.0.tar.xz"),
 ]
 CACHE = os.environ.get("PNP_QEMU_CACHE", os.path.join(REPO, ".deps", "qemu-board"))
 SRC_NAME = "micropython-1.27.0"
+FIRMWARE = os.path.join(REPO, "firmware")
 
 # GC heap sizes. The figure is what the real board leaves to Python after boot
 # (../shared/recipes/platform-facts.md: ESP32 without PSRAM ~110 KiB usable once the heap
@@ -65,6 +82,9 @@ PROFILES = {
     # no real board: room for the whole package imported from .mpy files (pnp deploy),
     # which at the time of writing does not run in the heaps above (README, qemu board)
     "large": 320 * 1024,
+    # the port's own MICROPY_HEAP_SIZE (143,360, ports/qemu/Makefile): the test modules
+    # and the bench run in it
+    "port": 136 * 1024,
 }
 
 MAIN_ANCHOR = "        mp_init();\n"
@@ -105,14 +125,14 @@ def prerequisites():
                       ("qemu-system-arm", "qemu-system-arm"), ("make", "make")):
         if shutil.which(tool) is None:
             out.append("%s not on PATH (Debian: apt-get install %s)" % (tool, pkg))
-    if not os.path.exists(os.path.join(CACHE, SRC_NAME, "ports", "qemu")) and _tarball() is None:
+    if not os.path.exists(os.path.join(CACHE, SRC_NAME, ".pnp-patched")) and _tarball() is None:
         out.append("MicroPython v1.27.0 source missing: none of %s (set MICROPYTHON_TARBALL, or run "
-                   "scripts/build-micropython.sh, which downloads the release)" % ", ".join(p for p, _ in TARBALLS if p))
+                   "scripts/build-micropython.sh, which downloads the release)" % ", ".join(p for p in TARBALLS if p))
     return out
 
 
 def _tarball():
-    for path, _sha in TARBALLS:
+    for path in TARBALLS:
         if path and os.path.exists(path):
             return path
     return None
@@ -127,15 +147,19 @@ def _sha256(path):
 
 
 def source_tree():
-    """The unpacked, patched MicroPython tree in the cache."""
+    """(path, tarball sha256) of the unpacked, patched MicroPython tree in the cache.
+    Unpacked again when the tarball found differs from the one unpacked."""
     top = os.path.join(CACHE, SRC_NAME)
     stamp = os.path.join(top, ".pnp-patched")
-    if os.path.exists(stamp):
-        return top
+    done = open(stamp).read().split()[-1] if os.path.exists(stamp) else None
     tarball = _tarball()
     if tarball is None:
+        if done:
+            return top, done
         raise BuildError("no MicroPython v1.27.0 source archive (see prerequisites())")
     got = _sha256(tarball)
+    if got == done:
+        return top, done
     if got not in (MIN_SHA256, RELEASE_SHA256):
         raise BuildError("%s: sha256 %s is not v1.27.0's (%s or %s)" % (tarball, got, MIN_SHA256, RELEASE_SHA256))
     os.makedirs(CACHE, exist_ok=True)
@@ -145,8 +169,8 @@ def source_tree():
         t.extractall(CACHE)
     patch_tree(top)
     with open(stamp, "w") as f:
-        f.write("patched\n")
-    return top
+        f.write("patched %s\n" % got)
+    return top, got
 
 
 def _substitute(path, anchor, new):
@@ -172,70 +196,146 @@ def _make(args, cwd, log):
         raise BuildError("make failed in %s:\n%s" % (cwd, (p.stdout[-3000:] + p.stderr[-5000:])))
 
 
-def variant_name(profile, frozen):
-    return "%s%s" % (profile, "-frozen" if frozen else "")
+def variant_name(profile, frozen, tag=None):
+    return "%s%s%s" % (profile, "-frozen" if frozen else "", "-" + tag if tag else "")
 
 
-def firmware_path(profile="esp32", frozen=False):
-    return os.path.join(CACHE, "build-" + variant_name(profile, frozen), "firmware.elf")
+def build_dir(profile="esp32", frozen=False, tag=None):
+    return os.path.join(CACHE, "build-" + variant_name(profile, frozen, tag))
 
 
-def _inputs_mtime(frozen):
-    """Newest modification time of the files frozen into a build (rebuild when newer)."""
-    roots = [os.path.join(HERE, f) for f in ("manifest.py", "_boot.py", "board.py", "build.py",
-                                            "cmod/pnpqemu/time_ns.c")]
+def firmware_path(profile="esp32", frozen=False, tag=None):
+    return os.path.join(build_dir(profile, frozen, tag), "firmware.elf")
+
+
+def _frozen_inputs(frozen, firmware_dir):
+    """Every file whose content goes into the firmware besides MicroPython's own."""
+    files = [os.path.join(HERE, f) for f in ("build.py", "manifest.py", "_boot.py", "board.py")]
+    roots = [os.path.join(HERE, "cmod")]
     if frozen:
-        for d in (os.path.join(REPO, "firmware", "pnpipsec"), os.path.join(REPO, "boards", "common", "pnpboard")):
-            for dp, _dn, fn in os.walk(d):
-                roots += [os.path.join(dp, x) for x in fn if x.endswith(".py")]
-    return max(os.path.getmtime(p) for p in roots if os.path.exists(p))
+        roots += [firmware_dir, os.path.join(REPO, "boards", "common", "pnpboard")]
+    for r in roots:
+        for dp, dn, fn in os.walk(r):
+            dn[:] = sorted(d for d in dn if d != "__pycache__")
+            files += [os.path.join(dp, x) for x in sorted(fn) if x.endswith((".py", ".c", ".h", ".mk"))]
+    return files
 
 
-def build(profile="esp32", frozen=False, jobs=2, log=None, force=False):
-    """Build (when stale) and return the path of firmware.elf for this variant."""
-    log = log or (lambda s: print(s, file=sys.stderr))
-    heap = heap_size(profile)
-    out = firmware_path(profile, frozen)
-    if not force and os.path.exists(out) and os.path.getmtime(out) >= _inputs_mtime(frozen):
-        return out
-    missing = [m for m in prerequisites() if "qemu-system-arm" not in m]
-    if missing:
-        raise BuildError("; ".join(missing))
-    top = source_tree()
-    if not os.path.exists(os.path.join(top, "mpy-cross", "build", "mpy-cross")):
-        _make(["-j%d" % jobs], os.path.join(top, "mpy-cross"), log)
-    port = os.path.join(top, "ports", "qemu")
-    # the manifest require()s nothing from micropython-lib (not in the tarball); make
-    # only checks that the folder has a README.md
-    mpylib = os.path.join(CACHE, "no-micropython-lib")
-    os.makedirs(mpylib, exist_ok=True)
-    with open(os.path.join(mpylib, "README.md"), "w") as f:
-        f.write("empty: the qemu board's manifest requires nothing from micropython-lib\n")
-    build_dir = os.path.join(CACHE, "build-" + variant_name(profile, frozen))
-    args = ["-j%d" % jobs, "BOARD=MPS2_AN385", "BUILD=" + build_dir,
-            "MICROPY_HEAP_SIZE=%d" % heap, "MICROPY_VFS_LFS2=1", "MPY_LIB_DIR=" + mpylib,
-            "USER_C_MODULES=" + os.path.join(HERE, "cmod"),
-            "FROZEN_MANIFEST=" + os.path.join(HERE, "manifest.py"),
-            "PNP_REPO=" + REPO, "PNP_FREEZE_PACKAGE=%d" % (1 if frozen else 0)]
-    # the manifest reads PNP_REPO / PNP_FREEZE_PACKAGE from the environment
-    env_backup = dict(os.environ)
-    os.environ["PNP_REPO"] = REPO
-    os.environ["PNP_FREEZE_PACKAGE"] = "1" if frozen else "0"
+def _cc_version():
     try:
-        # a frozen-content change is not seen by make: drop the frozen outputs first
-        shutil.rmtree(os.path.join(build_dir, "frozen_mpy"), ignore_errors=True)
-        for f in ("frozen_content.c", "frozen_content.o"):
-            p = os.path.join(build_dir, f)
-            if os.path.exists(p):
-                os.unlink(p)
-        _make(args, port, log)
-    finally:
-        os.environ.clear()
-        os.environ.update(env_backup)
-    if not os.path.exists(out):
-        raise BuildError("make succeeded but %s is missing" % out)
-    os.utime(out)
-    return out
+        return subprocess.run(["arm-none-eabi-gcc", "--version"], capture_output=True,
+                              text=True).stdout.split("\n")[0]
+    except OSError:
+        return "none"
+
+
+def _key(tar_sha, args, frozen, firmware_dir):
+    h = hashlib.sha256()
+    h.update(("%s\n%s\n%s\n" % (tar_sha, " ".join(args), _cc_version())).encode())
+    for f in _frozen_inputs(frozen, firmware_dir):
+        h.update(f.encode() + b"\0")
+        with open(f, "rb") as fh:
+            h.update(hashlib.sha256(fh.read()).digest())
+    return h.hexdigest()
+
+
+def _git_head():
+    try:
+        head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "firmware", "boards/qemu",
+                                "boards/common"], capture_output=True, text=True).stdout.strip()
+        return (head + ("+dirty" if dirty else "")) or None
+    except OSError:
+        return None
+
+
+def _plan(profile, frozen, firmware_dir, tag, jobs=2):
+    """(make args without -j, key); key None when the source is missing."""
+    bdir = build_dir(profile, frozen, tag)
+    top = os.path.join(CACHE, SRC_NAME)
+    args = ["BOARD=MPS2_AN385", "BUILD=" + bdir, "MICROPY_HEAP_SIZE=%d" % heap_size(profile),
+            "MICROPY_VFS_LFS2=1", "MPY_LIB_DIR=" + os.path.join(CACHE, "no-micropython-lib"),
+            "USER_C_MODULES=" + os.path.join(HERE, "cmod"), "FROZEN_MANIFEST=" + os.path.join(HERE, "manifest.py")]
+    # the manifest reads these from the environment
+    env = {"PNP_FREEZE_PACKAGE": "1" if frozen else "0", "PNP_FIRMWARE_DIR": firmware_dir,
+           }
+    return top, bdir, args, env
+
+
+def info(profile="esp32", frozen=False, tag=None):
+    """What firmware.json beside firmware.elf says (key, git, built), or None."""
+    try:
+        with open(os.path.join(build_dir(profile, frozen, tag), "firmware.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def current(profile="esp32", frozen=False, firmware_dir=FIRMWARE, tag=None):
+    """True when firmware.elf exists and its key matches the inputs now."""
+    out = firmware_path(profile, frozen, tag)
+    stamp = os.path.join(CACHE, SRC_NAME, ".pnp-patched")
+    if not os.path.exists(out) or not os.path.exists(stamp):
+        return False
+    tar_sha = open(stamp).read().split()[-1]
+    tarball = _tarball()
+    if tarball is not None and _sha256(tarball) != tar_sha:
+        return False
+    _top, _bdir, args, _env = _plan(profile, frozen, firmware_dir, tag)
+    return (info(profile, frozen, tag) or {}).get("key") == _key(tar_sha, args, frozen, firmware_dir)
+
+
+def build(profile="esp32", frozen=False, jobs=2, log=None, force=False, firmware_dir=FIRMWARE, tag=None,
+          git=None):
+    """Build (when its key changed) and return the path of firmware.elf for this variant
+    (git: what firmware.json records as the source revision; default: this checkout's).
+    One build at a time per cache (a lock file)."""
+    import fcntl
+    log = log or (lambda s: print(s, file=sys.stderr))
+    heap_size(profile)
+    os.makedirs(CACHE, exist_ok=True)
+    with open(os.path.join(CACHE, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        out = firmware_path(profile, frozen, tag)
+        if not force and current(profile, frozen, firmware_dir, tag):
+            return out
+        missing = [m for m in prerequisites() if "qemu-system-arm" not in m]
+        if missing:
+            raise BuildError("; ".join(missing))
+        top, tar_sha = source_tree()
+        if not os.path.exists(os.path.join(top, "mpy-cross", "build", "mpy-cross")):
+            _make(["-j%d" % jobs], os.path.join(top, "mpy-cross"), log)
+        # the manifest require()s nothing from micropython-lib (not in the tarball); make
+        # only checks that the folder has a README.md
+        mpylib = os.path.join(CACHE, "no-micropython-lib")
+        os.makedirs(mpylib, exist_ok=True)
+        with open(os.path.join(mpylib, "README.md"), "w") as f:
+            f.write("empty: the qemu board's manifest requires nothing from micropython-lib\n")
+        _top, bdir, args, env = _plan(profile, frozen, firmware_dir, tag)
+        key = _key(tar_sha, args, frozen, firmware_dir)
+        env_backup = dict(os.environ)
+        os.environ.update(env)
+        try:
+            # makemanifest reuses a frozen .mpy newer than its source (mtime), which misses
+            # e.g. a git-archive snapshot: drop the frozen outputs and the key first
+            shutil.rmtree(os.path.join(bdir, "frozen_mpy"), ignore_errors=True)
+            for f in ("frozen_content.c", "frozen_content.o", "firmware.json"):
+                p = os.path.join(bdir, f)
+                if os.path.exists(p):
+                    os.unlink(p)
+            _make(["-j%d" % jobs] + args, os.path.join(top, "ports", "qemu"), log)
+        finally:
+            os.environ.clear()
+            os.environ.update(env_backup)
+        if not os.path.exists(out):
+            raise BuildError("make succeeded but %s is missing" % out)
+        with open(os.path.join(bdir, "firmware.json"), "w") as f:
+            json.dump({"key": key, "profile": profile, "frozen": frozen, "firmware_dir": firmware_dir,
+                       "git": git or (_git_head() if firmware_dir == FIRMWARE else None),
+                       "micropython": "v1.27.0", "tarball_sha256": tar_sha, "board": "MPS2_AN385",
+                       "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, f)
+        return out
 
 
 def main(argv=None):
@@ -243,11 +343,24 @@ def main(argv=None):
     p.add_argument("--profile", choices=sorted(PROFILES), default="esp32")
     p.add_argument("--frozen", action="store_true", help="freeze pnpipsec and pnpboard into the firmware")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--check", action="store_true", help="build nothing; exit 1 when missing or stale")
+    p.add_argument("-q", action="store_true", help="no make progress lines")
     a = p.parse_args(argv)
+    if a.check:
+        if current(a.profile, a.frozen):
+            print(firmware_path(a.profile, a.frozen))
+            return 0
+        print("build: qemu firmware %s is not built or stale" % variant_name(a.profile, a.frozen), file=sys.stderr)
+        return 1
     try:
-        print(build(a.profile, a.frozen, force=a.force))
+        print(build(a.profile, a.frozen, jobs=os.cpu_count() or 2, force=a.force,
+                    log=(lambda s: None) if a.q else None))
     except BuildError as e:
-        print("build: %s" % e, file=sys.stderr)
+        text = str(e).strip()
+        if a.q:   # one line: the first and the first compiler error
+            errs = [ln for ln in text.splitlines()[1:] if "error" in ln.lower()]
+            text = text.splitlines()[0] + (": " + errs[0].strip()[:200] if errs else "")
+        print("build: %s" % text, file=sys.stderr)
         return 2
     return 0
 

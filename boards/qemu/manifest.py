@@ -5,13 +5,13 @@
 #   _boot.py     mounts the RAM disk (run by the patched main.c before boot.py/main.py)
 #   board.py     the board glue; a /board.py on the file system takes precedence
 #
-# With PNP_FREEZE_PACKAGE=1 (build.py --frozen) also pnpipsec (firmware/manifest.py)
-# and pnpboard, as boards/esp32/manifest.py does for a real board.
+# With PNP_FREEZE_PACKAGE=1 (build.py --frozen) also pnpipsec ($PNP_FIRMWARE_DIR/manifest.py,
+# default firmware/) and pnpboard, as boards/esp32/manifest.py does for a real board.
 import os
 
 include("$(MPY_DIR)/extmod/asyncio")
 module("_boot.py")
 module("board.py")
 if os.environ.get("PNP_FREEZE_PACKAGE") == "1":
-    include("../../firmware/manifest.py")
+    include(os.path.join(os.environ.get("PNP_FIRMWARE_DIR") or "../../firmware", "manifest.py"))
     package("pnpboard", base_path="../common")

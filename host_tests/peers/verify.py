@@ -427,7 +427,7 @@ def check_micropython():
         fw = mpports.qemu_firmware(frozen=frozen)
         tag = "MPS2_AN385%s" % (" (frozen)" if frozen else "")
         if fw is None:
-            problems.append("MicroPython qemu firmware %s missing in .deps/micropython: %s" % (tag, build))
+            problems.append("MicroPython qemu firmware %s missing in .deps/qemu-board: %s" % (tag, build))
             continue
         code = "import sys\n" + ("import pnpipsec.esp\n" if frozen else "") + "print('MP-OK', sys.implementation._machine)\n"
         try:

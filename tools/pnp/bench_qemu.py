@@ -1,14 +1,14 @@
 """Instruction counts on a Cortex-M3 (MicroPython's qemu port, MPS2-AN385) for `pnp bench`.
 
-The firmware is stock MicroPython v1.27.0 `ports/qemu` (BOARD=MPS2_AN385) with
-firmware/pnpipsec frozen into it (FROZEN_MANIFEST=firmware/manifest.py): the qemu port
-has no file system, and frozen bytecode is how a real board would carry the package.
-`python -m pnp.bench_qemu --build` builds it into .deps/micropython/qemu-pnpbench/
-(source: the v1.27.0 tarball, MICROPYTHON_TARBALL, sha256 checked; needs
-gcc-arm-none-eabi and libnewlib-arm-none-eabi); a stamp beside firmware.elf records a
-hash of the frozen sources, and the bench rebuilds a stale firmware when it can.
-PNP_QEMU_FIRMWARE_FROZEN (as in host_tests/mpports.py) names another firmware.elf with
-pnpipsec frozen in; it is used as is.
+The firmware is the qemu board's (boards/qemu/build.py, the one qemu builder) in its
+`port` profile with pnpipsec frozen in: MicroPython v1.27.0 `ports/qemu`
+(BOARD=MPS2_AN385), the port's own 143,360-byte heap, frozen bytecode as a real board
+would carry the package (the same firmware the host_tests/mp modules run on).
+`python -m pnp.bench_qemu --build` builds it (needs gcc-arm-none-eabi and
+libnewlib-arm-none-eabi and the v1.27.0 tarball); the builder keys it on the frozen
+sources, and the bench rebuilds a stale firmware when it can. PNP_QEMU_FIRMWARE_FROZEN
+(as in host_tests/mpports.py) names another firmware.elf with pnpipsec frozen in; it is
+used as is.
 
 Counting: qemu runs with `-icount shift=0`, one guest instruction per virtual
 nanosecond, so a difference of time.ticks_us() inside the guest is instructions / 1000
@@ -51,12 +51,6 @@ import tempfile
 import time
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-CACHE = os.path.join(REPO, ".deps", "micropython", "qemu-pnpbench")
-ELF = os.path.join(CACHE, "firmware.elf")
-STAMP = os.path.join(CACHE, "firmware.stamp")
-TARBALL = os.environ.get("MICROPYTHON_TARBALL", "/work/shared/micropython/micropython-1.27.0-min.tar.gz")
-TARBALL_SHA256 = "196177fd59ca28bfe0d9e8a15e71cd6909bedfe7a0dfa644d20ebe85215a572a"
-SRC_NAME = "micropython-1.27.0"
 QEMU = "qemu-system-arm"
 QEMU_ARGS = ["-machine", "mps2-an385", "-nographic", "-monitor", "null", "-semihosting",
              "-icount", "shift=0", "-serial", "pty"]
@@ -121,53 +115,34 @@ TARGETS = [
 
 
 # ------------------------------------------------------------------ firmware
-def sources_hash(root=None):
-    """sha256 over the frozen sources (firmware/pnpipsec/**.py and firmware/manifest.py)
-    of the repository at root (default: this working tree)."""
-    root = REPO if root is None else root
-    h = hashlib.sha256()
-    files = [os.path.join(root, "firmware", "manifest.py")]
-    for d, dirs, names in os.walk(os.path.join(root, "firmware", "pnpipsec")):
-        dirs[:] = sorted(x for x in dirs if x != "__pycache__")
-        files += [os.path.join(d, n) for n in sorted(names) if n.endswith(".py")]
-    for f in files:
-        h.update(os.path.relpath(f, root).encode() + b"\0")
-        with open(f, "rb") as fh:
-            h.update(fh.read())
-    return h.hexdigest()
+def qemu_build():
+    """boards/qemu/build.py as a module."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("pnp_qemu_build", os.path.join(REPO, "boards", "qemu", "build.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-def _git_head():
-    try:
-        p = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "firmware"],
-                               capture_output=True, text=True).stdout.strip()
-        return p.stdout.strip() + ("+dirty" if dirty else "")
-    except OSError:
-        return None
-
-
-def read_stamp():
-    try:
-        with open(STAMP) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+def elf_path(rev=None):
+    """firmware.elf of the working tree's build, or of the --rev build."""
+    return qemu_build().firmware_path("port", True, tag="rev" if rev else None)
 
 
 def can_build():
     """None when a build is possible, else why not."""
-    for tool in ("arm-none-eabi-gcc", "make", "cc"):
-        if shutil.which(tool) is None:
-            return "%s not found (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi)" % tool
-    if not os.path.isdir(os.path.join(CACHE, SRC_NAME)) and not os.path.exists(TARBALL):
-        return "MicroPython source tarball not found (MICROPYTHON_TARBALL=%s)" % TARBALL
-    return None
+    missing = [m for m in qemu_build().prerequisites() if not m.startswith("qemu-system-arm")]
+    return "; ".join(missing) if missing else None
 
 
-def _snapshot(rev):
-    """firmware/ of git revision rev, unpacked under the cache; returns that root."""
-    root = os.path.join(CACHE, "rev-src")
+def build(log=None, rev=None):
+    """Build (or refresh) the frozen firmware from this working tree, or from git
+    revision rev (e.g. "HEAD": committed code only); returns the path of firmware.elf."""
+    qb = qemu_build()
+    say = (lambda s: print(s, file=log)) if log is not None else (lambda s: None)
+    if rev is None:
+        return qb.build("port", True, log=say)
+    root = os.path.join(qb.CACHE, "rev-src")      # firmware/ of that revision
     shutil.rmtree(root, ignore_errors=True)
     os.makedirs(root)
     arch = subprocess.run(["git", "-C", REPO, "archive", "--format=tar", rev, "firmware"],
@@ -175,59 +150,18 @@ def _snapshot(rev):
     import io
     with tarfile.open(fileobj=io.BytesIO(arch)) as t:
         t.extractall(root)
-    return root
+    git = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", rev], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    return qb.build("port", True, log=say, firmware_dir=os.path.join(root, "firmware"), tag="rev", git=git)
 
 
-def build(log=None, rev=None):
-    """Build (or refresh) the frozen firmware from this working tree, or from git
-    revision rev (e.g. "HEAD": committed code only); returns the path of firmware.elf.
-    One build at a time (a lock file in the cache)."""
-    import fcntl
-    os.makedirs(CACHE, exist_ok=True)
-    with open(os.path.join(CACHE, ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return _build(log, rev)
-
-
-def _build(log, rev):
-    root = REPO if rev is None else _snapshot(rev)
-    manifest = os.path.join(root, "firmware", "manifest.py")
-    src = os.path.join(CACHE, SRC_NAME)
-    if not os.path.isdir(os.path.join(src, "ports", "qemu")):
-        with open(TARBALL, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
-        if digest != TARBALL_SHA256:
-            raise RuntimeError("%s: sha256 %s, expected %s" % (TARBALL, digest, TARBALL_SHA256))
-        with tarfile.open(TARBALL) as t:
-            t.extractall(CACHE)
-    # makemanifest insists on micropython-lib's README even when nothing is required from
-    # it (firmware/manifest.py requires nothing): an empty stand-in satisfies the check.
-    mpylib = os.path.join(CACHE, "no-micropython-lib")
-    os.makedirs(mpylib, exist_ok=True)
-    with open(os.path.join(mpylib, "README.md"), "w") as f:
-        f.write("stand-in: the pnpipsec manifest requires nothing from micropython-lib\n")
-    out = subprocess.DEVNULL if log is None else log
-    build_dir = os.path.join(CACHE, "build")
-    # makemanifest reuses a frozen .mpy that is newer than its source (mtime), and files
-    # from `git archive` carry the commit's time: always recompile the frozen modules
-    shutil.rmtree(os.path.join(build_dir, "frozen_mpy"), ignore_errors=True)
-    jobs = "-j%d" % max(1, min(4, os.cpu_count() or 1))
-    digest = sources_hash(root)
-    if rev is None:
-        git = _git_head()
-    else:
-        git = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", rev], capture_output=True,
-                             text=True, check=True).stdout.strip()
-    subprocess.run(["make", "-C", os.path.join(src, "mpy-cross"), jobs], check=True, stdout=out, stderr=out)
-    subprocess.run(["make", "-C", os.path.join(src, "ports", "qemu"), jobs, "BOARD=MPS2_AN385",
-                    "BUILD=" + build_dir, "MPY_LIB_DIR=" + mpylib, "FROZEN_MANIFEST=" + manifest],
-                   check=True, stdout=out, stderr=out)
-    shutil.copyfile(os.path.join(build_dir, "firmware.elf"), ELF + ".tmp")
-    os.replace(ELF + ".tmp", ELF)
-    with open(STAMP, "w") as f:
-        json.dump({"sources_sha256": digest, "git": git, "rev": rev, "micropython": "v1.27.0",
-                   "board": "MPS2_AN385", "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, f)
-    return ELF
+def read_stamp(elf):
+    """What the builder recorded about elf (git, key, built), or None."""
+    try:
+        with open(os.path.join(os.path.dirname(elf), "firmware.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def firmware(rebuild_stale=True, build_missing=False):
@@ -238,22 +172,25 @@ def firmware(rebuild_stale=True, build_missing=False):
         return (p, None) if os.path.exists(p) else (None, "PNP_QEMU_FIRMWARE_FROZEN=%s not found" % p)
     if shutil.which(QEMU) is None:
         return None, "%s not found (apt-get install qemu-system-arm)" % QEMU
-    have = os.path.exists(ELF)
-    stamp = read_stamp() if have else None
-    fresh = stamp is not None and stamp.get("sources_sha256") == sources_hash()
-    if have and fresh:
-        return ELF, None
+    qb = qemu_build()
+    elf = elf_path()
+    have = os.path.exists(elf)
+    if have and qb.current("port", True):
+        return elf, None
     why = can_build()
     if not have and not build_missing:
         return None, "qemu firmware not built (python -m pnp.bench_qemu --build)"
     if why is not None:
         if have:
-            return None, "qemu firmware is stale (firmware/ changed) and cannot be rebuilt: " + why
+            return None, "qemu firmware is stale (its sources changed) and cannot be rebuilt: " + why
         return None, why
     if have and not rebuild_stale:
         return None, "qemu firmware is stale (python -m pnp.bench_qemu --build)"
-    build()
-    return ELF, None
+    try:
+        build()
+    except qb.BuildError as e:
+        raise RuntimeError(str(e))
+    return elf, None
 
 
 # ------------------------------------------------------------------ running a script
@@ -679,7 +616,7 @@ def measure(keys=None, runs=2, build_missing=False, timeout=900, elf=None):
             d["estimates"] = [{"board": t["board"], "mhz": t["mhz"],
                                "seconds": n * t["cycles_per_m3_instruction"] / (t["mhz"] * 1e6)} for t in TARGETS]
         rows.append(d)
-    stamp = read_stamp() if elf == ELF else None
+    stamp = read_stamp(elf)
     env = dict(results[0]["env"])
     return {"firmware": elf, "stamp": stamp, "env": env, "runs": runs, "elapsed_s": elapsed,
             "agree": all(d["agree"] for d in rows), "baseline": "ladder", "rows": rows,
@@ -763,7 +700,7 @@ def main(argv=None):
             print("cannot build: " + why, file=sys.stderr)
             return 2
         print(build(log=sys.stderr, rev=a.rev), file=sys.stderr)
-    q = measure(keys_for(a.only), runs=a.runs, elf=ELF if a.rev else None)
+    q = measure(keys_for(a.only), runs=a.runs, elf=elf_path(rev=True) if a.rev else None)
     if a.json:
         json.dump(q, sys.stdout, indent=1)
         print()

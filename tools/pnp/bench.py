@@ -154,7 +154,8 @@ class Inputs:
     def expected(self, case):
         if case.startswith("handshake"):
             return True   # both engines derived the same CHILD SA keys
-        return {"x25519": self.shared, "ed25519_sign": self.sig, "ed25519_verify": True}[case]
+        return {"x25519": self.shared, "x25519_rfc": self.shared, "ed25519_sign": self.sig,
+                "ed25519_verify": True}[case]
 
 
 # A whole IKE_SA_INIT + IKE_AUTH (with CHILD SA) between two engines in memory, with
@@ -195,10 +196,60 @@ def fn():
     return len(ca) == 1 and len(cb) == 1 and ca[0].enc_out == cb[0].enc_in and ca[0].int_in == cb[0].int_out
 """
 
+# The baseline for pnpipsec's big-integer X25519: RFC 7748 section 5's pseudo-code
+# transcribed literally (cswap by mask arithmetic, every field operation reduced mod p,
+# z^(p-2) by pow for the inversion; squares as x * x).
+RFC_LADDER = """
+def cswap(swap, x_2, x_3):
+    dummy = (0 - swap) & (x_2 ^ x_3)
+    x_2 = x_2 ^ dummy
+    x_3 = x_3 ^ dummy
+    return x_2, x_3
+def x25519_rfc(k, u):
+    p = 2 ** 255 - 19
+    a24 = 121665
+    kb = bytearray(k)
+    kb[0] &= 248
+    kb[31] &= 127
+    kb[31] |= 64
+    k = int.from_bytes(bytes(kb), "little")
+    x_1 = (int.from_bytes(u, "little") & ((1 << 255) - 1)) % p
+    x_2 = 1
+    z_2 = 0
+    x_3 = x_1
+    z_3 = 1
+    swap = 0
+    for t in range(254, -1, -1):
+        k_t = (k >> t) & 1
+        swap ^= k_t
+        x_2, x_3 = cswap(swap, x_2, x_3)
+        z_2, z_3 = cswap(swap, z_2, z_3)
+        swap = k_t
+        A = (x_2 + z_2) % p
+        AA = A * A % p
+        B = (x_2 - z_2) % p
+        BB = B * B % p
+        E = (AA - BB) % p
+        C = (x_3 + z_3) % p
+        D = (x_3 - z_3) % p
+        DA = D * A % p
+        CB = C * B % p
+        x_3 = (DA + CB) * (DA + CB) % p
+        z_3 = x_1 * ((DA - CB) * (DA - CB) % p) % p
+        x_2 = AA * BB % p
+        z_2 = E * ((AA + a24 * E) % p) % p
+    x_2, x_3 = cswap(swap, x_2, x_3)
+    z_2, z_3 = cswap(swap, z_2, z_3)
+    return (x_2 * pow(z_2, p - 2, p) % p).to_bytes(32, "little")
+def fn():
+    return x25519_rfc(K, U)
+"""
+
 # Pure-Python cases: source that defines fn() from the globals of Inputs.globals();
 # it runs as is on CPython and on MicroPython.
 PURE_CASES = {
     "x25519": "from pnpipsec.crypto import x25519\ndef fn():\n    return x25519.x25519(K, U)\n",
+    "x25519_rfc": RFC_LADDER,
     "ed25519_sign": "from pnpipsec.crypto import ed25519\ndef fn():\n    return ed25519.sign(SEED, MSG)\n",
     "ed25519_verify": "from pnpipsec.crypto import ed25519\ndef fn():\n    return ed25519.verify(PUB, MSG, SIG)\n",
     "handshake_null": HANDSHAKE % "PeerConfig(auth='null')",
@@ -280,22 +331,27 @@ for k, v in CFG["globals"].items():
     G[k] = unhexlify(v) if v is not None else None
 
 
-def time_ms(fn, reps, target_ms):
+def inner_for(fn, target_ms):
     t0 = perf_ms()
     fn()
     once = max(perf_ms() - t0, 0.001)
-    inner = max(1, int(target_ms / once))
-    samples = []
-    for _ in range(reps):
-        gc.collect()
-        t0 = perf_ms()
-        for _ in range(inner):
-            fn()
-        samples.append((perf_ms() - t0) / inner)
-    return samples, inner
+    return max(1, int(target_ms / once))
 
 
+def sample(fn, inner):
+    gc.collect()
+    t0 = perf_ms()
+    for _ in range(inner):
+        fn()
+    return (perf_ms() - t0) / inner
+
+
+# Every case is checked and calibrated first; then the samples are taken round-robin
+# (one per case per round, the order reversed every other round), so slow drift in the
+# VM (the JIT tiering up, other load) falls on every case alike and ratios between
+# cases of this run compare like with like.
 res = {"_env": {"version": list(sys.implementation.version[:3])}}
+ready = []
 for case, src in CFG["cases"].items():
     ns = dict(G)
     try:
@@ -306,12 +362,21 @@ for case, src in CFG["cases"].items():
             res[case] = {"na": "WRONG RESULT (differs from cryptography)"}
             continue
         gc.collect()
-        samples, inner = time_ms(ns["fn"], CFG["reps"], CFG["target_ms"])
-        res[case] = {"samples_ms": samples, "inner": inner}
+        inner = inner_for(ns["fn"], CFG["target_ms"])
+        ready.append((case, ns["fn"], inner))
+        res[case] = {"samples_ms": [], "inner": inner}
     except ImportError as e:
         res[case] = {"na": "missing: %s" % e}
     except Exception as e:
         res[case] = {"na": "%s: %s" % (type(e).__name__, e)}
+for r in range(CFG["reps"]):
+    for case, fn, inner in (ready if r % 2 == 0 else ready[::-1]):
+        if "samples_ms" not in res[case]:
+            continue
+        try:
+            res[case]["samples_ms"].append(sample(fn, inner))
+        except Exception as e:
+            res[case] = {"na": "%s: %s" % (type(e).__name__, e)}
 print("PNPBENCH " + json.dumps(res))
 '''
 
@@ -392,6 +457,10 @@ for _case in PURE_CASES:
     PROBES[_case + "/wasm"] = ("MicroPython wasm pure Python", wasm_pure(_case))
 
 
+PROBES["x25519_rfc/cpython"] = ("plain RFC 7748 ladder, CPython", cpython_pure("x25519_rfc"))
+PROBES["x25519_rfc/wasm"] = ("plain RFC 7748 ladder, MicroPython wasm", wasm_pure("x25519_rfc"))
+
+
 class Row:
     """One line of the table: probe beside baseline (None: this row is the baseline)."""
 
@@ -430,6 +499,15 @@ for _case, _op in (
     ROWS.append(Row(_op, _case + "/cryptography"))
     ROWS.append(Row(_op, _case + "/cpython", baseline=_case + "/cryptography"))
     ROWS.append(Row(_op, _case + "/wasm", baseline=_case + "/cryptography", also=_case + "/cpython"))
+# pnpipsec's big-integer ladder (what runs where the port has no native emitters) beside
+# RFC 7748's pseudo-code transcribed literally (RFC_LADDER), timed in the same process
+# and interleaved; goal: at most 0.7x on the wasm port.
+X25519_RFC_GOAL = 0.7
+ROWS.append(Row("X25519 vs plain RFC ladder (wasm)", "x25519_rfc/wasm"))
+ROWS.append(Row("X25519 vs plain RFC ladder (wasm)", "x25519/wasm", baseline="x25519_rfc/wasm",
+                budget=X25519_RFC_GOAL))
+ROWS.append(Row("X25519 vs plain RFC ladder (cpython)", "x25519_rfc/cpython"))
+ROWS.append(Row("X25519 vs plain RFC ladder (cpython)", "x25519/cpython", baseline="x25519_rfc/cpython"))
 # DESIGN section 12: handshake CPU per node <= 1.3x the X25519 operations it must do
 # (2 per node: 4 for the pair both rows measure).
 for _case, _op in (("handshake_null", "IKE handshake NULL, 2 nodes"),

@@ -260,22 +260,38 @@ class _Manifest:
     def __init__(self):
         self.calls = []
 
-    def run(self, path):
+    def run(self, path, **options):
         here = os.path.dirname(os.path.abspath(path))
 
         def res(p):
             return p if p.startswith("$(") else os.path.normpath(os.path.join(here, p))
 
+        class Options:                       # manifestfile.IncludeOptions
+            def __init__(self, kw):
+                self.kw, self.dflt = kw, {}
+
+            def defaults(self, **kw):
+                self.dflt = kw
+
+            def __getattr__(self, name):
+                return self.kw.get(name, self.dflt.get(name))
+
         g = {
+            "options": Options(options),
             "metadata": lambda **kw: self.calls.append(("metadata", kw)),
             "package": lambda name, files=None, base_path=".", opt=None:
                 self.calls.append(("package", name, res(base_path))),
             "module": lambda name, base_path=".", opt=None: self.calls.append(("module", os.path.join(res(base_path), name))),
-            "include": lambda p, **kw: self.calls.append(("include", res(p))),
+            "include": lambda p, **kw: self.calls.append(("include", res(p), kw)),
             "require": lambda name, **kw: self.calls.append(("require", name)),
         }
-        with open(path) as f:
-            exec(compile(f.read(), path, "exec"), g)
+        prev = os.getcwd()
+        os.chdir(here)                       # as manifestfile.py does
+        try:
+            with open(path) as f:
+                exec(compile(f.read(), path, "exec"), g)
+        finally:
+            os.chdir(prev)
         return self.calls
 
 
@@ -294,7 +310,35 @@ def test_board_manifest_freezes_package_and_glue(board):
     calls = _Manifest().run(os.path.join(REPO, "boards", board, "manifest.py"))
     inc = [c[1] for c in calls if c[0] == "include"]
     assert os.path.join(REPO, "firmware", "manifest.py") in inc
+    # with the viper field arithmetic frozen as native code (the port passes -march)
+    assert [c[2] for c in calls if c[0] == "include" and c[1].endswith("firmware/manifest.py")] == [{"native": True}]
     assert any(i.startswith("$(") for i in inc)                      # the port's own manifest
     assert ("package", "pnpboard", os.path.join(REPO, "boards", "common")) in calls
     assert os.path.isdir(os.path.join(REPO, "boards", "common", "pnpboard"))
     assert ("module", os.path.join(REPO, "boards", board, "board.py")) in calls
+
+
+def test_firmware_manifest_native_option_freezes_the_generated_module(tmp_path, monkeypatch):
+    # native=True: pnpipsec/crypto/_fe25519_native.py, generated from fe25519.source()
+    # into PNP_GEN_DIR, frozen under that name; it compiles with -march only (so it is
+    # not in firmware/, which compiles with plain mpy-cross)
+    from pnpipsec.crypto import fe25519
+
+    manifest = os.path.join(REPO, "firmware", "manifest.py")
+    gen = tmp_path / "pnpipsec" / "crypto" / "_fe25519_native.py"
+    monkeypatch.setenv("PNP_GEN_DIR", str(tmp_path))
+    assert not [c for c in _Manifest().run(manifest) if c[0] == "module"]
+    assert not gen.exists()
+    calls = _Manifest().run(manifest, native=True)
+    assert ("module", str(gen)) in calls
+    text = gen.read_text()
+    assert text.endswith(fe25519.source()) and text.startswith('"""GENERATED')
+    mtime = gen.stat().st_mtime_ns
+    _Manifest().run(manifest, native=True)
+    assert gen.stat().st_mtime_ns == mtime                       # unchanged: not rewritten
+    _need_tools()
+    cross = deploy.mpy_cross_cmd()
+    p = subprocess.run(cross + ["-o", str(tmp_path / "plain.mpy"), str(gen)], capture_output=True, text=True)
+    assert p.returncode != 0
+    p = subprocess.run(cross + ["-march=armv7m", "-o", str(tmp_path / "n.mpy"), str(gen)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr

@@ -161,3 +161,74 @@ def test_qemu_cortex_m3_differential_vs_openssl():
     out = mpports.run_qemu_script(fw, DIFF_SCRIPT % json.dumps([xs, eds]), timeout=900)
     line = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
     assert line and json.loads(line[-1][7:]) == [], out[-3000:]
+
+
+NATIVE_SCRIPT = """
+import sys, gc, binascii
+sys.path.insert(0, "/remote/lib")  # the deployed files, when mounted
+gc.collect()
+free = gc.mem_free()
+from pnpipsec.crypto import fe25519, x25519
+run = fe25519.kernel()
+import pnpipsec.crypto._fe25519_native as nat
+gc.collect()
+print("ORIGIN", run is nat._run, nat.__file__, free - gc.mem_free())
+H = binascii.unhexlify
+X = lambda b: binascii.hexlify(b).decode()
+print("V1", X(x25519.x25519(H("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4"),
+                            H("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c"))))
+print("V2", X(x25519.x25519(H("4b66e9d4d1b4673c5ad22691957d6af5c11b6421e0ea01d42ca4169e7918ba0d"),
+                            H("e5210f12786811d3f4b7959d0538ae2c31dbe7106fc03c3efc4cd549c715a493"))))
+k = u = b"\\x09" + bytes(31)
+for i in range(ITER):
+    k, u = x25519.x25519(k, u), k
+print("I1000", X(k), fe25519.kernel() is nat._run)
+"""
+
+
+def test_qemu_frozen_kernel_is_the_frozen_native_module():
+    # the frozen firmware carries the viper code as native code (firmware/manifest.py,
+    # native=True): kernel() is that module's _run (not compiled from _fe25519_src on
+    # the board: that costs ~59 M instructions and ~21 KB of heap), frozen (its
+    # __file__ has no directory of a file system), and RFC 7748 5.2 runs through it
+    fw = _qemu()
+    got = _native_run(fw, 1000)
+    origin = got["ORIGIN"].split()
+    assert origin[:2] == ["True", "pnpipsec/crypto/_fe25519_native.py"], got
+    assert int(origin[2]) < 8000, got            # no ~21 KB of compiled code on the heap
+    assert got.get("I1000") == "684cf59ba83309552800ef566f2f4d3c1c3887c49360e3875f2eb94d99532c51 True", got
+
+
+def _native_run(fw, iterations, mount=None):
+    out = mpports.run_qemu_script(fw, "ITER = %d\n" % iterations + NATIVE_SCRIPT, timeout=900, mount=mount)
+    got = dict(ln.split(" ", 1) for ln in out.strip().splitlines() if ln[:2] in ("OR", "V1", "V2", "I1"))
+    assert "ORIGIN" in got, out[-3000:]
+    assert got.get("V1") == "c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552", out
+    assert got.get("V2") == "95cbde9476e8907d7aade45cb4b873f88b595a68799fa152e6f8f7647aac7957", out
+    return got
+
+
+def test_qemu_deployed_native_mpy(tmp_path):
+    # pnp deploy --native-arch armv7m: the package as .mpy plus the viper code compiled
+    # by mpy-cross -march=armv7m, loaded from the (mounted) file system by the plain
+    # firmware (nothing of pnpipsec frozen): kernel() takes the native module
+    import sys
+
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    from pnp import deploy
+
+    fw = mpports.qemu_firmware()
+    if fw is None or mpports.qemu_system() is None:
+        missing("plain qemu firmware or qemu-system-arm missing (scripts/build-micropython.sh)")
+    try:
+        deploy.mpy_cross_cmd()
+    except deploy.DeployError as e:
+        missing(str(e))
+    items, _dirs = deploy.make_plan("qemu")
+    items.append(deploy.Item(deploy.native_source(str(tmp_path / "gen")), "/lib/pnpipsec/crypto/_fe25519_native.mpy",
+                             True, "armv7m"))
+    deploy.build(items, str(tmp_path / "b"), log=lambda m: None)
+    with open(items[-1].local, "rb") as f:
+        assert f.read(4)[2] >> 2 == 5                # mpy header: native arch armv7m
+    got = _native_run(fw, 1, mount=str(tmp_path / "b"))
+    assert got["ORIGIN"].split()[:2] == ["True", "/remote/lib/pnpipsec/crypto/_fe25519_native.mpy"], got

@@ -10,8 +10,10 @@ Variants (one build folder each, .deps/qemu-board/build-<profile>[-frozen]/):
     bytes), used by the firmware test modules (host_tests/mpports.py,
     scripts/build-micropython.sh's qemu targets) and `pnp bench` (tools/pnp/bench_qemu.py);
     esp32/pico_w/pico/large stand for real boards (`pnp vboard --board qemu`).
-  * --frozen: the pnpipsec package (firmware/manifest.py) and pnpboard frozen in;
-    without it only asyncio, _boot.py and board.py (boards/qemu/manifest.py).
+  * --frozen: the pnpipsec package (firmware/manifest.py, native=True: the viper field
+    arithmetic as native Thumb-2 code, generated into <build folder>/pnp-gen) and
+    pnpboard frozen in; without it only asyncio, _boot.py and board.py
+    (boards/qemu/manifest.py).
   * build(..., firmware_dir=D, tag=T): freeze D/manifest.py instead of firmware/ (the
     bench's --rev builds a git revision that way), in build-<...>-T/.
 
@@ -259,7 +261,7 @@ def _plan(profile, frozen, firmware_dir, tag, jobs=2):
             "USER_C_MODULES=" + os.path.join(HERE, "cmod"), "FROZEN_MANIFEST=" + os.path.join(HERE, "manifest.py")]
     # the manifest reads these from the environment
     env = {"PNP_FREEZE_PACKAGE": "1" if frozen else "0", "PNP_FIRMWARE_DIR": firmware_dir,
-           }
+           "PNP_GEN_DIR": os.path.join(bdir, "pnp-gen")}
     return top, bdir, args, env
 
 

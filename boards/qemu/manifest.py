@@ -6,12 +6,13 @@
 #   board.py     the board glue; a /board.py on the file system takes precedence
 #
 # With PNP_FREEZE_PACKAGE=1 (build.py --frozen) also pnpipsec ($PNP_FIRMWARE_DIR/manifest.py,
-# default firmware/) and pnpboard, as boards/esp32/manifest.py does for a real board.
+# default firmware/; native=True: its viper field arithmetic frozen as native Thumb-2
+# code, the port's board passes -march=armv7m to mpy-cross) and pnpboard, as boards/esp32/manifest.py does for a real board.
 import os
 
 include("$(MPY_DIR)/extmod/asyncio")
 module("_boot.py")
 module("board.py")
 if os.environ.get("PNP_FREEZE_PACKAGE") == "1":
-    include(os.path.join(os.environ.get("PNP_FIRMWARE_DIR") or "../../firmware", "manifest.py"))
+    include(os.path.join(os.environ.get("PNP_FIRMWARE_DIR") or "../../firmware", "manifest.py"), native=True)
     package("pnpboard", base_path="../common")

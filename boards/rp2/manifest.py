@@ -6,6 +6,6 @@
 # /wifi.json stay on the file system; the frozen `board` module is imported by main.py.
 
 include("$(BOARD_DIR)/manifest.py")  # RPI_PICO_W: port manifest + networking bundle
-include("../../firmware/manifest.py")
+include("../../firmware/manifest.py", native=True)  # + viper field arithmetic as native code
 package("pnpboard", base_path="../common")
 module("board.py")

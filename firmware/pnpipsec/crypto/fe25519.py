@@ -4,14 +4,19 @@
 the WebAssembly port, ports built without native emitters); x25519.py and ed25519.py
 then keep their plain big-integer code.
 
-Why the viper source is a string (_fe25519_src.SRC, generated from source() below)
-compiled on the board at run time (exec) instead of a module of viper code: mpy-cross
-compiles viper code only with -march, and the firmware is deployed as plain bytecode
-for every board (the WebAssembly port cannot load native .mpy files). Every module
-compiles everywhere; on a board the viper code costs one compilation on first use
-(about 60 M instructions and ~21 KB of heap for the code on a Cortex-M3; it needs some
-50 KB free while compiling) and then no allocation per field operation. Generating the
-text on the board instead needs more contiguous heap than a 128 KB board has after boot.
+Where the viper code comes from, first found:
+  1. the module pnpipsec.crypto._fe25519_native: source() as a module, compiled to
+     native code with mpy-cross -march. firmware/manifest.py (native=True) generates
+     and freezes it into firmware builds (boards/esp32, rp2, qemu); the code then stays
+     in flash: no compilation and no heap for it. Not in firmware/ itself: mpy-cross
+     compiles viper code only with -march, and firmware/ is deployed as plain bytecode
+     for every board (the WebAssembly port cannot load native .mpy files).
+  2. the string _fe25519_src.SRC (generated from source() below), compiled on the board
+     at first use (exec): about 59 M instructions and ~21 KB of heap for the code, for
+     good, on a Cortex-M3; it needs some 50 KB free while compiling. Generating the text
+     on the board instead needs more contiguous heap than a 128 KB board has after boot.
+  3. None: no native emitter (SyntaxError of the probe), or no heap to compile.
+Then no allocation per field operation.
 
 Representation: 20 limbs of 13 bits (260 bits; 2^260 = 608 mod p) in 32-bit words of
 one array('i') workspace, N = 20 words per slot (slot 0 is reserved: word 0 holds the
@@ -178,6 +183,15 @@ def kernel():
 
         if sys.implementation.name != "micropython":
             return None
+        try:
+            # frozen native code (firmware/manifest.py, native=True): no compilation,
+            # and the code stays in flash, not in the GC heap
+            from pnpipsec.crypto._fe25519_native import _run
+
+            _kernel = _run
+            return _kernel
+        except Exception:  # noqa: BLE001 (ImportError; ValueError: .mpy of another arch)
+            pass
         g = {}
         exec(_PROBE, g)  # SyntaxError (cheap) where there are no native emitters
         import gc

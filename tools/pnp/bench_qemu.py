@@ -28,7 +28,8 @@ port has native emitters, or its import where the firmware has it frozen as nati
 is counted on its own (env `kernel_compile_kticks`).
 
 Baseline (same run, same board): the plain RFC 7748 section 5 ladder written directly
-in Python here (PLAIN_LADDER), on the same scalar and u; the X25519 rows show
+in Python (PLAIN_LADDER = pnp.bench.RFC_LADDER, the same source the wasm row times), on the
+same scalar and u; the X25519 rows show
 count / plain-ladder count. Results are checked on the board against expected values
 computed on the host (the `cryptography` package when present).
 
@@ -50,6 +51,8 @@ import sys
 import tarfile
 import tempfile
 import time
+
+from pnp.bench import RFC_LADDER
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 QEMU = "qemu-system-arm"
@@ -261,48 +264,10 @@ def run_script(elf, script, timeout=600):
 
 
 # ------------------------------------------------------------------ the board script
-# The textbook ladder of RFC 7748 section 5, written directly (mod p after every
-# operation, cswap as a conditional swap of both pairs, inversion by z^(p-2)).
-PLAIN_LADDER = '''
-def plain_x25519(k, u):
-    p = 2 ** 255 - 19
-    a24 = 121665
-    kb = bytearray(k)
-    kb[0] &= 248
-    kb[31] &= 127
-    kb[31] |= 64
-    k = int.from_bytes(bytes(kb), "little")
-    x_1 = (int.from_bytes(u, "little") & ((1 << 255) - 1)) % p
-    x_2 = 1
-    z_2 = 0
-    x_3 = x_1
-    z_3 = 1
-    swap = 0
-    for t in range(254, -1, -1):
-        k_t = (k >> t) & 1
-        swap ^= k_t
-        if swap:
-            x_2, x_3 = x_3, x_2
-            z_2, z_3 = z_3, z_2
-        swap = k_t
-        A = (x_2 + z_2) % p
-        AA = A * A % p
-        B = (x_2 - z_2) % p
-        BB = B * B % p
-        E = (AA - BB) % p
-        C = (x_3 + z_3) % p
-        D = (x_3 - z_3) % p
-        DA = D * A % p
-        CB = C * B % p
-        x_3 = (DA + CB) * (DA + CB) % p
-        z_3 = x_1 * ((DA - CB) * (DA - CB) % p) % p
-        x_2 = AA * BB % p
-        z_2 = E * ((AA + a24 * E) % p) % p
-    if swap:
-        x_2, x_3 = x_3, x_2
-        z_2, z_3 = z_3, z_2
-    return (x_2 * pow(z_2, p - 2, p) % p).to_bytes(32, "little")
-'''
+# The baseline: RFC 7748 section 5's pseudo-code transcribed literally, the same
+# source `pnp bench` times on wasm and CPython (pnp.bench.RFC_LADDER: cswap by mask
+# arithmetic, every operation reduced mod p, inversion by z^(p-2)).
+PLAIN_LADDER = RFC_LADDER + 'plain_x25519 = x25519_rfc\n'
 
 BOARD_SCRIPT = r'''
 import gc, sys, time, hashlib, json

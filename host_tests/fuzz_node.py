@@ -64,7 +64,7 @@ from collections import Counter, deque
 
 from pnp_hostboard.board import HostBoard
 from pnp_hostboard.crypto import fast_ed25519
-from pnpipsec import AUTHENTICATED, udpencap
+from pnpipsec import AUTHENTICATED, ticks, udpencap
 from pnpipsec.identity import Identity
 from pnpipsec.ike import auth as ike_auth
 from pnpipsec.ike import codec
@@ -90,8 +90,13 @@ MAX_DATAGRAM = 65000       # payload bytes a UDP datagram can carry, rounded dow
 # ------------------------------------------------------------------ the world
 
 class Clock:
-    def __init__(self, t=1000.0):
+    """The core's ms ticks, starting 30 s before they wrap (so every run crosses it)."""
+
+    def __init__(self, t=ticks.MASK - 30000):
         self.t = t
+
+    def adv(self, secs):
+        self.t = ticks.add(self.t, round(secs * 1000))
 
 
 class FuzzBoard(HostBoard):
@@ -106,7 +111,7 @@ class FuzzBoard(HostBoard):
     def rand(self, n):
         return self._rng.randbytes(n)
 
-    def now(self):
+    def now_ms(self):
         return self.clock.t
 
 
@@ -195,7 +200,7 @@ class _RawPeer:
             if kind != "ike":
                 return
             data = body
-        self.engine.receive(data, addr, 0.0)
+        self.engine.receive(data, addr, 0)
 
     def pump(self):
         for msg, addr in self.engine.pop_datagrams():
@@ -463,19 +468,19 @@ class Fuzzer:
         B.engine.check_liveness(B.ike_up[M_HOST], c.t)
         B.engine.check_liveness(B.ike_up[A_HOST], c.t)
         self._settle()
-        c.t += 1
+        c.adv(1)
         A.engine.rekey_child(A.out[B_HOST].child, c.t)
         M.engine.rekey_child(M.out[B_HOST].child, c.t)
         self._settle()
-        c.t += 1
+        c.adv(1)
         B.engine.rekey_child(B.out[A_HOST].child, c.t)       # with KE (B's cfg: pfs)
         B.engine.rekey_child(B.out[M_HOST].child, c.t)
         self._settle()
-        c.t += 1
+        c.adv(1)
         A.engine.rekey_ike(A.ike_up[B_HOST], c.t)
         B.engine.rekey_ike(B.ike_up[M_HOST], c.t)
         self._settle()
-        c.t += 1
+        c.adv(1)
         B.engine.rekey_ike(B.ike_up[A_HOST], c.t)
         self._settle()
         for s in sizes:
@@ -610,9 +615,8 @@ class Fuzzer:
         self._settle()
 
     def _advance(self, secs, step=0.5):
-        end = self.clock.t + secs
-        while self.clock.t < end:
-            self.clock.t += step
+        for _ in range(int(secs / step + 0.999)):
+            self.clock.adv(step)
             self._timers()
 
     # -- live state of B -----------------------------------------------------------------
@@ -1220,7 +1224,7 @@ class Fuzzer:
         t1 = time.perf_counter()
         checkpoints = max(1, self.packets // 10)
         for i in range(self.packets):
-            self.clock.t += self.dt
+            self.clock.adv(self.dt)
             if i % self.timer_every == 0:
                 self.cur = ("timers", "", (), i)
                 self._timers()

@@ -127,10 +127,10 @@ def test_rekey_under_steady_traffic_loses_nothing():
             got = []
             for i in range(300):
                 if i == 100:
-                    a.engine.rekey_child(a.out[HB].child, a.board.now())
+                    a.engine.rekey_child(a.out[HB].child, a.board.now_ms())
                     a._pump()
                 if i == 200:
-                    b.engine.rekey_child(b.out[HA].child, b.board.now())
+                    b.engine.rekey_child(b.out[HA].child, b.board.now_ms())
                     b._pump()
                 await ep.send(b"%d" % i, (HB, 7000))
                 await asyncio.sleep(0.002)
@@ -246,7 +246,7 @@ def test_proved_level_survives_ike_rekey():
             await a.connect(HB, timeout=10)
             await a.wait_level(HB, AUTHENTICATED, timeout=5)
             old = a.ike_up[HB]
-            a.engine.rekey_ike(old, a.board.now())
+            a.engine.rekey_ike(old, a.board.now_ms())
             a._pump()
             for _ in range(100):
                 await asyncio.sleep(0.02)

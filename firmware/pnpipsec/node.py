@@ -27,6 +27,7 @@ from pnpipsec.levels import LevelTable
 from pnpipsec.pins import PinStore
 from pnpipsec.identity import fingerprint
 from pnpipsec.ike import engine as ike
+from pnpipsec.ticks import add, age, diff, ms
 
 _IKE_SA_INIT = 34
 _FLAG_RESPONSE = 0x20
@@ -148,9 +149,10 @@ class Endpoint:
 class Node:
     def __init__(self, board, identity, peers=(), ike_port=500, natt_port=4500,
                  addresses=(), keylog=None, log=None, accept_any=None, spd=None,
-                 pins=None, tofu=True, discovery=None, keepalive=20.0,
-                 esp_soft_packets=1 << 31, mtu=1280, send_timeout=10.0, liveness=30.0):
+                 pins=None, tofu=True, discovery=None, keepalive=20,
+                 esp_soft_packets=1 << 31, mtu=1280, send_timeout=10, liveness=30):
         self.board = board
+        self._now = board.now_ms        # integer ms ticks (pnpipsec.ticks)
         self.identity = identity
         self.peers = list(peers)
         self.ike_port = ike_port
@@ -163,17 +165,17 @@ class Node:
         storage = getattr(board, "storage", None) or _RamStorage()
         self.pins = pins if pins is not None else PinStore(storage)
         self.tofu = tofu
-        self.discovery = discovery or Discovery(probe_timeout=5.0)
+        self.discovery = discovery or Discovery(probe_timeout=5)
         self.levels = LevelTable()
         # RFC 3948 section 4: NAT keepalives hold the mapping open (we always claim NAT).
-        self.keepalive = keepalive
+        self.keepalive = ms(keepalive or 0)       # ms; 0: off
         self.esp_soft_packets = esp_soft_packets
         self.mtu = mtu
-        self.send_timeout = send_timeout
+        self.send_timeout = send_timeout          # s (the application's unit)
         # RFC 7296 section 2.4: a liveness check when we keep sending on an SA but heard
         # nothing protected from the peer for `liveness` s (it may have rebooted).
-        self.liveness = liveness
-        self._next_keepalive = 0.0
+        self.liveness = ms(liveness or 0)         # ms; 0: off
+        self._next_keepalive = None     # tick; None: due
         local = ike.LocalIdentity(ed25519_seed=identity.seed if identity else None)
         # A board may offer faster DH / signatures (the host board: OpenSSL); same API.
         self.engine = ike.Engine(board.rand, board.aes, local, policy=self._policy,
@@ -199,7 +201,7 @@ class Node:
         self._initiating = {}   # peer host -> IkeSA we started and that is not up yet
         self.ike_up = {}        # peer host -> established IkeSA
         self._to_probe = []     # (when, host) discovery wants probed (by the timer task)
-        self.answer_probe_delay = 0.3
+        self.answer_probe_delay = 300   # ms
         self._wake = asyncio.Event()
         self._running = False
         self._tasks = []
@@ -216,24 +218,24 @@ class Node:
         self._running = True
         self._tasks.append(asyncio.create_task(self._timer()))
 
-    async def stop(self, timeout=1.0):
+    async def stop(self, timeout=1):
         """Delete our IKE SAs, so the peers free them now (not at DPD or expiry), then
         close everything. A DELETE waits for the exchange in flight (a proof, a rekey:
         window size one) and then for its answer, normally a few ms; whatever has not
         finished after `timeout` s is deleted at once (engine.abandon), so stop is
         bounded and every DELETE leaves."""
         if self.sock_natt is not None and self._running:
-            now = self.board.now()
+            now = self._now()
             for sa in list(self.engine.sas.values()):
                 if sa.state in ("established", "rekeyed"):
                     self.engine.delete(sa, now)
             self._pump()
-            deadline = now + timeout
-            while self._deleting() and self.board.now() < deadline:
-                await asyncio.sleep(0.005)
+            deadline = add(now, ms(timeout, True))
+            while self._deleting() and diff(deadline, self._now()) > 0:
+                await _sleep_ms(5)
             for sa in list(self.engine.sas.values()):
                 if sa.state in ("deleting", "rekeyed"):
-                    self.engine.abandon(sa, self.board.now())
+                    self.engine.abandon(sa, self._now())
             self._pump()
             await asyncio.sleep(0)
         self._running = False
@@ -295,7 +297,9 @@ class Node:
     async def wait_level(self, host, level, timeout=10):
         """Returns the level once >= `level`; raises LevelTimeout after `timeout` s.
         Waiting also starts discovery with a peer we know nothing of."""
-        host = _norm(host)
+        return await self._wait_level(_norm(host), level, ms(timeout, True), timeout)
+
+    async def _wait_level(self, host, level, wait_ms, timeout):
         if self.levels.level(host) < level and host not in self.out:
             self._probe(host)
         ev = asyncio.Event()
@@ -304,7 +308,7 @@ class Node:
         def done(ok, lv):
             box.append((ok, lv))
             ev.set()
-        w = self.levels.wait(host, level, self.board.now() + timeout, done)
+        w = self.levels.wait(host, level, add(self._now(), wait_ms), done)
         self._wake.set()
         try:
             await ev.wait()
@@ -317,8 +321,8 @@ class Node:
         return lv
 
     def _set_level(self, host, lv):
-        self.levels.set(host, lv, self.board.now())
-        self.discovery.seen_level(inet.pton(host), lv, self.board.now())
+        self.levels.set(host, lv, self._now())
+        self.discovery.seen_level(inet.pton(host), lv, self._now())
 
     def _sa_level(self, host, sa):
         if sa.auth in ("psk", "pubkey"):
@@ -340,7 +344,7 @@ class Node:
         elif getattr(sa, "proved_key", None) is not None and \
                 self._sa_level(_norm(sa.peer_addr[0]), sa) >= AUTHENTICATED:
             trust = 1
-        return (trust, sa.last_rx or 0)
+        return (trust, self.engine.recency(sa))
 
     def approve(self, host, key):
         """Trust `key` for `host` from now on (the user's word, e.g. after a QR scan)."""
@@ -359,7 +363,7 @@ class Node:
                 best = c
         if best is None:
             if self.out.pop(host, None) is not None:
-                self.levels.drop(host, self.board.now())
+                self.levels.drop(host, self._now())
             return
         self.out[host] = best
         self._set_level(host, self._sa_level(host, best.child.ike))
@@ -387,7 +391,7 @@ class Node:
     def _policy(self, peer_addr, peer_id, auth_method):
         host = peer_addr[0]
         req = pol.Request(inet.pton(host), peer_id, auth_method)
-        if not self.decisions.decide_now(req, self.board.now()).accept:
+        if not self.decisions.decide_now(req, self._now()).accept:
             return None
         p = self.peer_for(host)
         if p is not None:
@@ -401,7 +405,7 @@ class Node:
         the discovery of an unknown peer is a short probe)."""
         if host in self._initiating:
             return
-        now = self.board.now()
+        now = self._now()
         key = inet.pton(host)
         sa = self.ike_up.get(host)
         if sa is not None and sa.state == "established":
@@ -429,9 +433,10 @@ class Node:
             (host, port), cfg, now, init_tries=cfg.retransmit_tries if known else None)
         self._pump()
 
-    def _probe_soon(self, host, delay=0.0):
-        """Probe from the timer task: the app's send returns before any DH work."""
-        self._to_probe.append((self.board.now() + delay, host))
+    def _probe_soon(self, host, delay=0):
+        """Probe from the timer task (after `delay` ms): the app's send returns
+        before any DH work."""
+        self._to_probe.append((add(self._now(), delay), host))
         self._wake.set()
 
     def _engine_has(self, host):
@@ -460,7 +465,7 @@ class Node:
             raise NodeError("no peer configured for %s" % host)
         self._failed.pop(host, None)
         self._probe(host, full=True)
-        deadline = self.board.now() + timeout
+        deadline = add(self._now(), ms(timeout, True))
         ev = asyncio.Event()
         self._waiters.append(ev)
         try:
@@ -468,14 +473,11 @@ class Node:
                 reason = self._failed.get(host)
                 if reason:
                     raise NodeError("SA with %s failed: %s" % (host, reason))
-                left = deadline - self.board.now()
+                left = diff(deadline, self._now())
                 if left <= 0:
                     raise NodeError("no SA with %s after %s s" % (host, timeout))
                 ev.clear()
-                try:
-                    await asyncio.wait_for(ev.wait(), left)
-                except asyncio.TimeoutError:
-                    pass
+                await _wait_ms(ev.wait(), left)
         finally:
             self._waiters.remove(ev)
 
@@ -502,7 +504,7 @@ class Node:
         host = _norm(addr[0])
         key = inet.pton(host)
         action = self.decisions.spd.match(key, self._fp(host), ep.port, addr[1]).with_min(ep.min_level)
-        deliver, probe = self.discovery.on_clear_inbound(key, action, self.board.now())
+        deliver, probe = self.discovery.on_clear_inbound(key, action, self._now())
         if probe:
             # Later than the sender's own probe, which is usually on its way: then the
             # engine already has its SA and we do not start a second, duplicate one.
@@ -519,7 +521,7 @@ class Node:
             # by length first: a 60 KB datagram is never copied through a parser
             self.stats["drop_oversize"] += 1
             return
-        now = self.board.now()
+        now = self._now()
         if not natt:
             self._ike_in(data, addr, sock, now)
             return
@@ -556,7 +558,7 @@ class Node:
             self.stats["esp_drop"] += 1
             return
         self.stats["esp_in"] += 1
-        self.engine.seen(c.child.ike, self.board.now())
+        self.engine.seen(c.child.ike, self._now())
         self._learn_natt(c.host, addr[1])    # the ICV checked: the peer's port is real
         if nh == 59:
             return
@@ -605,7 +607,7 @@ class Node:
         start on our next send, and only while there is none."""
         if host in self.ike_up or host in self._initiating or host in self._to_probe_hosts():
             return
-        if self.discovery.state(inet.pton(host), self.board.now()) == IPSEC:
+        if self.discovery.state(inet.pton(host), self._now()) == IPSEC:
             self._probe_soon(host, self.answer_probe_delay)
 
     def _to_probe_hosts(self):
@@ -622,10 +624,10 @@ class Node:
             action = action.with_min(ENCRYPTED)
         key = inet.pton(gw)
         timeout = self.send_timeout if timeout is None else timeout
-        deadline = self.board.now() + timeout
+        deadline = add(self._now(), ms(timeout, True))
         while True:
             lv = self.levels.level(gw)
-            what, probe, why = self.discovery.on_send(key, action, lv, self.board.now())
+            what, probe, why = self.discovery.on_send(key, action, lv, self._now())
             if what == "clear":
                 # The datagram first, the probe after: discovery never delays it.
                 await self._endpoint_for(sport)._clear_send(data, (host, addr[1]))
@@ -641,12 +643,12 @@ class Node:
                 return lv
             if what == "fail":
                 raise NodeError("not sent to %s: %s (policy %s never allows clear here)" % (host, why, action))
-            left = deadline - self.board.now()
+            left = diff(deadline, self._now())
             if left <= 0:
                 raise LevelTimeout("not sent to %s: level %d not reached in %s s; nothing left in clear"
                                    % (host, max(action.level, ENCRYPTED), timeout))
             try:
-                await self.wait_level(gw, max(action.level, ENCRYPTED), left)
+                await self._wait_level(gw, max(action.level, ENCRYPTED), left, timeout)
             except LevelTimeout:
                 pass   # loop once more: on_send decides between fail and a last check
 
@@ -703,7 +705,7 @@ class Node:
         try:
             packet = c.out.seal(payload, nh)
         except esp.EspLimit:
-            self.engine.rekey_child(c.child, self.board.now())
+            self.engine.rekey_child(c.child, self._now())
             self._pump()
             raise NodeError("SA with %s ran out of sequence numbers; rekeying" % host)
         self.stats["esp_out"] += 1
@@ -713,16 +715,16 @@ class Node:
         if c.out.needs_rekey and not c.rekey_asked:
             # Soft sequence limit: rekey long before the 32-bit counter could wrap.
             c.rekey_asked = True
-            self.engine.rekey_child(c.child, self.board.now())
+            self.engine.rekey_child(c.child, self._now())
             self._pump()
 
     def _check_alive(self, sa):
         """Sending into an SA the peer has been silent on: ask it (an empty
         INFORMATIONAL, retried as any exchange). A peer that rebooted never answers, the
         IKE SA goes down, and the next datagram brings up a new one (INITIAL_CONTACT)."""
-        now = self.board.now()
+        now = self._now()
         if self.liveness and sa.state == "established" and sa.pending is None and \
-                now - (sa.last_rx or now) >= self.liveness:
+                sa.last_rx is not None and age(now, sa.last_rx) >= self.liveness:
             self.stats["liveness_checks"] = self.stats.get("liveness_checks", 0) + 1
             self.engine.check_liveness(sa, now)
             self._pump()
@@ -832,7 +834,7 @@ class Node:
             del self._initiating[host]
             up = self.ike_up.get(host)
             self.discovery.probe_result(inet.pton(host), PROBE_OK if up is not None and up is not sa
-                                        else PROBE_TIMEOUT, self.board.now())
+                                        else PROBE_TIMEOUT, self._now())
         if self.ike_up.get(host) is sa:
             del self.ike_up[host]
         for ch in list(getattr(sa, "children", ())):
@@ -842,7 +844,7 @@ class Node:
         sign = self._sig.sign if self._sig is not None else _ed25519().sign
         data = proof.make(sign, self.identity.seed, self.identity.public,
                           self.engine.auth_octets(sa, True))
-        self.engine.send_notify(sa, proof.PROOF, data, self.board.now())
+        self.engine.send_notify(sa, proof.PROOF, data, self._now())
         self.stats["proof_sent"] += 1
 
     def _proof_in(self, sa, data):
@@ -860,7 +862,7 @@ class Node:
             self.log("proof from %s does not verify on this SA (relayed?)" % host)
             return
         self.stats["proof_ok"] += 1
-        verdict = self.pins.observe(inet.pton(host), key, self.board.now())
+        verdict = self.pins.observe(inet.pton(host), key, self._now())
         if verdict == "changed":
             self.stats["key_changed"] += 1
             self._event_out(("key_changed", host, key))
@@ -881,7 +883,7 @@ class Node:
         self.children[child.spi_in] = c
         self._failed.pop(c.host, None)
         if self._initiating.pop(c.host, None) is not None:
-            self.discovery.probe_result(inet.pton(c.host), PROBE_OK, self.board.now())
+            self.discovery.probe_result(inet.pton(c.host), PROBE_OK, self._now())
         self._relevel(c.host)
         if self.keylog is not None:
             self.keylog.esp(child)
@@ -901,35 +903,42 @@ class Node:
                 self.log("timer: %r" % e)
                 wait = 0.1
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), wait)
-            except asyncio.TimeoutError:
-                pass
+            await _wait_ms(self._wake.wait(), wait)
 
     def _timer_pass(self):
         """One pass of retransmissions, probes, level deadlines and keepalives; returns
-        how long to sleep."""
-        now = self.board.now()
-        due = [x for x in self._to_probe if x[0] <= now]
+        how long to sleep (ms, 1..1000: the pass also keeps old stamps in reach)."""
+        now = self._now()
+        due = [x for x in self._to_probe if diff(now, x[0]) >= 0]
         if due:
-            self._to_probe = [x for x in self._to_probe if x[0] > now]
+            self._to_probe = [x for x in self._to_probe if diff(now, x[0]) < 0]
             for _, host in due:
                 self._probe(host)
         self.engine.tick(now)
         self._pump()
         self.levels.tick(now)
+        self.decisions.tick(now)
         for key in self.discovery.tick(now):
             self.log("%s: no IKE answer, treated as legacy" % inet.ntop(key))
-        if self.keepalive and now >= self._next_keepalive:
+        if self.keepalive and (self._next_keepalive is None or
+                               diff(now, self._next_keepalive) >= 0):
             self._send_keepalives(now)
-        dl = _earliest(self.engine.next_deadline(), self.levels.next_deadline(),
-                       min([x[0] for x in self._to_probe]) if self._to_probe else None,
-                       self.discovery.next_deadline(),
-                       self._next_keepalive if self.keepalive else None)
-        return 1.0 if dl is None else max(0.001, min(1.0, dl - now))
+        dl = self.next_due(now)
+        return 1000 if dl is None else max(1, min(1000, dl))
+
+    def next_due(self, now):
+        """Milliseconds from `now` to the earliest timer of the node (<= 0: due), or
+        None. The timer task sleeps at most 1 s anyway."""
+        dl = _earliest(self.engine.next_deadline(now), self.levels.next_deadline(now),
+                       self.discovery.next_deadline(now),
+                       diff(self._next_keepalive, now) if self.keepalive and
+                       self._next_keepalive is not None else None)
+        for t, _ in self._to_probe:
+            dl = _earliest(dl, diff(t, now))
+        return dl
 
     def _send_keepalives(self, now):
-        self._next_keepalive = now + self.keepalive
+        self._next_keepalive = add(now, self.keepalive)
         for host in list(self.out):
             try:
                 self._send_natt(udpencap.KEEPALIVE, host)
@@ -950,6 +959,20 @@ class Node:
 def _ed25519():
     from pnpipsec.crypto import ed25519
     return ed25519
+
+
+async def _sleep_ms(n):
+    f = getattr(asyncio, "sleep_ms", None)     # MicroPython: no float
+    await (f(n) if f is not None else asyncio.sleep(n / 1000))
+
+
+async def _wait_ms(aw, n):
+    """Await `aw` for at most n ms (a timeout is not an error here)."""
+    f = getattr(asyncio, "wait_for_ms", None)  # MicroPython: no float
+    try:
+        await (f(aw, n) if f is not None else asyncio.wait_for(aw, n / 1000))
+    except asyncio.TimeoutError:
+        pass
 
 
 def _earliest(*times):

@@ -901,7 +901,7 @@ class Node:
                 wait = self._timer_pass()
             except Exception as e:  # timers must outlive any bug: log, keep running
                 self.log("timer: %r" % e)
-                wait = 0.1
+                wait = 100
             self._wake.clear()
             await _wait_ms(self._wake.wait(), wait)
 

@@ -722,10 +722,10 @@ class Fuzzer:
             "engine.sa_queue": max(queues), "engine.out": len(eng.out),
             "engine.events": len(eng.events), "engine.stats_keys": len(eng.stats),
             "node.children": len(B.children), "node.children_orphaned": orphans,
-            "node.out": len(B.out), "node.peer_stats": len(B.peer_stats),
-            "node._natt_seen": len(B._natt_seen), "node._failed": len(B._failed),
-            "node.events": len(B.events), "node.proved": len(B.proved),
-            "node._initiating": len(B._initiating), "node.ike_up": len(B.ike_up),
+            "node.out": len(B.out), "node.by_host": len(B.by_host),
+            "node.events": len(B.events),
+            "node.initiating": len([1 for p in B.by_host.values() if p.initiating]),
+            "node.ike_up": len(B.ike_up),
             "node._to_probe": len(B._to_probe), "node._waiters": len(B._waiters),
             "node.stats_keys": len(B.stats),
             "discovery.peers": len(B.discovery._peers),
@@ -747,9 +747,9 @@ class Fuzzer:
             "engine.children_per_sa": 2 * mc, "engine.children_total": 2 * ms * 2 * mc,
             "engine.sa_queue": 16, "engine.out": 64, "engine.events": 64,
             "engine.stats_keys": 64, "node.children": 2 * ms * 2 * mc,
-            "node.children_orphaned": 0, "node.out": 64, "node.peer_stats": 64,
-            "node._natt_seen": 64, "node._failed": 64, "node.events": 64, "node.proved": 64,
-            "node._initiating": 64, "node.ike_up": 2 * ms, "node._to_probe": 64,
+            "node.children_orphaned": 0, "node.out": 64, "node.by_host": 64,
+            "node.events": 64,
+            "node.initiating": 64, "node.ike_up": 2 * ms, "node._to_probe": 64,
             "node._waiters": 0, "node.stats_keys": 64, "discovery.peers": 32, "pins": 64,
             "pins.used": 64, "levels": 64, "levels.waiters": 0, "decisions.cache": 32,
             "endpoint.items": 64, "esp.drops_keys": 8,
@@ -1246,7 +1246,7 @@ class Fuzzer:
                 t = self.tables()
                 self.mem_points.append((i + 1, self._mem_now()["traced_current"], {
                     k: t[k] for k in ("engine.sas", "node.children", "pins", "discovery.peers",
-                                      "node.peer_stats", "node.events")}))
+                                      "node.by_host", "node.events")}))
                 self.log("%d packets, %.0f/s, findings %d" % (
                     i + 1, (i + 1) / (time.perf_counter() - t1), len(self.findings)))
         t_fuzz = time.perf_counter() - t1

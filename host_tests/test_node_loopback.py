@@ -314,8 +314,11 @@ def test_many_senders_do_not_grow_per_peer_tables():
             assert b.stats["no_sa"] == 100
             ep = b.endpoints[7000]
             assert b.stats["clear_in"] == 100 and ep.pending() + ep.dropped == 100   # queue bounded
-            assert len(b._natt_seen) == 0          # nothing learnt from unauthenticated junk
-            assert len(b.peer_stats) <= 64
+            # nothing learnt from unauthenticated junk; one bounded record per peer, and
+            # (a record per sender, bounded)
+            assert all(p.natt_port is None for h, p in b.by_host.items() if h != HA)
+            assert len(b.by_host) <= 64
+            assert b.stats["peer_table_full"] == 0  # strangers push out strangers only
         finally:
             for s in socks:
                 s.close()

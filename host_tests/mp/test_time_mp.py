@@ -92,6 +92,7 @@ class World:
         self.log = []           # (t, src, dst, dport, kind, len)
         self.levels = []        # (t, node, peer, old, new)
         self.outage = False
+        self.quiet = False      # True: the apps send nothing
         self.nodes = {}
         cfg = dict(child_lifetime=CHILD_LIFE, ike_lifetime=IKE_LIFE)
         self.a = self._node(A, b"A", aes, dh, sig, peers=[PeerEntry(B, zero_config(**cfg))],
@@ -147,6 +148,8 @@ class World:
         """Hourly: A and B each send the other one datagram (over ESP when up, else the
         node brings the SA up again); every 10 min C sends A a clear datagram."""
         t = self.t
+        if self.quiet:
+            return
         if t % C_EVERY == 0:
             self.a._clear_in(self.ep_a, b"C", (C, APP))
         if t % HOUR == 0:
@@ -157,8 +160,8 @@ class World:
                     me._probe(peer, True)
         self.settle()
 
-    def run(self, days):
-        end = days * DAY
+    def run(self, days, end=None):
+        end = days * DAY if end is None else end
         next_out = OUTAGE_AT
         while self.t < end:
             self.outage = next_out <= self.t < next_out + OUTAGE_LEN
@@ -252,3 +255,30 @@ def test_13_days_across_two_wraps_match_a_clock_that_never_wraps():
     assert w.log == ref.log
     assert w.levels == ref.levels
     check_schedule(w, days)
+
+
+def test_an_idle_sa_is_checked_rarely_and_a_vanished_peer_is_noticed():
+    # Liveness by default: no app traffic at all after the SA is up.
+    w = World(ticks.MASK - 5000, _aes())
+    w.app()                                   # A starts the SA (and C's first datagram)
+    w.quiet = True
+    w.run(0, end=DAY)                         # one idle day
+    infos = [r for r in w.log if r[1] == A and r[2] == B and r[4].startswith("ike 37 req")]
+    assert 20 <= len(infos) <= 4 * 24 + 8, len(infos)   # backs off to one per 15 min
+    assert w.a.level(B) == 2 and len(infos) - 4 <= w.a.stats["liveness_checks"] <= len(infos)
+    # B vanishes (every datagram between them is lost from now on).
+    gone = w.t
+    w.outage = True
+    while w.a.level(B) != 0 and w.t - gone < 2 * HOUR:
+        due = w.timers()
+        w.t += 1000 if due is None else max(1, min(due, 60000))
+    took = w.t - gone
+    assert took <= 15 * 60000 + 36000, took          # the longest idle wait + retries
+    assert not [sa for sa in w.a.engine.sas.values() if sa.peer_addr[0] == B]
+    assert not w.a.children and w.a.out == {}
+    # Sticky security: clear to B is refused (the app would wait for a new SA, then fail).
+    from pnpipsec.discovery import SEND_CLEAR
+    from pnpipsec.policy import Action, OPPORTUNISTIC
+    from pnpipsec import inet
+    what, probe, why = w.a.discovery.on_send(inet.pton(B), Action(OPPORTUNISTIC), 0, w.tick())
+    assert what != SEND_CLEAR and why == "sticky", (what, why)

@@ -64,7 +64,7 @@ from collections import Counter, deque
 
 from pnp_hostboard.board import HostBoard
 from pnp_hostboard.crypto import fast_ed25519
-from pnpipsec import AUTHENTICATED, udpencap
+from pnpipsec import AUTHENTICATED, ticks, udpencap
 from pnpipsec.identity import Identity
 from pnpipsec.ike import auth as ike_auth
 from pnpipsec.ike import codec
@@ -90,8 +90,13 @@ MAX_DATAGRAM = 65000       # payload bytes a UDP datagram can carry, rounded dow
 # ------------------------------------------------------------------ the world
 
 class Clock:
-    def __init__(self, t=1000.0):
+    """The core's ms ticks, starting 30 s before they wrap (so every run crosses it)."""
+
+    def __init__(self, t=ticks.MASK - 30000):
         self.t = t
+
+    def adv(self, secs):
+        self.t = ticks.add(self.t, round(secs * 1000))
 
 
 class FuzzBoard(HostBoard):
@@ -106,7 +111,7 @@ class FuzzBoard(HostBoard):
     def rand(self, n):
         return self._rng.randbytes(n)
 
-    def now(self):
+    def now_ms(self):
         return self.clock.t
 
 
@@ -195,7 +200,7 @@ class _RawPeer:
             if kind != "ike":
                 return
             data = body
-        self.engine.receive(data, addr, 0.0)
+        self.engine.receive(data, addr, 0)
 
     def pump(self):
         for msg, addr in self.engine.pop_datagrams():
@@ -463,19 +468,19 @@ class Fuzzer:
         B.engine.check_liveness(B.ike_up[M_HOST], c.t)
         B.engine.check_liveness(B.ike_up[A_HOST], c.t)
         self._settle()
-        c.t += 1
+        c.adv(1)
         A.engine.rekey_child(A.out[B_HOST].child, c.t)
         M.engine.rekey_child(M.out[B_HOST].child, c.t)
         self._settle()
-        c.t += 1
+        c.adv(1)
         B.engine.rekey_child(B.out[A_HOST].child, c.t)       # with KE (B's cfg: pfs)
         B.engine.rekey_child(B.out[M_HOST].child, c.t)
         self._settle()
-        c.t += 1
+        c.adv(1)
         A.engine.rekey_ike(A.ike_up[B_HOST], c.t)
         B.engine.rekey_ike(B.ike_up[M_HOST], c.t)
         self._settle()
-        c.t += 1
+        c.adv(1)
         B.engine.rekey_ike(B.ike_up[A_HOST], c.t)
         self._settle()
         for s in sizes:
@@ -610,9 +615,8 @@ class Fuzzer:
         self._settle()
 
     def _advance(self, secs, step=0.5):
-        end = self.clock.t + secs
-        while self.clock.t < end:
-            self.clock.t += step
+        for _ in range(int(secs / step + 0.999)):
+            self.clock.adv(step)
             self._timers()
 
     # -- live state of B -----------------------------------------------------------------
@@ -718,10 +722,10 @@ class Fuzzer:
             "engine.sa_queue": max(queues), "engine.out": len(eng.out),
             "engine.events": len(eng.events), "engine.stats_keys": len(eng.stats),
             "node.children": len(B.children), "node.children_orphaned": orphans,
-            "node.out": len(B.out), "node.peer_stats": len(B.peer_stats),
-            "node._natt_seen": len(B._natt_seen), "node._failed": len(B._failed),
-            "node.events": len(B.events), "node.proved": len(B.proved),
-            "node._initiating": len(B._initiating), "node.ike_up": len(B.ike_up),
+            "node.out": len(B.out), "node.by_host": len(B.by_host),
+            "node.events": len(B.events),
+            "node.initiating": len([1 for p in B.by_host.values() if p.initiating]),
+            "node.ike_up": len(B.ike_up),
             "node._to_probe": len(B._to_probe), "node._waiters": len(B._waiters),
             "node.stats_keys": len(B.stats),
             "discovery.peers": len(B.discovery._peers),
@@ -743,9 +747,9 @@ class Fuzzer:
             "engine.children_per_sa": 2 * mc, "engine.children_total": 2 * ms * 2 * mc,
             "engine.sa_queue": 16, "engine.out": 64, "engine.events": 64,
             "engine.stats_keys": 64, "node.children": 2 * ms * 2 * mc,
-            "node.children_orphaned": 0, "node.out": 64, "node.peer_stats": 64,
-            "node._natt_seen": 64, "node._failed": 64, "node.events": 64, "node.proved": 64,
-            "node._initiating": 64, "node.ike_up": 2 * ms, "node._to_probe": 64,
+            "node.children_orphaned": 0, "node.out": 64, "node.by_host": 64,
+            "node.events": 64,
+            "node.initiating": 64, "node.ike_up": 2 * ms, "node._to_probe": 64,
             "node._waiters": 0, "node.stats_keys": 64, "discovery.peers": 32, "pins": 64,
             "pins.used": 64, "levels": 64, "levels.waiters": 0, "decisions.cache": 32,
             "endpoint.items": 64, "esp.drops_keys": 8,
@@ -1220,7 +1224,7 @@ class Fuzzer:
         t1 = time.perf_counter()
         checkpoints = max(1, self.packets // 10)
         for i in range(self.packets):
-            self.clock.t += self.dt
+            self.clock.adv(self.dt)
             if i % self.timer_every == 0:
                 self.cur = ("timers", "", (), i)
                 self._timers()
@@ -1242,7 +1246,7 @@ class Fuzzer:
                 t = self.tables()
                 self.mem_points.append((i + 1, self._mem_now()["traced_current"], {
                     k: t[k] for k in ("engine.sas", "node.children", "pins", "discovery.peers",
-                                      "node.peer_stats", "node.events")}))
+                                      "node.by_host", "node.events")}))
                 self.log("%d packets, %.0f/s, findings %d" % (
                     i + 1, (i + 1) / (time.perf_counter() - t1), len(self.findings)))
         t_fuzz = time.perf_counter() - t1

@@ -428,7 +428,8 @@ def test_clock_wraparound():
         t["v"] = (t["v"] + step) % PERIOD
         total += step
         seen.append(c.now())
-        assert c.now_ms() == total
+        assert c.elapsed_ms() == total
+        assert c.ticks() == t["v"]     # the core's clock: the port's ticks, wrapping
     assert seen == sorted(seen)
     assert seen[-1] == total / 1000
     assert total > 4 * PERIOD          # wrapped several times
@@ -680,6 +681,8 @@ def test_board_satisfies_node_interface(tmp_path):
     again, created2 = identity.load_or_create(b.storage, b.rand)
     assert created and not created2 and again.seed == ident.seed
     assert isinstance(b.now(), float)
+    now = b.now_ms()                   # the node's clock: integer ms ticks (pnpipsec.ticks)
+    assert isinstance(now, int) and 0 <= now < PERIOD
     assert issubclass(mod.Board, WlanBoard) and issubclass(mod.Board, BaseBoard)
 
 
@@ -707,6 +710,8 @@ a = c.now()
 time.sleep_ms(5)
 b = c.now()
 assert b >= a and isinstance(b, float)
+t = c.ticks()
+assert isinstance(t, int) and 0 <= t < (1 << 30)
 try:
     net.load_wifi("/nope.json")
     raise AssertionError("no error")

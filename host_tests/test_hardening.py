@@ -10,7 +10,7 @@ import os
 from host_tests.memnet import MemBoard, MemNet
 from host_tests.oracles import AES
 from host_tests.test_ike_engine import A_HOST, B_HOST, Net, o_decrypt, up
-from pnpipsec import CLEAR, ENCRYPTED
+from pnpipsec import CLEAR, ENCRYPTED, ticks
 from pnpipsec.discovery import LEGACY
 from pnpipsec.identity import Identity
 from pnpipsec.ike import codec, const as C
@@ -30,7 +30,7 @@ def psk_policy(addr, pid, method):
     return PeerConfig(auth="psk", psk=PSK, local_id=(2, b"b.example"))
 
 
-def shuttle(m, v, m_addr, v_addr, now=0.0, rounds=12, keep=None):
+def shuttle(m, v, m_addr, v_addr, now=0, rounds=12, keep=None):
     """Carry datagrams between engines m (at m_addr) and v until quiet; keep(data) may
     hold back a datagram from m (an attacker that stops after IKE_SA_INIT)."""
     for _ in range(rounds):
@@ -69,8 +69,8 @@ def test_a_peer_that_restarts_ten_times_keeps_one_sa_and_is_never_dropped():
     v = Engine(os.urandom, AES, LocalIdentity(), psk_policy)
     for i in range(10):
         a = Engine(os.urandom, AES, LocalIdentity())           # the same peer, rebooted
-        sa = a.initiate((B_HOST, 4500), psk_cfg(), float(i))
-        shuttle(a, v, (A_HOST, 4500), (B_HOST, 4500), float(i))
+        sa = a.initiate((B_HOST, 4500), psk_cfg(), i * 1000)
+        shuttle(a, v, (A_HOST, 4500), (B_HOST, 4500), i * 1000)
         assert sa.state == "established", (i, sa.state)
         assert len(established(v, A_HOST)) == 1                 # the stale ones are gone
     assert v.stats["initial_contact"] == 9 and "drop_full" not in v.stats
@@ -102,14 +102,14 @@ def test_at_the_per_host_bound_a_newcomer_replaces_the_oldest():
     done = []
     for i in range(10):
         a = _NoInitialContact(os.urandom, AES, LocalIdentity())
-        sa = a.initiate((B_HOST, 4500), PeerConfig(), float(i))
-        shuttle(a, v, (A_HOST, 4500), (B_HOST, 4500), float(i))
+        sa = a.initiate((B_HOST, 4500), PeerConfig(), i * 1000)
+        shuttle(a, v, (A_HOST, 4500), (B_HOST, 4500), i * 1000)
         done.append(sa.state == "established")
     assert all(done)                                          # none was dropped
     mine = established(v, A_HOST)
     assert len(mine) == v.max_per_host
     assert v.stats["evict_per_host"] == 10 - v.max_per_host   # counted, not silent
-    assert sorted(sa.last_rx for sa in mine) == [6.0, 7.0, 8.0, 9.0]   # the newest stay
+    assert sorted(sa.last_rx for sa in mine) == [6000, 7000, 8000, 9000]   # the newest stay
 
 
 # ---------------------------------------------------------------- SA-table budgets
@@ -120,14 +120,14 @@ def test_spoofed_init_requests_from_the_victims_address_do_not_lock_it_out():
     v = Engine(os.urandom, AES, LocalIdentity())
     for _ in range(4):
         spoof = Engine(os.urandom, AES, LocalIdentity())
-        spoof.initiate((B_HOST, 4500), PeerConfig(), 0.0)
+        spoof.initiate((B_HOST, 4500), PeerConfig(), 0)
         for d, _ in spoof.pop_datagrams():
-            v.receive(d, (A_HOST, 4500), 0.0)                  # answers go to the victim
+            v.receive(d, (A_HOST, 4500), 0)                    # answers go to the victim
         v.pop_datagrams()
     assert v.half_open() == v.max_half_open_per_host
     victim = Engine(os.urandom, AES, LocalIdentity())
-    sa = victim.initiate((B_HOST, 4500), PeerConfig(), 1.0)
-    shuttle(victim, v, (A_HOST, 4500), (B_HOST, 4500), 1.0)
+    sa = victim.initiate((B_HOST, 4500), PeerConfig(), 1000)
+    shuttle(victim, v, (A_HOST, 4500), (B_HOST, 4500), 1000)
     assert sa.state == "established"
     assert v.stats["cookie_sent"] >= 1 and v.stats["evict_half_open"] >= 1
 
@@ -142,14 +142,14 @@ def test_a_cookie_echoing_flood_cannot_block_new_peers():
     v = Engine(os.urandom, AES, LocalIdentity())
     for i in range(32):
         m = Engine(os.urandom, AES, LocalIdentity())
-        m.initiate((B_HOST, 4500), PeerConfig(), 0.0)
+        m.initiate((B_HOST, 4500), PeerConfig(), 0)
         shuttle(m, v, ("10.1.0.%d" % i, 4500), (B_HOST, 4500), keep=_is_init)
     assert v.half_open() <= v.max_half_open and v.stats["cookie_sent"] > 0
     ok = 0
     for i in range(4):
         a = Engine(os.urandom, AES, LocalIdentity())
-        sa = a.initiate((B_HOST, 4500), PeerConfig(), 1.0)
-        shuttle(a, v, ("10.2.0.%d" % i, 4500), (B_HOST, 4500), 1.0)
+        sa = a.initiate((B_HOST, 4500), PeerConfig(), 1000)
+        shuttle(a, v, ("10.2.0.%d" % i, 4500), (B_HOST, 4500), 1000)
         ok += sa.state == "established"
     assert ok == 4
     assert v.half_open() <= v.max_half_open
@@ -166,24 +166,24 @@ def test_null_strangers_give_way_but_authenticated_sas_do_not():
     v = Engine(os.urandom, AES, LocalIdentity(), policy, max_sas=6)
     for i in range(6):                                         # strangers fill the table
         m = Engine(os.urandom, AES, LocalIdentity())
-        m.initiate((B_HOST, 4500), PeerConfig(), float(i))
-        shuttle(m, v, ("10.1.0.%d" % i, 4500), (B_HOST, 4500), float(i))
+        m.initiate((B_HOST, 4500), PeerConfig(), i * 1000)
+        shuttle(m, v, ("10.1.0.%d" % i, 4500), (B_HOST, 4500), i * 1000)
     assert len(established(v)) == 6
     a = Engine(os.urandom, AES, LocalIdentity())               # a new NULL peer gets in
-    sa = a.initiate((B_HOST, 4500), PeerConfig(), 10.0)
-    shuttle(a, v, ("10.2.0.1", 4500), (B_HOST, 4500), 10.0)
+    sa = a.initiate((B_HOST, 4500), PeerConfig(), 10000)
+    shuttle(a, v, ("10.2.0.1", 4500), (B_HOST, 4500), 10000)
     assert sa.state == "established" and len(established(v)) == 6
     assert not established(v, "10.1.0.0")                      # the least active stranger went
     assert v.stats["evict_established"] == 1
     for i in range(6):                                         # PSK peers push strangers out
         p = Engine(os.urandom, AES, LocalIdentity())
-        s = p.initiate((B_HOST, 4500), psk_cfg(b"p%d.example" % i), 20.0 + i)
-        shuttle(p, v, ("10.3.0.%d" % i, 4500), (B_HOST, 4500), 20.0 + i)
+        s = p.initiate((B_HOST, 4500), psk_cfg(b"p%d.example" % i), 20000 + i * 1000)
+        shuttle(p, v, ("10.3.0.%d" % i, 4500), (B_HOST, 4500), 20000 + i * 1000)
         assert s.state == "established"
     assert all(sa.auth == "psk" for sa in established(v))
     late = Engine(os.urandom, AES, LocalIdentity())            # ...and a stranger cannot
-    s = late.initiate((B_HOST, 4500), PeerConfig(), 40.0)      # push them out
-    shuttle(late, v, ("10.4.0.1", 4500), (B_HOST, 4500), 40.0)
+    s = late.initiate((B_HOST, 4500), PeerConfig(), 40000)     # push them out
+    shuttle(late, v, ("10.4.0.1", 4500), (B_HOST, 4500), 40000)
     assert s.state == "dead" and v.stats["drop_full"] == 1
     assert all(sa.auth == "psk" for sa in established(v)) and len(established(v)) == 6
 
@@ -200,22 +200,22 @@ def test_zero_config_probe_is_short_but_established_exchanges_retry_in_full():
     sent = 0
     for _ in range(200):
         sent += len(net.a.pop_datagrams())
-        net.now += 0.25
+        net.now += 250
         net.a.tick(net.now)
         if sa.state == "dead":
             break
     sent += len(net.a.pop_datagrams())
-    assert sent == 3 and net.now < 4.0                          # the probe: 3 packets, ~3.5 s
+    assert sent == 3 and net.now < 4000                         # the probe: 3 packets, ~3.5 s
     net = Net(cfg)
     sa_a, _ = up(net)
     net.drop = lambda d, data, n: d == "ba"                     # the answers are lost
     net.a.check_liveness(sa_a, net.now)
     sent = 0
-    while sa_a.state != "dead" and net.now < 300:
+    while sa_a.state != "dead" and net.now < 300000:
         sent += len(net.a.pop_datagrams())
-        net.now += 0.25
+        net.now += 250
         net.a.tick(net.now)
-    assert sent == 1 + cfg.retransmit_tries == 11 and net.now > 35
+    assert sent == 1 + cfg.retransmit_tries == 11 and net.now > 35000
 
 
 # ---------------------------------------------------------------- node runtime
@@ -244,9 +244,9 @@ def test_stop_sends_delete_even_behind_the_proof_exchange():
             await a.connect("10.0.0.2", timeout=5)
             sa = a.ike_up["10.0.0.2"]
             assert sa.pending is not None                       # the proof is in flight
-            t0 = a.board.now()
+            t0 = a.board.now_ms()
             await a.stop()
-            assert a.board.now() - t0 < 1.2
+            assert ticks.diff(a.board.now_ms(), t0) < 1200
             await asyncio.sleep(0.05)
             assert not established(b.engine) and "10.0.0.1" not in b.ike_up
         finally:
@@ -263,13 +263,13 @@ def test_stop_is_bounded_when_the_peer_is_gone_and_the_delete_still_leaves():
             await asyncio.sleep(0.1)
             net.sockets.pop(("10.0.0.2", 4500))                 # b loses power: no DELETE
             sa = a.ike_up["10.0.0.2"]
-            a.engine.check_liveness(sa, a.board.now())          # a request nobody answers
+            a.engine.check_liveness(sa, a.board.now_ms())       # a request nobody answers
             a._pump()
             assert sa.pending is not None
             n0 = len(net.sent)
-            t0 = a.board.now()
+            t0 = a.board.now_ms()
             await a.stop(timeout=0.3)
-            assert a.board.now() - t0 < 0.6
+            assert ticks.diff(a.board.now_ms(), t0) < 600
             # the DELETE could not wait for its turn: it left anyway (at the pending
             # message ID and the next one, whichever the peer expects)
             after = [d for src, dst, d in net.sent[n0:] if dst[0] == "10.0.0.2"]
@@ -290,7 +290,7 @@ def test_a_lost_child_sa_is_repaired_and_the_peer_never_marked_legacy():
             await a.connect("10.0.0.2", timeout=5)
             await asyncio.sleep(0.05)
             child = a.out["10.0.0.2"].child
-            b.engine.delete([c.child for c in b.children.values()][0], b.board.now())
+            b.engine.delete([c.child for c in b.children.values()][0], b.board.now_ms())
             b._pump()
             for _ in range(50):
                 if a.level("10.0.0.2") == CLEAR:
@@ -303,7 +303,7 @@ def test_a_lost_child_sa_is_repaired_and_the_peer_never_marked_legacy():
                 got.append(lv)
             assert all(lv >= ENCRYPTED for lv in got), got     # held, then sent in ESP
             assert a.out["10.0.0.2"].child is not child and a.stats["child_repair"] >= 1
-            assert a.discovery.state(bytes([10, 0, 0, 2]), a.board.now()) != LEGACY
+            assert a.discovery.state(bytes([10, 0, 0, 2]), a.board.now_ms()) != LEGACY
             data = [(await ep_b.recv())[0] for _ in range(7)]
             assert data == [b"m%d" % i for i in range(7)]
             assert a.stats["clear_out"] == 0
@@ -338,7 +338,7 @@ def test_status_counts_half_open_cookies_and_evictions():
         try:
             for i in range(3):                                  # three unanswered INITs from
                 m = Engine(os.urandom, AES, LocalIdentity())    # one address: the third is
-                m.initiate(("10.0.0.1", 4500), PeerConfig(), 0.0)   # asked for a cookie
+                m.initiate(("10.0.0.1", 4500), PeerConfig(), 0)     # asked for a cookie
                 (d, _), = m.pop_datagrams()
                 a._datagram(b"\x00" * 4 + d, ("10.5.5.5", 4500), a.sock_natt, True)
             st = a.status()

@@ -49,7 +49,7 @@ class Net:
 
     def __init__(self, a_cfg=None, b_policy=None, a_local=None, b_local=None,
                  **b_kwargs):
-        self.now = 0.0
+        self.now = 0            # ms ticks (pnpipsec.ticks)
         self.a = Engine(os.urandom, AES, a_local or LocalIdentity())
         self.b = Engine(os.urandom, AES, b_local or LocalIdentity(), b_policy, **b_kwargs)
         self.a_cfg = a_cfg or PeerConfig()
@@ -83,7 +83,8 @@ class Net:
         self.ev_b += self.b.pop_events()
         return moved
 
-    def run(self, until=None, dt=0.25, limit=2000):
+    def run(self, until=None, dt=250, limit=2000):
+        """Steps of dt ms until until() holds."""
         for _ in range(limit):
             while self.step():
                 pass
@@ -400,21 +401,21 @@ def test_duplicate_requests_get_identical_cached_responses():
     net = Net()
     net.start()
     (init, to), = net.a.pop_datagrams()
-    net.b.receive(init, (A_HOST, 500), 0.0)
-    net.b.receive(init, (A_HOST, 500), 0.0)
+    net.b.receive(init, (A_HOST, 500), 0)
+    net.b.receive(init, (A_HOST, 500), 0)
     r1, r2 = net.b.pop_datagrams()
     assert r1[0] == r2[0] and len(net.b.sas) == 1
-    net.a.receive(r1[0], (B_HOST, 500), 0.0)
+    net.a.receive(r1[0], (B_HOST, 500), 0)
     (auth, to), = net.a.pop_datagrams()
-    net.b.receive(auth, (A_HOST, 4500), 0.0)
-    net.b.receive(auth, (A_HOST, 4500), 0.0)
+    net.b.receive(auth, (A_HOST, 4500), 0)
+    net.b.receive(auth, (A_HOST, 4500), 0)
     r1, r2 = net.b.pop_datagrams()
     assert r1[0] == r2[0]
     kinds = [e.kind for e in net.b.pop_events()]
     assert kinds.count("ike_up") == 1 and kinds.count("child_up") == 1
     assert len(net.b.sas) == 1
-    net.a.receive(r1[0], (B_HOST, 4500), 0.0)
-    net.a.receive(r2[0], (B_HOST, 4500), 0.0)       # duplicate response: dropped
+    net.a.receive(r1[0], (B_HOST, 4500), 0)
+    net.a.receive(r2[0], (B_HOST, 4500), 0)       # duplicate response: dropped
     assert net.a.stats["drop_mid"] == 1
     assert [e.kind for e in net.a.pop_events()] == ["ike_up", "child_up"]
 
@@ -423,12 +424,12 @@ def test_give_up_after_tries():
     net = Net(PeerConfig(retransmit_base=0.5, retransmit_tries=3))
     net.drop = lambda direction, d, n: True
     net.start()
-    assert net.run(lambda: net.of("a", IkeDown), dt=0.1)
+    assert net.run(lambda: net.of("a", IkeDown), dt=100)
     assert net.of("a", IkeDown)[0].reason == "timeout"
     assert net.n == 4 and net.a.stats["retransmit"] == 3
     # 0.5 + 1 + 2 + 4 = 7.5 s of backoff before giving up
-    assert 7.4 <= net.now <= 7.7
-    assert not net.a.sas and net.a.next_deadline() is None
+    assert 7400 <= net.now <= 7700
+    assert not net.a.sas and net.a.next_deadline(net.now) is None
 
 
 def test_next_deadline():
@@ -436,7 +437,7 @@ def test_next_deadline():
     net.drop = lambda direction, d, n: True
     net.start()
     net.step()
-    assert net.a.next_deadline() == 0.5
+    assert net.a.next_deadline(0) == 500 and net.a.next_deadline(200) == 300
 
 
 def test_cookie_under_load():
@@ -444,9 +445,9 @@ def test_cookie_under_load():
     others = []
     for i in range(2):          # two half-open SAs from other hosts
         e = Engine(os.urandom, AES, LocalIdentity())
-        e.initiate((B_HOST, 500), PeerConfig(), 0.0)
+        e.initiate((B_HOST, 500), PeerConfig(), 0)
         (d, _), = e.pop_datagrams()
-        net.b.receive(d, ("10.0.1.%d" % i, 500), 0.0)
+        net.b.receive(d, ("10.0.1.%d" % i, 500), 0)
         others.append(e)
     net.b.pop_datagrams()
     assert net.b.half_open() == 2
@@ -460,12 +461,12 @@ def test_cookie_under_load():
     assert_pair(ca, cb)
     # a forged cookie is refused
     e = Engine(os.urandom, AES, LocalIdentity())
-    s = e.initiate((B_HOST, 500), PeerConfig(), 0.0)
+    s = e.initiate((B_HOST, 500), PeerConfig(), 0)
     s.cookie = b"\x01" + bytes(16)
     e.pop_datagrams()
-    e._send_init(s, 0.0)
+    e._send_init(s, 0)
     (d, _), = e.pop_datagrams()
-    net.b.receive(d, ("10.0.9.9", 500), 0.0)
+    net.b.receive(d, ("10.0.9.9", 500), 0)
     assert net.b.stats["cookie_sent"] == 2
 
 
@@ -473,9 +474,9 @@ def test_half_open_expire():
     net = Net(half_open_timeout=5.0)
     net.start()
     (init, _), = net.a.pop_datagrams()
-    net.b.receive(init, (A_HOST, 500), 0.0)
+    net.b.receive(init, (A_HOST, 500), 0)
     assert net.b.half_open() == 1
-    net.b.tick(6.0)
+    net.b.tick(6000)
     assert net.b.half_open() == 0 and not net.b.sas and not net.b.pop_events()
 
 
@@ -576,7 +577,7 @@ def test_dpd_from_tick():
     sa_a, sa_b = up(net)
     t0 = net.now
     net.run(lambda: sa_b.recv_mid == 3)
-    assert 9 <= net.now - t0 <= 11
+    assert 9000 <= net.now - t0 <= 11000
 
 
 def test_notify_received():
@@ -714,10 +715,10 @@ def test_lifetimes_trigger_rekeys():
     net = Net(PeerConfig(child_lifetime=100, ike_lifetime=1000),
               lambda addr, pid, m: PeerConfig(child_lifetime=100, ike_lifetime=1000))
     sa_a, sa_b = up(net)
-    net.run(lambda: len(net.of("a", ChildRekeyed)) >= 1, dt=1.0)
-    assert 75 <= net.now <= 95
-    net.run(lambda: net.of("a", IkeRekeyed), dt=5.0)
-    assert 750 <= net.now <= 905
+    net.run(lambda: len(net.of("a", ChildRekeyed)) >= 1, dt=1000)
+    assert 75000 <= net.now <= 95000
+    net.run(lambda: net.of("a", IkeRekeyed), dt=5000)
+    assert 750000 <= net.now <= 905000
     net.settle()
     na = net.of("a", IkeRekeyed)[0].new
     assert na.state == "established" and len(na.children) == 1
@@ -749,7 +750,7 @@ def test_auth_failure_answer_replayed():
     (r1, _), (r2, _) = net.b.pop_datagrams()
     assert r1 == r2 and net.b.stats["replay"] == 1
     assert [e.kind for e in net.b.pop_events()] == ["auth_failed", "ike_down"]
-    net.b.tick(net.now + 11)
+    net.b.tick(net.now + 11000)
     assert not net.b.sas
 
 
@@ -787,15 +788,15 @@ def test_rekey_of_unknown_child():
 
 def test_ipv6_transport_selectors():
     net = Net()
-    net.a.initiate(("fd00:1::2", 500), PeerConfig(), 0.0)
+    net.a.initiate(("fd00:1::2", 500), PeerConfig(), 0)
     for d, to in net.a.pop_datagrams():
-        net.b.receive(d, ("fd00:1::1", 500), 0.0)
+        net.b.receive(d, ("fd00:1::1", 500), 0)
     for _ in range(3):
         for d, to in net.b.pop_datagrams():
-            net.a.receive(d, (to[0] == "fd00:1::1" and "fd00:1::2", 500 if d[18] == 34 else 4500), 0.0)
+            net.a.receive(d, (to[0] == "fd00:1::1" and "fd00:1::2", 500 if d[18] == 34 else 4500), 0)
         for d, to in net.a.pop_datagrams():
             assert to == ("fd00:1::2", 4500)
-            net.b.receive(d, ("fd00:1::1", 4500), 0.0)
+            net.b.receive(d, ("fd00:1::1", 4500), 0)
     cb = [e.child for e in net.b.pop_events() if isinstance(e, ChildUp)][0]
     a6 = bytes.fromhex("fd000001000000000000000000000001")
     b6 = bytes.fromhex("fd000001000000000000000000000002")
@@ -817,8 +818,8 @@ def test_child_rekey_in_flight_across_ike_rekey():
         net.b.receive(d, (A_HOST, 4500), net.now)
     net.settle()
     # the CHILD SA is not wedged: its rekey is retried over the new IKE SA
-    net.run(lambda: net.of("a", ChildRekeyed) and net.of("b", ChildRekeyed), dt=1.0)
-    assert net.now < 30
+    net.run(lambda: net.of("a", ChildRekeyed) and net.of("b", ChildRekeyed), dt=1000)
+    assert net.now < 30000
     net.settle()
     assert_pair(ra.new.children[0], rb.new.children[0])
     assert len(ra.new.children) == 1 and len(rb.new.children) == 1
@@ -835,8 +836,8 @@ def test_rekeyed_child_expires_when_peer_never_deletes():
     net.settle()
     assert old_b.state == "rekeyed" and old_b in sa_b.children
     net.drop = None
-    net.run(lambda: old_b.state == "down", dt=1.0)
-    assert net.now <= 101
+    net.run(lambda: old_b.state == "down", dt=1000)
+    assert net.now <= 101000
 
 
 def test_policy_refuses_at_init_and_sees_ids_at_auth():
@@ -904,14 +905,14 @@ def test_fuzz_init_response_to_initiator(edits, cut):
     net = Net()
     sa = net.start()
     (init, _), = net.a.pop_datagrams()
-    net.b.receive(init, (A_HOST, 500), 0.0)
+    net.b.receive(init, (A_HOST, 500), 0)
     (resp, _), = net.b.pop_datagrams()
     bad = _mutate(resp, edits, cut)
-    net.a.receive(bad, (B_HOST, 500), 0.0)
+    net.a.receive(bad, (B_HOST, 500), 0)
     if not _full_parse_ok(bad):
         assert sa.state == "init_sent" and sa.pending is not None and sa.keys is None
         assert not net.a.pop_events() and not net.a.pop_datagrams()
-        net.a.receive(resp, (B_HOST, 500), 0.0)        # the genuine answer still works
+        net.a.receive(resp, (B_HOST, 500), 0)        # the genuine answer still works
         assert sa.state == "auth_sent"
 
 
@@ -922,7 +923,7 @@ def test_fuzz_init_request_to_responder(edits, cut):
     net.start()
     (init, _), = net.a.pop_datagrams()
     bad = _mutate(init, edits, cut)
-    net.b.receive(bad, (A_HOST, 500), 0.0)             # must not raise
+    net.b.receive(bad, (A_HOST, 500), 0)             # must not raise
     if not _full_parse_ok(bad):
         assert not net.b.sas
 

@@ -189,7 +189,7 @@ async def main(cfg_path, peer, port):
     await node.connect(peer, timeout=10)
     await roundtrip("before")
     old_child = node.out[peer].child
-    node.engine.rekey_child(old_child, node.board.now()); node._pump()
+    node.engine.rekey_child(old_child, node.board.now_ms()); node._pump()
     for _ in range(100):
         await asyncio.sleep(0.05)
         if node.out[peer].child is not old_child and old_child.spi_in not in node.children:
@@ -197,7 +197,7 @@ async def main(cfg_path, peer, port):
     print("child rekeyed", node.out[peer].child.spi_out != old_child.spi_out, flush=True)
     await roundtrip("after-child-rekey")
     old_ike = node.ike_up[peer]
-    node.engine.rekey_ike(old_ike, node.board.now()); node._pump()
+    node.engine.rekey_ike(old_ike, node.board.now_ms()); node._pump()
     for _ in range(100):
         await asyncio.sleep(0.05)
         if node.ike_up.get(peer) is not None and node.ike_up[peer] is not old_ike:

@@ -5,6 +5,7 @@ import asyncio
 from hypothesis import given, settings, strategies as st
 
 from pnpipsec import CLEAR, ENCRYPTED, AUTHENTICATED, AUTHORIZED
+from pnpipsec import ticks
 from pnpipsec.levels import LevelTable
 
 P = b"\x0a\x00\x00\x02"
@@ -16,13 +17,13 @@ def test_set_returns_events_and_calls_back():
     seen = []
     t.on_change(lambda peer, old, new, now: seen.append((peer, old, new, now)))
     assert t.level(P) == CLEAR and t.since(P) is None
-    assert t.set(P, ENCRYPTED, 1.0) == [(P, CLEAR, ENCRYPTED)]
-    assert t.set(P, ENCRYPTED, 2.0) == []                  # unchanged: no event
-    assert t.since(P) == 1.0
-    assert t.set(P, AUTHENTICATED, 3.0) == [(P, ENCRYPTED, AUTHENTICATED)]
-    assert t.drop(P, 4.0) == [(P, AUTHENTICATED, CLEAR)]   # SA gone
+    assert t.set(P, ENCRYPTED, 1000) == [(P, CLEAR, ENCRYPTED)]
+    assert t.set(P, ENCRYPTED, 2000) == []                  # unchanged: no event
+    assert t.since(P) == 1000
+    assert t.set(P, AUTHENTICATED, 3000) == [(P, ENCRYPTED, AUTHENTICATED)]
+    assert t.drop(P, 4000) == [(P, AUTHENTICATED, CLEAR)]   # SA gone
     assert t.level(P) == CLEAR and t.peers() == []
-    assert seen == [(P, 0, 1, 1.0), (P, 1, 2, 3.0), (P, 2, 0, 4.0)]
+    assert seen == [(P, 0, 1, 1000), (P, 1, 2, 3000), (P, 2, 0, 4000)]
     assert t.counters["up"] == 2 and t.counters["down"] == 1
 
 
@@ -45,32 +46,32 @@ def test_wait_immediate_upgrade_and_deadline():
     t = LevelTable()
     got = []
     t.set(Q, AUTHENTICATED, 0)
-    assert t.wait(Q, ENCRYPTED, 5.0, lambda ok, lv: got.append(("q", ok, lv))) is None
-    w1 = t.wait(P, AUTHENTICATED, 10.0, lambda ok, lv: got.append(("a", ok, lv)))
+    assert t.wait(Q, ENCRYPTED, 5000, lambda ok, lv: got.append(("q", ok, lv))) is None
+    w1 = t.wait(P, AUTHENTICATED, 10000, lambda ok, lv: got.append(("a", ok, lv)))
     w2 = t.wait(P, ENCRYPTED, None, lambda ok, lv: got.append(("e", ok, lv)))
-    w3 = t.wait(P, AUTHORIZED, 10.0, lambda ok, lv: got.append(("z", ok, lv)))
-    assert t.next_deadline() == 10.0 and t.waiting() == 3
-    t.set(P, ENCRYPTED, 1.0)
+    w3 = t.wait(P, AUTHORIZED, 10000, lambda ok, lv: got.append(("z", ok, lv)))
+    assert t.next_deadline(0) == 10000 and t.next_deadline(400) == 9600 and t.waiting() == 3
+    t.set(P, ENCRYPTED, 1000)
     assert got == [("q", True, AUTHENTICATED), ("e", True, ENCRYPTED)]
-    t.drop(P, 2.0)                                          # downgrade does not fail waiters
-    t.set(P, AUTHENTICATED, 3.0)
+    t.drop(P, 2000)                                          # downgrade does not fail waiters
+    t.set(P, AUTHENTICATED, 3000)
     assert got[-1] == ("a", True, AUTHENTICATED) and w1.ok and w2.ok
-    assert t.tick(9.9) == 0
-    assert t.tick(10.0) == 1
+    assert t.tick(9900) == 0
+    assert t.tick(10000) == 1
     assert got[-1] == ("z", False, AUTHENTICATED) and w3.ok is False
-    assert t.waiting() == 0 and t.next_deadline() is None
+    assert t.waiting() == 0 and t.next_deadline(10000) is None
     assert t.counters["waits_ok"] == 3 and t.counters["waits_timeout"] == 1
 
 
 def test_cancel():
     t = LevelTable()
     got = []
-    w = t.wait(P, ENCRYPTED, 1.0, lambda ok, lv: got.append(ok))
+    w = t.wait(P, ENCRYPTED, 1000, lambda ok, lv: got.append(ok))
     t.cancel(w)
     t.cancel(w)
     t.cancel(None)
-    t.set(P, ENCRYPTED, 0.5)
-    t.tick(2.0)
+    t.set(P, ENCRYPTED, 500)
+    t.tick(2000)
     assert got == [] and t.waiting() == 0
 
 
@@ -80,13 +81,13 @@ def test_asyncio_wrapper_shape():
         t = LevelTable()
         ev = asyncio.Event()
         box = []
-        t.wait(P, AUTHENTICATED, 5.0, lambda ok, lv: (box.append((ok, lv)), ev.set()))
+        t.wait(P, AUTHENTICATED, 5000, lambda ok, lv: (box.append((ok, lv)), ev.set()))
 
         async def sa_comes_up():
             await asyncio.sleep(0.01)
-            t.set(P, ENCRYPTED, 0.01)
+            t.set(P, ENCRYPTED, 10)
             await asyncio.sleep(0.01)
-            t.set(P, AUTHENTICATED, 0.02)
+            t.set(P, AUTHENTICATED, 20)
         task = asyncio.create_task(sa_comes_up())
         await asyncio.wait_for(ev.wait(), 1.0)
         await task
@@ -98,14 +99,15 @@ def test_asyncio_wrapper_shape():
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["set", "wait", "tick"]),
                           st.sampled_from([P, Q]), st.integers(0, 3),
-                          st.floats(0, 5)), max_size=40))
+                          st.integers(0, 5000)), max_size=40))
 def test_every_waiter_fires_once_with_right_answer(ops):
+    # ms ticks starting 3 s before the wrap, so deadlines straddle it
     t = LevelTable()
-    now = 0.0
+    now = ticks.MASK - 3000
     fired = {}
     waiters = []
     for op, peer, lv, dt in ops:
-        now += dt
+        now = ticks.add(now, dt)
         if op == "set":
             t.set(peer, lv, now)
         elif op == "wait":
@@ -116,10 +118,10 @@ def test_every_waiter_fires_once_with_right_answer(ops):
                 fired[i] = (ok, level)
                 if ok:
                     assert level >= lv and t.level(peer) == level
-            waiters.append(t.wait(peer, lv, now + 2.0, cb))
+            waiters.append(t.wait(peer, lv, ticks.add(now, 2000), cb))
             # an already reached level answers at once
             assert (i in fired) == (t.level(peer) >= lv)
         else:
             t.tick(now)
-    t.tick(now + 10.0)
+    t.tick(ticks.add(now, 10000))
     assert len(fired) == len(waiters) and t.waiting() == 0

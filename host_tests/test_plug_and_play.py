@@ -211,7 +211,7 @@ def test_sticky_security_refuses_downgrade():
             impostor.bind((B, APP))
             impostor.setblocking(False)
             if B in a.ike_up:          # B's DELETE usually got here first
-                a.engine.delete(a.ike_up[B], a.board.now())
+                a.engine.delete(a.ike_up[B], a.board.now_ms())
                 a._pump()
             deadline = time.monotonic() + 8
             while a.level(B) != CLEAR and time.monotonic() < deadline:
@@ -250,7 +250,7 @@ def test_relaying_man_in_the_middle_leaves_both_victims_encrypted():
 
         def flush():
             for into, peer, data in relayed:
-                into.engine.send_notify(into.ike_up[peer], proof.PROOF, data, into.board.now())
+                into.engine.send_notify(into.ike_up[peer], proof.PROOF, data, into.board.now_ms())
                 into._pump()
         m1._proof_in = relay(m2, "10.0.0.2")   # A's proof goes on to B
         m2._proof_in = relay(m1, "10.0.0.1")   # B's proof goes on to A

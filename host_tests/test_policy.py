@@ -195,16 +195,16 @@ def test_remote_answer_wins_and_is_cached():
     spd = Spd.from_dicts([{"peer": "any", "action": "require", "level": "authenticated"}])
     dp = DecisionPoint(spd, ask=ask, timeout=0.5, cache_lifetime=60)
     req = Request(a("fd00::1"), (11, b"peer"), "pubkey", FP_A, IN)
-    d = run(dp.decide(req, 100.0))
+    d = run(dp.decide(req, 100000))
     assert d.accept and d.source == "remote" and d.level == AUTHORIZED
     assert d.min_level == AUTHENTICATED      # the local floor is kept
-    d2 = run(dp.decide(req, 110.0))
+    d2 = run(dp.decide(req, 110000))
     assert d2.accept and d2.source == "cache" and len(calls) == 1
     # the server's lifetime (30) is shorter than cache_lifetime: expiry at 130
-    d3 = run(dp.decide(req, 130.0))
+    d3 = run(dp.decide(req, 130000))
     assert d3.source == "remote" and len(calls) == 2
     # a different direction is a different question
-    run(dp.decide(Request(a("fd00::1"), (11, b"peer"), "pubkey", FP_A, OUT), 131.0))
+    run(dp.decide(Request(a("fd00::1"), (11, b"peer"), "pubkey", FP_A, OUT), 131000))
     assert len(calls) == 3
     assert dp.counters["remote"] == 3 and dp.counters["cache_hit"] == 1
 
@@ -213,7 +213,7 @@ def test_remote_reject_overrides_local_accept():
     async def ask(req):
         return False
     dp = DecisionPoint(Spd(), ask=ask)
-    d = run(dp.decide(Request(a("::1")), 0.0))
+    d = run(dp.decide(Request(a("::1")), 0))
     assert not d.accept and d.source == "remote"
 
 
@@ -227,14 +227,14 @@ def test_remote_timeout_falls_back_to_local_and_caches():
 
     spd = Spd.from_dicts([{"peer": "fd00::/8", "action": "bypass"}])
     dp = DecisionPoint(spd, ask=slow, timeout=0.02, fallback_lifetime=10.0)
-    d = run(dp.decide(Request(a("2001:db8::1")), 0.0))
+    d = run(dp.decide(Request(a("2001:db8::1")), 0))
     assert d.accept and d.source == "fallback"
     assert dp.counters["remote_timeout"] == 1
-    d = run(dp.decide(Request(a("2001:db8::1")), 5.0))
+    d = run(dp.decide(Request(a("2001:db8::1")), 5000))
     assert d.accept and d.source == "cache" and len(calls) == 1
-    d = run(dp.decide(Request(a("2001:db8::1")), 10.0))      # fallback cache expired
+    d = run(dp.decide(Request(a("2001:db8::1")), 10000))      # fallback cache expired
     assert d.source == "fallback" and len(calls) == 2
-    d = run(dp.decide(Request(a("fd00::1")), 10.0))
+    d = run(dp.decide(Request(a("fd00::1")), 10000))
     assert not d.accept and d.source == "fallback"          # local says bypass: no SA
 
 
@@ -247,7 +247,7 @@ def test_remote_error_and_garbage_fall_back():
 
     for ask in (broken, garbage):
         dp = DecisionPoint(Spd(), ask=ask, timeout=0.5)
-        d = run(dp.decide(Request(a("::1")), 0.0))
+        d = run(dp.decide(Request(a("::1")), 0))
         assert d.accept and d.source == "fallback"
         assert dp.counters["remote_error"] == 1
 
@@ -260,28 +260,48 @@ def test_cache_lifetime_and_bound():
         return True
     dp = DecisionPoint(Spd(), ask=ask, cache_lifetime=5.0, cache_max=4)
     for i in range(10):
-        run(dp.decide(Request(bytes([10, 0, 0, i])), float(i)))
+        run(dp.decide(Request(bytes([10, 0, 0, i])), i * 1000))
     assert len(dp._cache) <= 4 and n[0] == 10
     # sync path reads the cache
-    d = dp.decide_now(Request(bytes([10, 0, 0, 9])), 10.0)
+    d = dp.decide_now(Request(bytes([10, 0, 0, 9])), 10000)
     assert d.source == "cache"
-    d = dp.decide_now(Request(bytes([10, 0, 0, 9])), 14.0)
+    d = dp.decide_now(Request(bytes([10, 0, 0, 9])), 14000)
     assert d.source == "local"
 
 
 def test_no_ask_is_local_even_async():
     dp = DecisionPoint()
-    d = run(dp.decide(Request(a("::1")), 0.0))
+    d = run(dp.decide(Request(a("::1")), 0))
     assert d.accept and d.source == "local"
 
 
 def test_engine_policy_adapter():
     spd = Spd.from_dicts([{"peer": "192.0.2.0/24", "action": "bypass"}])
     dp = DecisionPoint(spd)
-    pol = dp.engine_policy(lambda req, d: ("cfg", d.min_level), lambda: 0.0)
+    pol = dp.engine_policy(lambda req, d: ("cfg", d.min_level), lambda: 0)
     assert pol(("192.0.2.1", 500), None, None) is None
     assert pol(("2001:db8::1", 500), None, "null") == ("cfg", CLEAR)
 
 
 def test_decision_repr():
     assert "accept" in repr(Decision(True))
+
+
+def test_cache_expiry_across_the_tick_wrap_and_tick_purges():
+    from pnpipsec import ticks
+
+    async def ask(req):
+        return True
+    dp = DecisionPoint(Spd(), ask=ask, cache_lifetime=5.0)
+    t0 = ticks.MASK - 1000                  # expires 4 s after the wrap
+    req = Request(bytes([10, 0, 0, 1]))
+    assert run(dp.decide(req, t0)).source == "remote"
+    assert dp.decide_now(req, ticks.add(t0, 4999)).source == "cache"
+    assert dp.decide_now(req, ticks.add(t0, 5000)).source == "local"
+    # an answer nobody asks for again is dropped by the timer's tick, so it can never
+    # look fresh again when the ticks come round (2^30 ms later)
+    run(dp.decide(req, t0))
+    dp.tick(ticks.add(t0, 4999))
+    assert len(dp._cache) == 1
+    dp.tick(ticks.add(t0, 5000))
+    assert len(dp._cache) == 0

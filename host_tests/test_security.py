@@ -21,7 +21,7 @@ ANY4 = (bytes(4), b"\xff" * 4)
 A4, B4 = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
 
 
-def shuttle(m, v, m_addr, v_addr, now=0.0, rounds=10):
+def shuttle(m, v, m_addr, v_addr, now=0, rounds=10):
     for _ in range(rounds):
         a, b = m.pop_datagrams(), v.pop_datagrams()
         if not a and not b:
@@ -51,7 +51,7 @@ def test_ike_auth_from_another_address_does_not_move_the_sa():
     """An attacker's SA must not be moved onto a victim's address by a spoofed source."""
     m = Engine(os.urandom, AES, LocalIdentity())
     v = Engine(os.urandom, AES, LocalIdentity())
-    m.initiate((B_HOST, 4500), PeerConfig(), 0.0)
+    m.initiate((B_HOST, 4500), PeerConfig(), 0)
     shuttle(m, v, ("10.0.0.66", 4500), (B_HOST, 4500), rounds=1)      # IKE_SA_INIT, real source
     shuttle(m, v, ("10.0.0.5", 4500), (B_HOST, 4500), rounds=2)       # IKE_AUTH "from" 10.0.0.5
     (sa,) = v.sas.values()
@@ -62,13 +62,13 @@ def test_ike_auth_from_another_address_does_not_move_the_sa():
 def test_rekeys_without_deletes_are_bounded():
     m = Engine(os.urandom, AES, LocalIdentity())
     v = Engine(os.urandom, AES, LocalIdentity())
-    sa = m.initiate((B_HOST, 4500), PeerConfig(), 0.0)
+    sa = m.initiate((B_HOST, 4500), PeerConfig(), 0)
     shuttle(m, v, (A_HOST, 4500), (B_HOST, 4500))
     (vsa,) = v.sas.values()
     m._del_child = lambda sa, child, now: None       # the attacker never deletes old SAs
     for _ in range(50):
         ch = [c for c in sa.children if c.state == "up"][-1]
-        m.rekey_child(ch, 0.0)
+        m.rekey_child(ch, 0)
         shuttle(m, v, (A_HOST, 4500), (B_HOST, 4500))
     assert len(vsa.children) <= 2 * v.max_children
 
@@ -78,15 +78,15 @@ def test_forged_error_answer_does_not_abort_the_handshake():
     net = Net()
     net.start()
     (init, _), = net.a.pop_datagrams()
-    net.b.receive(init, (A_HOST, 500), 0.0)
+    net.b.receive(init, (A_HOST, 500), 0)
     (resp, _), = net.b.pop_datagrams()
     forged = bytearray(resp[:28])
     forged[16] = 41                                           # next payload: N
     body = bytes([0, 0, 0, 8, 0, 0, 0, 14])                   # N(NO_PROPOSAL_CHOSEN)
     forged[24:28] = (28 + len(body)).to_bytes(4, "big")
-    net.a.receive(bytes(forged) + body, (B_HOST, 500), 0.0)
+    net.a.receive(bytes(forged) + body, (B_HOST, 500), 0)
     assert net.sa.state == "init_sent" and net.a.stats.get("init_error_noted") == 1
-    net.a.receive(resp, (B_HOST, 500), 0.0)                   # the genuine answer
+    net.a.receive(resp, (B_HOST, 500), 0)                   # the genuine answer
     assert net.sa.state == "auth_sent"
 
 
@@ -120,7 +120,7 @@ def test_one_proof_per_sa_no_flash_wear():
             for _ in range(20):
                 k = Identity(os.urandom(32))
                 a.engine.send_notify(sa, proof.PROOF, proof.make(ed25519.sign, k.seed, k.public,
-                                     a.engine.auth_octets(sa, True)), a.board.now())
+                                     a.engine.auth_octets(sa, True)), a.board.now_ms())
                 a._pump()
                 await asyncio.sleep(0.01)
             assert b.pins.counters["writes"] == writes and not b.events
@@ -179,14 +179,14 @@ def test_one_address_cannot_take_every_sa_slot():
     m = Engine(os.urandom, AES, LocalIdentity())
     v = Engine(os.urandom, AES, LocalIdentity())
     for _ in range(20):
-        m.initiate((B_HOST, 4500), PeerConfig(), 0.0)
+        m.initiate((B_HOST, 4500), PeerConfig(), 0)
     shuttle(m, v, ("10.0.0.66", 4500), (B_HOST, 4500))
     live = [sa for sa in v.sas.values() if sa.state != "dead"]
     assert 0 < len(live) <= v.max_per_host + v.max_half_open_per_host < v.max_sas
     assert len([sa for sa in live if sa.state == "half_open"]) <= v.max_half_open_per_host
     assert v.stats.get("cookie_sent", 0) > 0          # beyond two half-open: prove the address
     other = Engine(os.urandom, AES, LocalIdentity())          # another peer still gets in
-    other.initiate((B_HOST, 4500), PeerConfig(), 0.0)
+    other.initiate((B_HOST, 4500), PeerConfig(), 0)
     shuttle(other, v, ("10.0.0.7", 4500), (B_HOST, 4500))
     assert [sa for sa in v.sas.values() if sa.peer_addr[0] == "10.0.0.7" and sa.state == "established"]
 

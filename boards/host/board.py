@@ -131,6 +131,10 @@ class HostBoard:
     def rand(self, n):
         return os.urandom(n)
 
+    def now_ms(self):
+        """The core's clock: integer ms that wrap at 2^30 (pnpipsec.ticks)."""
+        return (time.monotonic_ns() // 1000000) & 0x3FFFFFFF
+
     def now(self):
         return time.monotonic()
 

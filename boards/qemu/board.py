@@ -14,7 +14,7 @@ the board's UDP ports on host addresses and forwards in both directions.
                   qemu port no os.urandom (a request/answer, a few per handshake)
     aes           pnpipsec.crypto.aes.PureAES: the qemu build has no cryptolib (it needs
                   axTLS or mbedTLS, which the port does not link)
-    now()         pnpboard.clock.Monotonic (time.ticks_ms: SysTick)
+    now_ms()      time.ticks_ms() (SysTick), the core's integer ms ticks; now() seconds
     udp(port)     async; the relay binds the port on its IPv4 and IPv6 addresses
     storage       pnpboard.storage.FlashStorage on the RAM disk (_boot.py: littlefs,
                   survives machine.reset(), not a restart of qemu)

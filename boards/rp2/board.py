@@ -50,8 +50,8 @@ class Board(WlanBoard):
                 cfg(prefer=6)
             except (OSError, ValueError, TypeError):
                 pass
-        deadline = self.clock.now_ms() + int(self.slaac_wait * 1000)
-        while not self.global6() and self.clock.now_ms() < deadline:
+        deadline = self.clock.elapsed_ms() + int(self.slaac_wait * 1000)
+        while not self.global6() and self.clock.elapsed_ms() < deadline:
             await self._sleep_ms(250)
         if not self.global6():
             self.log("IPv6: no global address yet (no router advertisement?); link-local only for now")

@@ -9,7 +9,8 @@ The board interface of HACKING.md over the JS module "_vboard" (boards/wasm/brid
     rand(n)       Node's crypto.randomFillSync, written straight into a bytearray
     aes           BridgeAES: AES-ECB/CBC by Node's crypto (OpenSSL), zero-copy through
                   the wasm memory (uctypes.addressof); aes_provider() returns one
-    now()         monotonic seconds, performance.now() (microsecond resolution);
+    now_ms()      the core's clock: integer ms ticks wrapping at 2^30 (performance.now());
+    now()         monotonic seconds (for people and logs);
                   perf_ms() the same clock in milliseconds, for benchmarks
     udp(port)     async; a UDP port bound on IPv6 (v6-only) and IPv4 (node:dgram);
                   sock.recvfrom() is async, sock.sendto() never blocks and raises
@@ -222,6 +223,9 @@ class Board:
         if not _vboard.rand_into(_addr(buf), n):
             raise OSError(errno.EIO, "no randomness from the host")
         return bytes(buf)
+
+    def now_ms(self):
+        return int(_vboard.perf_ms()) & 0x3FFFFFFF
 
     def now(self):
         return _vboard.now()

@@ -1,15 +1,19 @@
 """Per-peer discovery, negative cache and sticky security, sans-IO (DESIGN s4-s5).
 
-    disc = Discovery(probe_timeout=3.0, backoff_min=30.0, backoff_max=3600.0,
-                     probe_burst=3, probe_window=600.0, sticky_time=86400.0,
+    disc = Discovery(probe_timeout=3, backoff_min=30, backoff_max=3600,
+                     probe_burst=3, probe_window=600, sticky_time=86400,
                      max_peers=32, max_probing=8)
     what, probe, why = disc.on_send(peer, action, level, now)
     deliver, probe = disc.on_clear_inbound(peer, action, now)
     disc.probe_result(peer, OK | TIMEOUT | UNREACHABLE, now)
     disc.seen_level(peer, level, now, sticky_time=None)
     timed_out = disc.tick(now)          # peers whose probe ran out: now LEGACY
-    disc.next_deadline() -> float or None
+    disc.next_deadline(now) -> ms until the nearest probe deadline (<= 0: due), or None
     disc.state(peer), disc.counters
+
+Durations are given in seconds and kept as integer ms; `now` is an integer ms tick
+(pnpipsec.ticks). A deadline that has passed is set to None by tick(), and old stamps
+are clamped there, so no tick is ever compared across more than half the wrap.
 
 peer: any hashable (the runtime uses packed address bytes). action: a policy.Action for
 this datagram (already tightened by the app's min_level, Action.with_min). level: the
@@ -69,6 +73,7 @@ the new peer is not probed: "full"). Sticky memory is in RAM: it ends at reboot.
 """
 
 from pnpipsec import ENCRYPTED
+from pnpipsec.ticks import add, clamp, diff, ms
 
 UNKNOWN = "unknown"
 PROBING = "probing"
@@ -92,7 +97,7 @@ class _Peer:
     def __init__(self, now):
         self.state = UNKNOWN
         self.failures = 0
-        self.legacy_until = 0.0
+        self.legacy_until = None
         self.sticky_until = None
         self.deadline = None        # probe deadline while PROBING
         self.probes = []            # start times of recent probes (<= probe_burst)
@@ -100,15 +105,15 @@ class _Peer:
 
 
 class Discovery:
-    def __init__(self, probe_timeout=3.0, backoff_min=30.0, backoff_max=3600.0,
-                 probe_burst=3, probe_window=600.0, sticky_time=86400.0,
+    def __init__(self, probe_timeout=3, backoff_min=30, backoff_max=3600,
+                 probe_burst=3, probe_window=600, sticky_time=86400,
                  max_peers=32, max_probing=8):
-        self.probe_timeout = probe_timeout
-        self.backoff_min = backoff_min
-        self.backoff_max = backoff_max
+        self.probe_timeout = ms(probe_timeout)
+        self.backoff_min = ms(backoff_min)
+        self.backoff_max = ms(backoff_max)
         self.probe_burst = probe_burst
-        self.probe_window = probe_window
-        self.sticky_time = sticky_time
+        self.probe_window = ms(probe_window)
+        self.sticky_time = ms(sticky_time)
         self.max_peers = max_peers
         self.max_probing = max_probing
         self._peers = {}
@@ -123,20 +128,20 @@ class Discovery:
         p = self._peers.get(peer)
         if p is None:
             return UNKNOWN
-        if p.state == LEGACY and now is not None and now >= p.legacy_until:
+        if p.state == LEGACY and now is not None and _passed(now, p.legacy_until):
             return UNKNOWN
         return p.state
 
     def is_sticky(self, peer, now):
         p = self._peers.get(peer)
-        return p is not None and p.sticky_until is not None and now < p.sticky_until
+        return p is not None and not _passed(now, p.sticky_until)
 
     def legacy_until(self, peer):
         p = self._peers.get(peer)
         return p.legacy_until if p is not None and p.state == LEGACY else None
 
     def backoff(self, failures):
-        """Negative-cache time after `failures` consecutive failed probes (>= 1)."""
+        """Negative-cache ms after `failures` consecutive failed probes (>= 1)."""
         t = self.backoff_min
         n = 1
         while n < failures and t < self.backoff_max:
@@ -167,9 +172,9 @@ class Discovery:
         victim = None
         for k in self._peers:
             q = self._peers[k]
-            if q.state == PROBING or (q.sticky_until is not None and now < q.sticky_until):
+            if q.state == PROBING or not _passed(now, q.sticky_until):
                 continue
-            if victim is None or q.touched < self._peers[victim].touched:
+            if victim is None or diff(q.touched, self._peers[victim].touched) < 0:
                 victim = k
         if victim is None:
             return False
@@ -182,13 +187,13 @@ class Discovery:
             return "full"
         if p.state == PROBING:
             return "probing"
-        if p.state == LEGACY and now < p.legacy_until:
+        if p.state == LEGACY and not _passed(now, p.legacy_until):
             return "legacy"
         if self._probing >= self.max_probing:
             return "rate"
         w = self.probe_window
         pr = p.probes
-        while pr and now - pr[0] >= w:
+        while pr and diff(now, pr[0]) >= w:
             pr.pop(0)
         if len(pr) >= self.probe_burst:
             return "rate"
@@ -196,7 +201,7 @@ class Discovery:
 
     def _start(self, p, now):
         p.state = PROBING
-        p.deadline = now + self.probe_timeout
+        p.deadline = add(now, self.probe_timeout)
         p.probes.append(now)
         self._probing += 1
         self.counters["probes"] += 1
@@ -285,7 +290,7 @@ class Discovery:
             self.counters["probe_ok"] += 1
             p.state = IPSEC
             p.failures = 0
-            p.legacy_until = 0.0
+            p.legacy_until = None
             return
         self.counters["probe_unreachable" if result == UNREACHABLE else "probe_timeout"] += 1
         self._legacy(p, now)
@@ -293,7 +298,7 @@ class Discovery:
     def _legacy(self, p, now):
         p.state = LEGACY
         p.failures += 1
-        p.legacy_until = now + self.backoff(p.failures)
+        p.legacy_until = add(now, self.backoff(p.failures))
         self.counters["legacy_marks"] += 1
 
     def seen_level(self, peer, level, now, sticky_time=None):
@@ -308,10 +313,10 @@ class Discovery:
             p.deadline = None
         p.state = IPSEC
         p.failures = 0
-        p.legacy_until = 0.0
-        t = self.sticky_time if sticky_time is None else sticky_time
-        until = now + t
-        if p.sticky_until is None or until > p.sticky_until:
+        p.legacy_until = None
+        t = self.sticky_time if sticky_time is None else ms(sticky_time)
+        until = add(now, t)
+        if p.sticky_until is None or diff(until, p.sticky_until) > 0:
             p.sticky_until = until
 
     def forget(self, peer):
@@ -325,16 +330,32 @@ class Discovery:
         out = []
         for k in self._peers:
             p = self._peers[k]
-            if p.state == PROBING and now >= p.deadline:
+            if p.state == PROBING and diff(now, p.deadline) >= 0:
                 out.append(k)
+            # passed deadlines end, old stamps stay comparable (ticks wrap)
+            if _passed(now, p.sticky_until):
+                p.sticky_until = None
+            if _passed(now, p.legacy_until):
+                p.legacy_until = None      # a LEGACY entry without it: cache expired
+            p.touched = clamp(now, p.touched)
+            pr = p.probes
+            while pr and diff(now, pr[0]) >= self.probe_window:
+                pr.pop(0)
         for k in out:
             self.probe_result(k, TIMEOUT, now)
         return out
 
-    def next_deadline(self):
+    def next_deadline(self, now):
         d = None
         for k in self._peers:
             p = self._peers[k]
-            if p.state == PROBING and (d is None or p.deadline < d):
-                d = p.deadline
+            if p.state == PROBING:
+                x = diff(p.deadline, now)
+                if d is None or x < d:
+                    d = x
         return d
+
+
+def _passed(now, t):
+    """True when deadline t is None or has come."""
+    return t is None or diff(now, t) >= 0

@@ -2,18 +2,19 @@
 
     t = LevelTable()
     t.level(peer) -> int                       # CLEAR when nothing is known
-    t.since(peer) -> float or None             # when the current level was set
+    t.since(peer) -> tick or None              # when the current level was set
     events = t.set(peer, level, now)           # [(peer, old, new)] ([] if unchanged)
     events = t.drop(peer, now)                 # the SA went away: back to CLEAR
     h = t.on_change(cb)                        # cb(peer, old, new, now); t.off_change(h)
     w = t.wait(peer, min_level, deadline, cb)  # cb(ok, level) exactly once
     t.cancel(w)                                # no callback after this
     t.tick(now)                                # fires cb(False, level) for past deadlines
-    t.next_deadline() -> float or None
+    t.next_deadline(now) -> ms until the nearest deadline (<= 0: due), or None
+All times are integer ms ticks (pnpipsec.ticks): deadline = ticks.add(now, ms).
 
 No asyncio here: the runtime wraps a waiter in an Event, e.g.
     ev = asyncio.Event(); box = []
-    w = t.wait(peer, AUTHENTICATED, now + timeout, lambda ok, lv: (box.append((ok, lv)), ev.set()))
+    w = t.wait(peer, AUTHENTICATED, ticks.add(now, timeout_ms), lambda ok, lv: (box.append((ok, lv)), ev.set()))
     await ev.wait()       # the runtime's timer calls t.tick(now)
 wait() calls cb(True, level) at once (and returns None) when the level is already
 reached; deadline None waits without a deadline (until cancel). Levels only move by
@@ -24,6 +25,7 @@ raises is counted in counters["callback_errors"] and does not stop the others.
 """
 
 from pnpipsec import CLEAR
+from pnpipsec.ticks import clamp, diff
 
 
 class Waiter:
@@ -145,18 +147,23 @@ class LevelTable:
         late = []
         for k in self._waiters:
             for w in self._waiters[k]:
-                if w.deadline is not None and now >= w.deadline:
+                if w.deadline is not None and diff(now, w.deadline) >= 0:
                     late.append(w)
+        for k in self._levels:     # keep old stamps comparable (ticks wrap)
+            lv, t = self._levels[k]
+            self._levels[k] = (lv, clamp(now, t))
         for w in late:
             self.cancel(w)
             w.done = False
             self._finish(w, False, self.level(w.peer))
         return len(late)
 
-    def next_deadline(self):
+    def next_deadline(self, now):
         d = None
         for k in self._waiters:
             for w in self._waiters[k]:
-                if w.deadline is not None and (d is None or w.deadline < d):
-                    d = w.deadline
+                if w.deadline is not None:
+                    x = diff(w.deadline, now)
+                    if d is None or x < d:
+                        d = x
         return d

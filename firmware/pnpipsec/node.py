@@ -27,6 +27,7 @@ from pnpipsec.levels import LevelTable
 from pnpipsec.pins import PinStore
 from pnpipsec.identity import fingerprint
 from pnpipsec.ike import engine as ike
+from pnpipsec.ticks import add, age, diff, ms
 
 _IKE_SA_INIT = 34
 _FLAG_RESPONSE = 0x20
@@ -94,6 +95,35 @@ class _Child:
         self.host = _norm(child.peer_addr[0])
 
 
+class Peer:
+    """Everything the node knows of one peer, in one record (WireGuard's peer), found
+    by address in node.by_host (and its SAs by SPI in node.children / engine.sas).
+
+    key / proof_sa: the Ed25519 key it proved last and the IKE SA that proof was bound
+    to (a proof counts only there, and on that SA's rekeyed successors); proof_seen:
+    the IKE SA a proof arrived on (one per SA). natt_port: learnt from authenticated
+    traffic only. idle_checks: liveness checks answered in a row with no ESP between
+    (the next waits twice as long, up to dpd_max). Its level lives in node.levels and
+    its discovery state in node.discovery, both keyed by the same address."""
+
+    def __init__(self, host):
+        self.host = host
+        self.ike = None           # established IkeSA
+        self.initiating = None    # IkeSA we started that is not up yet
+        self.out = None           # _Child our datagrams to it leave on
+        self.key = None
+        self.proof_sa = None
+        self.proof_seen = None
+        self.natt_port = None
+        self.failed = None        # why its last SA attempt ended
+        self.idle_checks = 0
+        self.stats = {"clear_in": 0, "clear_out": 0, "esp_in": 0, "esp_out": 0}
+
+    def busy(self):
+        """True while an SA (or an attempt) is bound to this record: never evicted."""
+        return self.ike is not None or self.initiating is not None or self.out is not None
+
+
 class Endpoint:
     """A UDP-like port: datagrams travel inside the SA when there is one, in clear when
     the policy allows it, and never in clear when the policy or `min_level` forbids."""
@@ -148,9 +178,11 @@ class Endpoint:
 class Node:
     def __init__(self, board, identity, peers=(), ike_port=500, natt_port=4500,
                  addresses=(), keylog=None, log=None, accept_any=None, spd=None,
-                 pins=None, tofu=True, discovery=None, keepalive=20.0,
-                 esp_soft_packets=1 << 31, mtu=1280, send_timeout=10.0, liveness=30.0):
+                 pins=None, tofu=True, discovery=None, keepalive=20,
+                 esp_soft_packets=1 << 31, mtu=1280, send_timeout=10, liveness=30,
+                 dpd_max=900):
         self.board = board
+        self._now = board.now_ms        # integer ms ticks (pnpipsec.ticks)
         self.identity = identity
         self.peers = list(peers)
         self.ike_port = ike_port
@@ -163,17 +195,22 @@ class Node:
         storage = getattr(board, "storage", None) or _RamStorage()
         self.pins = pins if pins is not None else PinStore(storage)
         self.tofu = tofu
-        self.discovery = discovery or Discovery(probe_timeout=5.0)
+        self.discovery = discovery or Discovery(probe_timeout=5)
         self.levels = LevelTable()
         # RFC 3948 section 4: NAT keepalives hold the mapping open (we always claim NAT).
-        self.keepalive = keepalive
+        self.keepalive = ms(keepalive or 0)       # ms; 0: off
         self.esp_soft_packets = esp_soft_packets
         self.mtu = mtu
-        self.send_timeout = send_timeout
+        self.send_timeout = send_timeout          # s (the application's unit)
         # RFC 7296 section 2.4: a liveness check when we keep sending on an SA but heard
         # nothing protected from the peer for `liveness` s (it may have rebooted).
-        self.liveness = liveness
-        self._next_keepalive = 0.0
+        self.liveness = ms(liveness or 0)         # ms; 0: off
+        # Dead peer detection on idle SAs: a check after `liveness` s of silence, then
+        # twice as long after each answered one (up to dpd_max s) while no ESP comes:
+        # an idle SA costs a few empty INFORMATIONALs an hour, a vanished peer is
+        # noticed within liveness + the retry schedule (about 35 s).
+        self.dpd_max = ms(dpd_max or 0)
+        self._next_keepalive = None     # tick; None: due
         local = ike.LocalIdentity(ed25519_seed=identity.seed if identity else None)
         # A board may offer faster DH / signatures (the host board: OpenSSL); same API.
         self.engine = ike.Engine(board.rand, board.aes, local, policy=self._policy,
@@ -182,24 +219,18 @@ class Node:
                                  answer_sources=getattr(board, "answer_sources", 64))
         self._sig = getattr(board, "sig", None)
         self.children = {}      # spi_in -> _Child
-        self.out = {}           # peer host -> _Child used for sending
+        self.by_host = {}       # peer host -> Peer (bounded: see _peer)
         self.endpoints = {}
         self.stats = {"esp_in": 0, "esp_out": 0, "esp_drop": 0, "bad_datagram": 0,
                       "no_sa": 0, "inner_refused": 0, "keepalive_in": 0, "keepalive_out": 0,
                       "clear_in": 0, "clear_out": 0, "clear_refused": 0, "proof_sent": 0,
                       "proof_ok": 0, "proof_bad": 0, "key_changed": 0, "drop_oversize": 0,
-                      "child_repair": 0}
-        self.peer_stats = {}    # peer host -> counters of datagrams by level
+                      "child_repair": 0, "liveness_checks": 0, "peer_table_full": 0}
         self.events = []        # notable events for the app: ("key_changed", host, key) ...
-        self.proved = {}        # peer host -> Ed25519 key it proved (last proof that verified)
         self._reply_via = None  # (peer addr, socket) of the request being answered now
-        self._natt_seen = {}    # peer host -> its NAT-T port, learnt from authenticated traffic
         self._waiters = []
-        self._failed = {}       # peer host -> why its last SA attempt ended
-        self._initiating = {}   # peer host -> IkeSA we started and that is not up yet
-        self.ike_up = {}        # peer host -> established IkeSA
         self._to_probe = []     # (when, host) discovery wants probed (by the timer task)
-        self.answer_probe_delay = 0.3
+        self.answer_probe_delay = 300   # ms
         self._wake = asyncio.Event()
         self._running = False
         self._tasks = []
@@ -216,24 +247,24 @@ class Node:
         self._running = True
         self._tasks.append(asyncio.create_task(self._timer()))
 
-    async def stop(self, timeout=1.0):
+    async def stop(self, timeout=1):
         """Delete our IKE SAs, so the peers free them now (not at DPD or expiry), then
         close everything. A DELETE waits for the exchange in flight (a proof, a rekey:
         window size one) and then for its answer, normally a few ms; whatever has not
         finished after `timeout` s is deleted at once (engine.abandon), so stop is
         bounded and every DELETE leaves."""
         if self.sock_natt is not None and self._running:
-            now = self.board.now()
+            now = self._now()
             for sa in list(self.engine.sas.values()):
                 if sa.state in ("established", "rekeyed"):
                     self.engine.delete(sa, now)
             self._pump()
-            deadline = now + timeout
-            while self._deleting() and self.board.now() < deadline:
-                await asyncio.sleep(0.005)
+            deadline = add(now, ms(timeout, True))
+            while self._deleting() and diff(deadline, self._now()) > 0:
+                await _sleep_ms(5)
             for sa in list(self.engine.sas.values()):
                 if sa.state in ("deleting", "rekeyed"):
-                    self.engine.abandon(sa, self.board.now())
+                    self.engine.abandon(sa, self._now())
             self._pump()
             await asyncio.sleep(0)
         self._running = False
@@ -245,6 +276,42 @@ class Node:
                 s.close()
         for ep in self.endpoints.values():
             ep.close()
+
+    # Read-only views of the peer records (for status, tools and tests; the node itself
+    # reads the records).
+    @property
+    def out(self):
+        return {h: p.out for h, p in self.by_host.items() if p.out is not None}
+
+    @property
+    def ike_up(self):
+        return {h: p.ike for h, p in self.by_host.items() if p.ike is not None}
+
+    @property
+    def proved(self):
+        return {h: p.key for h, p in self.by_host.items() if p.key is not None}
+
+    @property
+    def peer_stats(self):
+        return {h: p.stats for h, p in self.by_host.items()}
+
+    def _peer(self, host, create=True):
+        """The record of `host`; made on first need. At most _MAX_TRACKED records: a
+        new one takes the place of the oldest without an SA, else none is made
+        (counted): spoofed senders cannot grow memory nor push out a peer with an SA."""
+        p = self.by_host.get(host)
+        if p is not None or not create:
+            return p
+        if len(self.by_host) >= _MAX_TRACKED:
+            for h in self.by_host:
+                if not self.by_host[h].busy():
+                    del self.by_host[h]
+                    break
+            else:
+                self.stats["peer_table_full"] += 1
+                return None
+        p = self.by_host[host] = Peer(host)
+        return p
 
     def _deleting(self):
         for sa in self.engine.sas.values():
@@ -260,7 +327,8 @@ class Node:
         for sa in self.engine.sas.values():
             by_state[sa.state] = by_state.get(sa.state, 0) + 1
         return {"ike_sas": by_state, "half_open": self.engine.half_open(),
-                "child_sas": len(self.children), "peers": len(self.out),
+                "child_sas": len(self.children),
+                "peers": len([1 for p in self.by_host.values() if p.out is not None]),
                 "node": dict(self.stats), "engine": dict(self.engine.stats),
                 "discovery": dict(self.discovery.counters)}
 
@@ -295,8 +363,10 @@ class Node:
     async def wait_level(self, host, level, timeout=10):
         """Returns the level once >= `level`; raises LevelTimeout after `timeout` s.
         Waiting also starts discovery with a peer we know nothing of."""
-        host = _norm(host)
-        if self.levels.level(host) < level and host not in self.out:
+        return await self._wait_level(_norm(host), level, ms(timeout, True), timeout)
+
+    async def _wait_level(self, host, level, wait_ms, timeout):
+        if self.levels.level(host) < level and self._out(host) is None:
             self._probe(host)
         ev = asyncio.Event()
         box = []
@@ -304,7 +374,7 @@ class Node:
         def done(ok, lv):
             box.append((ok, lv))
             ev.set()
-        w = self.levels.wait(host, level, self.board.now() + timeout, done)
+        w = self.levels.wait(host, level, add(self._now(), wait_ms), done)
         self._wake.set()
         try:
             await ev.wait()
@@ -317,14 +387,22 @@ class Node:
         return lv
 
     def _set_level(self, host, lv):
-        self.levels.set(host, lv, self.board.now())
-        self.discovery.seen_level(inet.pton(host), lv, self.board.now())
+        self.levels.set(host, lv, self._now())
+        self.discovery.seen_level(inet.pton(host), lv, self._now())
+
+    def _proved_key(self, host, sa):
+        """The key `host` proved on this very IKE SA (channel binding), or None."""
+        p = self.by_host.get(host)
+        return p.key if p is not None and p.proof_sa is sa else None
+
+    def _out(self, host):
+        p = self.by_host.get(host)
+        return p.out if p is not None else None
 
     def _sa_level(self, host, sa):
         if sa.auth in ("psk", "pubkey"):
             return AUTHENTICATED
-        # A proof counts only on the IKE SA it was made for (channel binding).
-        key = getattr(sa, "proved_key", None)
+        key = self._proved_key(host, sa)
         if key is not None and self.pins.is_trusted(inet.pton(host), key):
             if self.tofu or self.pins.state(inet.pton(host)) == "approved":
                 return AUTHENTICATED
@@ -337,10 +415,9 @@ class Node:
         trust = 0
         if sa.auth in ("psk", "pubkey"):
             trust = 2
-        elif getattr(sa, "proved_key", None) is not None and \
-                self._sa_level(_norm(sa.peer_addr[0]), sa) >= AUTHENTICATED:
+        elif self._sa_level(_norm(sa.peer_addr[0]), sa) >= AUTHENTICATED:
             trust = 1
-        return (trust, sa.last_rx or 0)
+        return (trust, self.engine.recency(sa))
 
     def approve(self, host, key):
         """Trust `key` for `host` from now on (the user's word, e.g. after a QR scan)."""
@@ -357,11 +434,13 @@ class Node:
         for c in self.children.values():
             if c.host == host and (best is None or c.seq > best.seq):
                 best = c
+        p = self._peer(host, best is not None)
         if best is None:
-            if self.out.pop(host, None) is not None:
-                self.levels.drop(host, self.board.now())
+            if p is not None and p.out is not None:
+                p.out = None
+                self.levels.drop(host, self._now())
             return
-        self.out[host] = best
+        p.out = best
         self._set_level(host, self._sa_level(host, best.child.ike))
 
     # -- peers and SAs -----------------------------------------------------------
@@ -375,11 +454,11 @@ class Node:
     def _fp(self, host):
         """Fingerprint of the key the peer authenticated with on its current SA (a
         configured Ed25519 key, or a proved and trusted one), for `fp:` SPD entries."""
-        c = self.out.get(host)
+        c = self._out(host)
         if c is None:
             return None
         sa = c.child.ike
-        key = sa.peer_pubkey if sa.auth == "pubkey" else getattr(sa, "proved_key", None)
+        key = sa.peer_pubkey if sa.auth == "pubkey" else self._proved_key(host, sa)
         if key is None or self._sa_level(host, sa) < AUTHENTICATED:
             return None
         return fingerprint(key)
@@ -387,7 +466,7 @@ class Node:
     def _policy(self, peer_addr, peer_id, auth_method):
         host = peer_addr[0]
         req = pol.Request(inet.pton(host), peer_id, auth_method)
-        if not self.decisions.decide_now(req, self.board.now()).accept:
+        if not self.decisions.decide_now(req, self._now()).accept:
             return None
         p = self.peer_for(host)
         if p is not None:
@@ -399,21 +478,22 @@ class Node:
         but no CHILD SA, make a CHILD SA over it. `full`: the app asked for this SA, so
         IKE_SA_INIT retries in full, as it does for a peer known to speak IKE (only
         the discovery of an unknown peer is a short probe)."""
-        if host in self._initiating:
+        rec = self._peer(host)
+        if rec is None or rec.initiating is not None:
             return
-        now = self.board.now()
+        now = self._now()
         key = inet.pton(host)
-        sa = self.ike_up.get(host)
+        sa = rec.ike
         if sa is not None and sa.state == "established":
             # A live IKE SA: the peer speaks IKE and is never legacy. Missing only a
             # CHILD SA (deleted by the peer, or expired behind a rekey under loss).
             self.discovery.probe_result(key, PROBE_OK, now)
-            if host not in self.out and not sa.cfg.childless and not sa.creating_child:
+            if rec.out is None and not sa.cfg.childless and not sa.creating_child:
                 self.stats["child_repair"] += 1
                 self.engine.create_child(sa, now)
                 self._pump()
             return
-        if host in self.ike_up or self._engine_has(host):
+        if sa is not None or self._engine_has(host):
             return
         p = self.peer_for(host)
         cfg = p.cfg if p is not None else self.accept_any
@@ -424,14 +504,15 @@ class Node:
         else:
             port = p.natt_port if p is not None else self.natt_port
         known = full or self.discovery.state(key, now) == IPSEC or self.discovery.is_sticky(key, now)
-        self._failed.pop(host, None)
-        self._initiating[host] = self.engine.initiate(
+        rec.failed = None
+        rec.initiating = self.engine.initiate(
             (host, port), cfg, now, init_tries=cfg.retransmit_tries if known else None)
         self._pump()
 
-    def _probe_soon(self, host, delay=0.0):
-        """Probe from the timer task: the app's send returns before any DH work."""
-        self._to_probe.append((self.board.now() + delay, host))
+    def _probe_soon(self, host, delay=0):
+        """Probe from the timer task (after `delay` ms): the app's send returns
+        before any DH work."""
+        self._to_probe.append((add(self._now(), delay), host))
         self._wake.set()
 
     def _engine_has(self, host):
@@ -444,38 +525,42 @@ class Node:
     async def connect(self, host, timeout=10):
         """Bring up an SA with a configured peer; returns its level or raises NodeError."""
         host = _norm(host)
-        await self._bring_up(host, timeout, lambda: host in self.out)
+        await self._bring_up(host, timeout, lambda: self._out(host) is not None)
         return self.levels.level(host)
 
     async def connect_ike(self, host, timeout=10):
         """Bring up the IKE SA only (enough for a childless peer); returns the IkeSA."""
         host = _norm(host)
-        await self._bring_up(host, timeout, lambda: host in self.ike_up)
-        return self.ike_up[host]
+        await self._bring_up(host, timeout, lambda: self._ike(host) is not None)
+        return self._ike(host)
+
+    def _ike(self, host):
+        p = self.by_host.get(host)
+        return p.ike if p is not None else None
 
     async def _bring_up(self, host, timeout, done):
         if done():
             return
         if self.peer_for(host) is None and self.accept_any is None:
             raise NodeError("no peer configured for %s" % host)
-        self._failed.pop(host, None)
+        rec = self._peer(host)
+        if rec is None:
+            raise NodeError("no room for another peer (%d tracked)" % _MAX_TRACKED)
+        rec.failed = None
         self._probe(host, full=True)
-        deadline = self.board.now() + timeout
+        deadline = add(self._now(), ms(timeout, True))
         ev = asyncio.Event()
         self._waiters.append(ev)
         try:
             while not done():
-                reason = self._failed.get(host)
+                reason = rec.failed
                 if reason:
                     raise NodeError("SA with %s failed: %s" % (host, reason))
-                left = deadline - self.board.now()
+                left = diff(deadline, self._now())
                 if left <= 0:
                     raise NodeError("no SA with %s after %s s" % (host, timeout))
                 ev.clear()
-                try:
-                    await asyncio.wait_for(ev.wait(), left)
-                except asyncio.TimeoutError:
-                    pass
+                await _wait_ms(ev.wait(), left)
         finally:
             self._waiters.remove(ev)
 
@@ -502,7 +587,7 @@ class Node:
         host = _norm(addr[0])
         key = inet.pton(host)
         action = self.decisions.spd.match(key, self._fp(host), ep.port, addr[1]).with_min(ep.min_level)
-        deliver, probe = self.discovery.on_clear_inbound(key, action, self.board.now())
+        deliver, probe = self.discovery.on_clear_inbound(key, action, self._now())
         if probe:
             # Later than the sender's own probe, which is usually on its way: then the
             # engine already has its SA and we do not start a second, duplicate one.
@@ -519,7 +604,7 @@ class Node:
             # by length first: a 60 KB datagram is never copied through a parser
             self.stats["drop_oversize"] += 1
             return
-        now = self.board.now()
+        now = self._now()
         if not natt:
             self._ike_in(data, addr, sock, now)
             return
@@ -556,7 +641,10 @@ class Node:
             self.stats["esp_drop"] += 1
             return
         self.stats["esp_in"] += 1
-        self.engine.seen(c.child.ike, self.board.now())
+        self.engine.seen(c.child.ike, self._now())
+        p = self.by_host.get(c.host)
+        if p is not None:
+            p.idle_checks = 0       # ESP proved it alive: idle checks start short again
         self._learn_natt(c.host, addr[1])    # the ICV checked: the peer's port is real
         if nh == 59:
             return
@@ -603,9 +691,11 @@ class Node:
         A new IKE SA carries INITIAL_CONTACT, which makes it drop the stale one. The
         datagram is unauthenticated, so it only ever starts the handshake we would
         start on our next send, and only while there is none."""
-        if host in self.ike_up or host in self._initiating or host in self._to_probe_hosts():
+        p = self.by_host.get(host)
+        if (p is not None and (p.ike is not None or p.initiating is not None)) or \
+                host in self._to_probe_hosts():
             return
-        if self.discovery.state(inet.pton(host), self.board.now()) == IPSEC:
+        if self.discovery.state(inet.pton(host), self._now()) == IPSEC:
             self._probe_soon(host, self.answer_probe_delay)
 
     def _to_probe_hosts(self):
@@ -622,10 +712,10 @@ class Node:
             action = action.with_min(ENCRYPTED)
         key = inet.pton(gw)
         timeout = self.send_timeout if timeout is None else timeout
-        deadline = self.board.now() + timeout
+        deadline = add(self._now(), ms(timeout, True))
         while True:
             lv = self.levels.level(gw)
-            what, probe, why = self.discovery.on_send(key, action, lv, self.board.now())
+            what, probe, why = self.discovery.on_send(key, action, lv, self._now())
             if what == "clear":
                 # The datagram first, the probe after: discovery never delays it.
                 await self._endpoint_for(sport)._clear_send(data, (host, addr[1]))
@@ -641,12 +731,12 @@ class Node:
                 return lv
             if what == "fail":
                 raise NodeError("not sent to %s: %s (policy %s never allows clear here)" % (host, why, action))
-            left = deadline - self.board.now()
+            left = diff(deadline, self._now())
             if left <= 0:
                 raise LevelTimeout("not sent to %s: level %d not reached in %s s; nothing left in clear"
                                    % (host, max(action.level, ENCRYPTED), timeout))
             try:
-                await self.wait_level(gw, max(action.level, ENCRYPTED), left)
+                await self._wait_level(gw, max(action.level, ENCRYPTED), left, timeout)
             except LevelTimeout:
                 pass   # loop once more: on_send decides between fail and a last check
 
@@ -654,7 +744,9 @@ class Node:
         """The peer whose SA carries datagrams to `host`: host itself when we have or
         configured an SA with it; else the gateway whose tunnel covers it, by a live
         CHILD SA's selectors or a configured peer's remote_ts."""
-        if host in self.out or host in self.ike_up or self.peer_for(host) is not None:
+        p = self.by_host.get(host)
+        if (p is not None and (p.out is not None or p.ike is not None)) or \
+                self.peer_for(host) is not None:
             return host
         dst = inet.pton(host)
         c = self._tunnel_to(dst)
@@ -684,7 +776,7 @@ class Node:
         """Send through the SA with addr's host (no policy check: callers did it)."""
         host = _norm(addr[0])
         dst = inet.pton(host)
-        c = self.out.get(host)
+        c = self._out(host)
         if c is None or (c.child.mode == "tunnel" and not _in_ts(dst, c.child.remote_ts)):
             c = self._tunnel_to(dst)
         if c is None:
@@ -703,7 +795,7 @@ class Node:
         try:
             packet = c.out.seal(payload, nh)
         except esp.EspLimit:
-            self.engine.rekey_child(c.child, self.board.now())
+            self.engine.rekey_child(c.child, self._now())
             self._pump()
             raise NodeError("SA with %s ran out of sequence numbers; rekeying" % host)
         self.stats["esp_out"] += 1
@@ -713,31 +805,55 @@ class Node:
         if c.out.needs_rekey and not c.rekey_asked:
             # Soft sequence limit: rekey long before the 32-bit counter could wrap.
             c.rekey_asked = True
-            self.engine.rekey_child(c.child, self.board.now())
+            self.engine.rekey_child(c.child, self._now())
             self._pump()
 
     def _check_alive(self, sa):
         """Sending into an SA the peer has been silent on: ask it (an empty
         INFORMATIONAL, retried as any exchange). A peer that rebooted never answers, the
         IKE SA goes down, and the next datagram brings up a new one (INITIAL_CONTACT)."""
-        now = self.board.now()
+        now = self._now()
         if self.liveness and sa.state == "established" and sa.pending is None and \
-                now - (sa.last_rx or now) >= self.liveness:
-            self.stats["liveness_checks"] = self.stats.get("liveness_checks", 0) + 1
-            self.engine.check_liveness(sa, now)
-            self._pump()
+                sa.last_rx is not None and age(now, sa.last_rx) >= self.liveness:
+            self._liveness_check(sa, now)
+
+    def _liveness_check(self, sa, now):
+        self.stats["liveness_checks"] += 1
+        self.engine.check_liveness(sa, now)
+        self._pump()
+
+    def _idle_wait(self, p):
+        """ms of silence on p's IKE SA before the next idle liveness check."""
+        w = self.liveness << p.idle_checks if p.idle_checks < 16 else self.dpd_max
+        return w if w < self.dpd_max else self.dpd_max
+
+    def _idle_checks(self, now):
+        """Dead peer detection on idle SAs (see dpd_max); returns ms to the next one."""
+        nxt = None
+        if not self.liveness or not self.dpd_max:
+            return nxt
+        for p in list(self.by_host.values()):
+            sa = p.ike
+            if sa is None or sa.state != "established" or sa.last_rx is None:
+                continue
+            left = self._idle_wait(p) - age(now, sa.last_rx)
+            if left <= 0 and sa.pending is None:
+                p.idle_checks += 1
+                self._liveness_check(sa, now)
+                left = self._idle_wait(p)
+            if left > 0 and (nxt is None or left < nxt):
+                nxt = left
+        return nxt
 
     def _count(self, host, what):
-        s = self.peer_stats.get(host)
-        if s is None:
-            if len(self.peer_stats) >= _MAX_TRACKED:
-                return          # spoofed senders must not grow memory: global stats only
-            s = self.peer_stats[host] = {"clear_in": 0, "clear_out": 0, "esp_in": 0, "esp_out": 0}
-        s[what] += 1
+        p = self._peer(host)
+        if p is not None:       # else: table full of peers with SAs; global stats only
+            p.stats[what] += 1
 
     def _learn_natt(self, host, port):
-        if host in self._natt_seen or len(self._natt_seen) < _MAX_TRACKED:
-            self._natt_seen[host] = port
+        p = self._peer(host)
+        if p is not None:
+            p.natt_port = port
 
     def _inner_source(self, c, host):
         ts = c.child.local_ts
@@ -751,7 +867,8 @@ class Node:
         raise NodeError("no local address of the family of %s for the tunnel" % host)
 
     def _send_natt(self, data, host):
-        port = self._natt_seen.get(host)
+        p = self.by_host.get(host)
+        port = p.natt_port if p is not None else None
         if port is None:
             p = self.peer_for(host)
             port = p.natt_port if p else self.natt_port
@@ -797,10 +914,13 @@ class Node:
             self._remove(ev.child)
         elif name == "IkeRekeyed":
             host = _norm(ev.new.peer_addr[0])
-            if self.ike_up.get(host) is ev.old:
-                self.ike_up[host] = ev.new
-            # The new IKE SA's keys come from the old one's SK_d: the proof still binds.
-            ev.new.proved_key = getattr(ev.old, "proved_key", None)
+            p = self._peer(host)
+            if p is not None:
+                if p.ike is ev.old:
+                    p.ike = ev.new
+                # The new IKE SA's keys come from the old one's SK_d: the proof binds.
+                if p.proof_sa is ev.old:
+                    p.proof_sa = ev.new
             self._relevel(host)
             if self.keylog is not None:
                 self.keylog.ike(ev.new)
@@ -815,10 +935,15 @@ class Node:
 
     def _ike_up(self, sa):
         host = _norm(sa.peer_addr[0])
-        self.ike_up[host] = sa
+        p = self._peer(host)
+        if p is None:           # every record holds an SA: this one cannot be kept
+            self.engine.abandon(sa, self._now())
+            return
+        p.ike = sa
+        p.idle_checks = 0
         if sa.peer_addr[1] != self.ike_port or self.ike_port == self.natt_port:
-            self._learn_natt(host, sa.peer_addr[1])
-        self._initiating.pop(host, None)
+            p.natt_port = sa.peer_addr[1]
+        p.initiating = None
         if self.keylog is not None:
             self.keylog.ike(sa)
         if sa.auth == "null" and self.identity is not None:
@@ -826,15 +951,18 @@ class Node:
 
     def _ike_down(self, sa, reason):
         host = _norm(sa.peer_addr[0])
-        if host in self._failed or len(self._failed) < _MAX_TRACKED:
-            self._failed[host] = reason
-        if self._initiating.get(host) is sa:
-            del self._initiating[host]
-            up = self.ike_up.get(host)
-            self.discovery.probe_result(inet.pton(host), PROBE_OK if up is not None and up is not sa
-                                        else PROBE_TIMEOUT, self.board.now())
-        if self.ike_up.get(host) is sa:
-            del self.ike_up[host]
+        p = self.by_host.get(host)
+        if p is not None:
+            p.failed = reason
+            if p.initiating is sa:
+                p.initiating = None
+                up = p.ike
+                self.discovery.probe_result(inet.pton(host), PROBE_OK if up is not None and
+                                            up is not sa else PROBE_TIMEOUT, self._now())
+            if p.ike is sa:
+                p.ike = None
+            if p.proof_sa is sa:
+                p.proof_sa = None
         for ch in list(getattr(sa, "children", ())):
             self._remove(ch)
 
@@ -842,17 +970,18 @@ class Node:
         sign = self._sig.sign if self._sig is not None else _ed25519().sign
         data = proof.make(sign, self.identity.seed, self.identity.public,
                           self.engine.auth_octets(sa, True))
-        self.engine.send_notify(sa, proof.PROOF, data, self.board.now())
+        self.engine.send_notify(sa, proof.PROOF, data, self._now())
         self.stats["proof_sent"] += 1
 
     def _proof_in(self, sa, data):
         host = _norm(sa.peer_addr[0])
-        if getattr(sa, "proof_seen", False):
+        p = self._peer(host)
+        if p is None or p.proof_seen is sa:
             # One proof per IKE SA: more would only let a peer wear the flash (pin
             # writes) and grow the event list.
             self.stats["proof_ignored"] = self.stats.get("proof_ignored", 0) + 1
             return
-        sa.proof_seen = True
+        p.proof_seen = sa
         verify = self._sig.verify if self._sig is not None else _ed25519().verify
         key = proof.check(verify, data, self.engine.auth_octets(sa, False))
         if key is None:
@@ -860,14 +989,13 @@ class Node:
             self.log("proof from %s does not verify on this SA (relayed?)" % host)
             return
         self.stats["proof_ok"] += 1
-        verdict = self.pins.observe(inet.pton(host), key, self.board.now())
+        verdict = self.pins.observe(inet.pton(host), key, self._now())
         if verdict == "changed":
             self.stats["key_changed"] += 1
             self._event_out(("key_changed", host, key))
             self.log("KEY CHANGED for %s: not trusted until approved" % host)
-        if host in self.proved or len(self.proved) < _MAX_TRACKED:
-            self.proved[host] = key
-        sa.proved_key = key
+        p.key = key
+        p.proof_sa = sa
         self._relevel(host)
 
     def _event_out(self, ev):
@@ -879,9 +1007,13 @@ class Node:
     def _install(self, child):
         c = _Child(child, self.board.aes, self.board.rand, self.esp_soft_packets)
         self.children[child.spi_in] = c
-        self._failed.pop(c.host, None)
-        if self._initiating.pop(c.host, None) is not None:
-            self.discovery.probe_result(inet.pton(c.host), PROBE_OK, self.board.now())
+        p = self._peer(c.host)
+        started = p is not None and p.initiating is not None
+        if p is not None:
+            p.failed = None
+            p.initiating = None
+        if started:
+            self.discovery.probe_result(inet.pton(c.host), PROBE_OK, self._now())
         self._relevel(c.host)
         if self.keylog is not None:
             self.keylog.esp(child)
@@ -899,38 +1031,52 @@ class Node:
                 wait = self._timer_pass()
             except Exception as e:  # timers must outlive any bug: log, keep running
                 self.log("timer: %r" % e)
-                wait = 0.1
+                wait = 100
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), wait)
-            except asyncio.TimeoutError:
-                pass
+            await _wait_ms(self._wake.wait(), wait)
 
     def _timer_pass(self):
         """One pass of retransmissions, probes, level deadlines and keepalives; returns
-        how long to sleep."""
-        now = self.board.now()
-        due = [x for x in self._to_probe if x[0] <= now]
+        how long to sleep (ms, 1..1000: the pass also keeps old stamps in reach)."""
+        now = self._now()
+        due = [x for x in self._to_probe if diff(now, x[0]) >= 0]
         if due:
-            self._to_probe = [x for x in self._to_probe if x[0] > now]
+            self._to_probe = [x for x in self._to_probe if diff(now, x[0]) < 0]
             for _, host in due:
                 self._probe(host)
         self.engine.tick(now)
         self._pump()
         self.levels.tick(now)
+        self.decisions.tick(now)
         for key in self.discovery.tick(now):
             self.log("%s: no IKE answer, treated as legacy" % inet.ntop(key))
-        if self.keepalive and now >= self._next_keepalive:
+        if self.keepalive and (self._next_keepalive is None or
+                               diff(now, self._next_keepalive) >= 0):
             self._send_keepalives(now)
-        dl = _earliest(self.engine.next_deadline(), self.levels.next_deadline(),
-                       min([x[0] for x in self._to_probe]) if self._to_probe else None,
-                       self.discovery.next_deadline(),
-                       self._next_keepalive if self.keepalive else None)
-        return 1.0 if dl is None else max(0.001, min(1.0, dl - now))
+        self._idle_checks(now)
+        dl = self.next_due(now)
+        return 1000 if dl is None else max(1, min(1000, dl))
+
+    def next_due(self, now):
+        """Milliseconds from `now` to the earliest timer of the node (<= 0: due), or
+        None. The timer task sleeps at most 1 s anyway."""
+        dl = _earliest(self.engine.next_deadline(now), self.levels.next_deadline(now),
+                       self.discovery.next_deadline(now),
+                       diff(self._next_keepalive, now) if self.keepalive and
+                       self._next_keepalive is not None else None)
+        for t, _ in self._to_probe:
+            dl = _earliest(dl, diff(t, now))
+        if self.liveness and self.dpd_max:
+            for p in self.by_host.values():
+                sa = p.ike
+                if sa is not None and sa.state == "established" and sa.last_rx is not None \
+                        and sa.pending is None:
+                    dl = _earliest(dl, self._idle_wait(p) - age(now, sa.last_rx))
+        return dl
 
     def _send_keepalives(self, now):
-        self._next_keepalive = now + self.keepalive
-        for host in list(self.out):
+        self._next_keepalive = add(now, self.keepalive)
+        for host in [h for h in self.by_host if self.by_host[h].out is not None]:
             try:
                 self._send_natt(udpencap.KEEPALIVE, host)
                 self.stats["keepalive_out"] += 1
@@ -940,9 +1086,11 @@ class Node:
     def view(self):
         """{peer host: {"level": n, counters...}} for tables, JSON and tests."""
         out = {}
-        for host in set(self.peer_stats) | set(h for h, _ in self.levels.peers()):
+        for host in set(self.by_host) | set(h for h, _ in self.levels.peers()):
             d = {"level": self.levels.level(host)}
-            d.update(self.peer_stats.get(host, {}))
+            p = self.by_host.get(host)
+            if p is not None:
+                d.update(p.stats)
             out[host] = d
         return out
 
@@ -950,6 +1098,20 @@ class Node:
 def _ed25519():
     from pnpipsec.crypto import ed25519
     return ed25519
+
+
+async def _sleep_ms(n):
+    f = getattr(asyncio, "sleep_ms", None)     # MicroPython: no float
+    await (f(n) if f is not None else asyncio.sleep(n / 1000))
+
+
+async def _wait_ms(aw, n):
+    """Await `aw` for at most n ms (a timeout is not an error here)."""
+    f = getattr(asyncio, "wait_for_ms", None)  # MicroPython: no float
+    try:
+        await (f(aw, n) if f is not None else asyncio.wait_for(aw, n / 1000))
+    except asyncio.TimeoutError:
+        pass
 
 
 def _earliest(*times):

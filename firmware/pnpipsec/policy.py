@@ -35,11 +35,12 @@ accepted unless that is BYPASS (a peer we only ever speak to in clear gets no SA
 
 DecisionPoint -- asked for every SA proposal, incoming and outgoing:
 
-    dp = DecisionPoint(spd, ask=None, timeout=2.0, cache_lifetime=60.0,
-                       fallback_lifetime=10.0, cache_max=32)
+    dp = DecisionPoint(spd, ask=None, timeout=2, cache_lifetime=60,
+                       fallback_lifetime=10, cache_max=32)
     d = dp.decide_local(request)               # sync, SPD only
     d = dp.decide_now(request, now)            # sync: fresh cached answer, else local
     d = await dp.decide(request, now)          # asks `ask` (if set) with timeout + cache
+    dp.tick(now)                               # drops expired answers (the timer calls it)
     d = dp.begin(request, now)                 # the same in two sync halves, for loops
     if d is None:                              # that are not asyncio's: None = ask now,
         d = dp.finish(request, now, answer, error)   # error None | "timeout" | exception
@@ -53,6 +54,7 @@ server costs one timeout per peer per fallback_lifetime, not one per proposal.
 """
 
 from pnpipsec import CLEAR, ENCRYPTED, AUTHORIZED, LEVEL_NAMES
+from pnpipsec.ticks import add, diff, ms
 
 BYPASS = "bypass"
 OPPORTUNISTIC = "opportunistic"
@@ -404,13 +406,14 @@ def _from_remote(ans):
 
 
 class DecisionPoint:
-    def __init__(self, spd=None, ask=None, timeout=2.0, cache_lifetime=60.0,
-                 fallback_lifetime=10.0, cache_max=32):
+    def __init__(self, spd=None, ask=None, timeout=2, cache_lifetime=60,
+                 fallback_lifetime=10, cache_max=32):
         self.spd = spd if spd is not None else Spd()
         self.ask = ask
-        self.timeout = timeout
-        self.cache_lifetime = cache_lifetime
-        self.fallback_lifetime = fallback_lifetime
+        self.timeout = timeout          # s, for asyncio.wait_for
+        # kept as integer ms; `now` is an integer ms tick (pnpipsec.ticks)
+        self.cache_lifetime = ms(cache_lifetime)
+        self.fallback_lifetime = ms(fallback_lifetime)
         self.cache_max = cache_max
         self._cache = {}    # request key -> (expires, Decision)
         self.counters = {"local": 0, "remote": 0, "remote_timeout": 0, "remote_error": 0,
@@ -439,10 +442,18 @@ class DecisionPoint:
         hit = self._cache.get(k)
         if hit is None:
             return None
-        if now >= hit[0]:
+        if diff(now, hit[0]) >= 0:
             del self._cache[k]
             return None
         return hit[1]
+
+    def tick(self, now):
+        """Drop expired answers: an entry left for days would look fresh again once the
+        ticks wrap (answers live at most cache_lifetime, far below half the wrap)."""
+        c = self._cache
+        for k in list(c.keys()):
+            if diff(now, c[k][0]) >= 0:
+                del c[k]
 
     def decide_now(self, request, now):
         """Sync path for code that cannot wait: a fresh cached answer, else the local one."""
@@ -480,8 +491,8 @@ class DecisionPoint:
             return self._count(d)
         self.counters["remote"] += 1
         life = self.cache_lifetime
-        if d.lifetime is not None and d.lifetime < life:
-            life = d.lifetime
+        if d.lifetime is not None and d.lifetime * 1000 < life:
+            life = int(d.lifetime * 1000)
         if d.min_level == CLEAR:
             # the server decides acceptance; the local SPD still sets the floor
             d.min_level = self._local(request).min_level
@@ -508,16 +519,14 @@ class DecisionPoint:
         c = self._cache
         if len(c) >= self.cache_max:
             # drop expired entries, then the one closest to expiry
-            for k in list(c.keys()):
-                if now >= c[k][0]:
-                    del c[k]
+            self.tick(now)
             if len(c) >= self.cache_max:
                 victim = None
                 for k in c:
-                    if victim is None or c[k][0] < c[victim][0]:
+                    if victim is None or diff(c[k][0], c[victim][0]) < 0:
                         victim = k
                 del c[victim]
-        c[request.key()] = (now + life, d)
+        c[request.key()] = (add(now, life), d)
 
     def flush(self):
         """Forget every cached answer (e.g. when the policy server pushes a change)."""

@@ -4,7 +4,7 @@
 
 import asyncio
 
-from pnpipsec import CLEAR, ENCRYPTED, AUTHENTICATED, AUTHORIZED, inet
+from pnpipsec import CLEAR, ENCRYPTED, AUTHENTICATED, AUTHORIZED, inet, ticks
 from pnpipsec import discovery as dm
 from pnpipsec.discovery import Discovery, SEND_CLEAR, SEND_ESP, HOLD, FAIL
 from pnpipsec.levels import LevelTable
@@ -87,9 +87,9 @@ def test_decision_point_sync():
     spd = Spd.from_dicts([{"peer": "10.0.0.0/8", "action": "bypass"}])
     dp = DecisionPoint(spd)
     assert not dp.decide_local(Request(inet.pton("10.1.1.1"))).accept
-    d = dp.decide_now(Request(inet.pton("::1")), 0.0)
+    d = dp.decide_now(Request(inet.pton("::1")), 0)
     assert d.accept and d.source == "local"
-    assert dp.begin(Request(inet.pton("::1")), 0.0).source == "local"   # no server: local
+    assert dp.begin(Request(inet.pton("::1")), 0).source == "local"   # no server: local
 
 
 def test_decision_point_halves_cache_and_fallback():
@@ -100,17 +100,18 @@ def test_decision_point_halves_cache_and_fallback():
     spd = Spd.from_dicts([{"peer": "10.0.0.0/8", "action": "bypass"}])
     dp = DecisionPoint(spd, ask=never, cache_lifetime=60.0, fallback_lifetime=10.0)
     r = Request(inet.pton("::1"))
-    assert dp.begin(r, 0.0) is None                        # ask the server
-    d = dp.finish(r, 0.0, {"accept": False, "level": "authorized", "lifetime": 5})
+    # now: ms ticks; lifetimes (constructor, the answer's "lifetime") in seconds
+    assert dp.begin(r, 0) is None                          # ask the server
+    d = dp.finish(r, 0, {"accept": False, "level": "authorized", "lifetime": 5})
     assert not d.accept and d.source == "remote" and d.level == AUTHORIZED
-    assert dp.begin(r, 4.0).source == "cache" and dp.begin(r, 5.0) is None
-    d = dp.finish(r, 5.0, None, "timeout")
+    assert dp.begin(r, 4000).source == "cache" and dp.begin(r, 5000) is None
+    d = dp.finish(r, 5000, None, "timeout")
     assert d.accept and d.source == "fallback"
-    assert dp.begin(r, 14.0).source == "cache" and dp.begin(r, 15.0) is None
+    assert dp.begin(r, 14000).source == "cache" and dp.begin(r, 15000) is None
     r2 = Request(inet.pton("10.0.0.1"))
-    d = dp.finish(r2, 0.0, None, OSError("down"))
+    d = dp.finish(r2, 0, None, OSError("down"))
     assert not d.accept and d.source == "fallback"
-    d = dp.finish(Request(inet.pton("::2")), 0.0, {"level": 1})   # garbage answer
+    d = dp.finish(Request(inet.pton("::2")), 0, {"level": 1})   # garbage answer
     assert d.accept and d.source == "fallback"
     c = dp.counters
     assert c["remote"] == 1 and c["remote_timeout"] == 1 and c["remote_error"] == 2
@@ -134,10 +135,10 @@ def test_decision_point_asyncio():
     async def main():
         dp = DecisionPoint(Spd(), ask=ask, timeout=1.0)
         r = Request(inet.pton("::1"))
-        d1 = await dp.decide(r, 0.0)
-        d2 = await dp.decide(r, 4.0)
+        d1 = await dp.decide(r, 0)
+        d2 = await dp.decide(r, 4000)
         dp2 = DecisionPoint(Spd(), ask=slow, timeout=0.01)
-        d3 = await dp2.decide(r, 0.0)
+        d3 = await dp2.decide(r, 0)
         return d1, d2, d3, dp2
     d1, d2, d3, dp2 = asyncio.run(main())
     assert not d1.accept and d1.source == "remote"
@@ -150,9 +151,9 @@ def test_decision_point_asyncio():
 def test_pins_tofu_change_approve_persist():
     st = MemStorage()
     ps = PinStore(st, limit=2)
-    assert ps.observe(b"cam", K1, 0.0) == "new-pinned"
-    assert ps.observe(b"cam", K1, 1.0) == "match"
-    assert ps.observe(b"cam", K2, 2.0) == "changed"
+    assert ps.observe(b"cam", K1, 0) == "new-pinned"
+    assert ps.observe(b"cam", K1, 1000) == "match"
+    assert ps.observe(b"cam", K2, 2000) == "changed"
     assert ps.is_trusted(b"cam", K1) and not ps.is_trusted(b"cam", K2)
     assert ps.state(b"cam") == "changed"
     ps2 = PinStore(st, limit=2)
@@ -185,32 +186,32 @@ def test_pins_corrupt_left_intact():
 
 def test_discovery_first_datagram_and_legacy_backoff():
     d = Discovery(probe_timeout=3.0, backoff_min=30.0, backoff_max=3600.0, probe_burst=100)
-    assert d.on_send(P, OPP, CLEAR, 0.0) == (SEND_CLEAR, True, "")
-    assert d.on_send(P, OPP, CLEAR, 1.0) == (SEND_CLEAR, False, "")
-    assert d.tick(3.0) == [P] and d.state(P, 3.0) == dm.LEGACY
-    assert d.on_send(P, REQ, CLEAR, 4.0) == (FAIL, False, "legacy")
+    assert d.on_send(P, OPP, CLEAR, 0) == (SEND_CLEAR, True, "")
+    assert d.on_send(P, OPP, CLEAR, 1000) == (SEND_CLEAR, False, "")
+    assert d.tick(3000) == [P] and d.state(P, 3000) == dm.LEGACY
+    assert d.on_send(P, REQ, CLEAR, 4000) == (FAIL, False, "legacy")
     # an hour of sends every 2 s: at most 7 probes (3 + 30, 3 + 60, ... doubling)
-    t = 4.0
-    while t <= 3600.0:
+    t = 4000
+    while t <= 3600000:
         d.tick(t)
         assert d.on_send(P, OPP, CLEAR, t)[0] == SEND_CLEAR
-        t += 2.0
+        t += 2000
     assert d.counters["probes"] <= 7, d.counters
-    assert [d.backoff(n) for n in (1, 2, 3, 8, 9)] == [30, 60, 120, 3600, 3600]
+    assert [d.backoff(n) for n in (1, 2, 3, 8, 9)] == [30000, 60000, 120000, 3600000, 3600000]
 
 
 def test_discovery_sticky_and_require():
     d = Discovery(probe_timeout=2.0, sticky_time=100.0)
-    assert d.on_send(P, REQ, CLEAR, 0.0) == (HOLD, True, "")
-    d.probe_result(P, dm.OK, 0.5)
-    d.seen_level(P, ENCRYPTED, 0.5)
-    assert d.on_send(P, REQ, ENCRYPTED, 1.0) == (SEND_ESP, False, "")
-    assert d.on_send(P, OPP, CLEAR, 10.0) == (HOLD, True, "sticky")   # SA lost
-    d.tick(12.0)
-    assert d.on_send(P, OPP, CLEAR, 13.0) == (FAIL, False, "sticky")
-    assert d.on_send(P, BYP, CLEAR, 13.0) == (SEND_CLEAR, False, "")
-    assert d.on_clear_inbound(P, REQ, 13.0) == (False, False)
-    assert d.on_clear_inbound(P, OPP, 13.0) == (True, False)
+    assert d.on_send(P, REQ, CLEAR, 0) == (HOLD, True, "")
+    d.probe_result(P, dm.OK, 500)
+    d.seen_level(P, ENCRYPTED, 500)
+    assert d.on_send(P, REQ, ENCRYPTED, 1000) == (SEND_ESP, False, "")
+    assert d.on_send(P, OPP, CLEAR, 10000) == (HOLD, True, "sticky")   # SA lost
+    d.tick(12000)
+    assert d.on_send(P, OPP, CLEAR, 13000) == (FAIL, False, "sticky")
+    assert d.on_send(P, BYP, CLEAR, 13000) == (SEND_CLEAR, False, "")
+    assert d.on_clear_inbound(P, REQ, 13000) == (False, False)
+    assert d.on_clear_inbound(P, OPP, 13000) == (True, False)
 
 
 def test_discovery_require_never_clear_pseudorandom():
@@ -220,12 +221,12 @@ def test_discovery_require_never_clear_pseudorandom():
     peers = [bytes([10, 0, 0, i]) for i in range(4)]
     actions = [OPP, BYP, REQ, Action(REQUIRE, AUTHENTICATED)]
     x = 12345
-    t = 0.0
+    t = ticks.MASK - 3000       # ms ticks from 3 s before the wrap: deadlines straddle it
     for _ in range(3000):
         x = (x * 1103515245 + 12345) & 0x7FFFFFFF
         peer = peers[x % 4]
         op = (x >> 4) % 5
-        t += ((x >> 8) % 100) / 10.0
+        t = ticks.add(t, ((x >> 8) % 100) * 100)
         d.tick(t)
         if op == 0 or op == 1:
             act = actions[(x >> 12) % 4]
@@ -247,6 +248,11 @@ def test_discovery_require_never_clear_pseudorandom():
             deliver, probe = d.on_clear_inbound(peer, act, t)
             assert not (act.kind == REQUIRE and deliver)
         assert 0 <= d._probing <= 2 and len(d.peers()) <= 3
+        nd = d.next_deadline(t)     # a running probe ends within probe_timeout
+        assert nd is None or 0 < nd <= 3000, nd
+    t = ticks.add(t, 3000)
+    d.tick(t)
+    assert d.next_deadline(t) is None and d._probing == 0
 
 
 # ---------------------------------------------------------------- levels
@@ -256,15 +262,16 @@ def test_levels_events_waiters():
     seen = []
     got = []
     t.on_change(lambda peer, old, new, now: seen.append((old, new)))
-    w = t.wait(P, AUTHENTICATED, 10.0, lambda ok, lv: got.append((ok, lv)))
-    w2 = t.wait(P, AUTHORIZED, 5.0, lambda ok, lv: got.append((ok, lv)))
-    assert t.set(P, ENCRYPTED, 1.0) == [(P, CLEAR, ENCRYPTED)]
-    assert t.set(P, ENCRYPTED, 1.5) == []
+    w = t.wait(P, AUTHENTICATED, 10000, lambda ok, lv: got.append((ok, lv)))
+    w2 = t.wait(P, AUTHORIZED, 5000, lambda ok, lv: got.append((ok, lv)))
+    assert t.next_deadline(0) == 5000
+    assert t.set(P, ENCRYPTED, 1000) == [(P, CLEAR, ENCRYPTED)]
+    assert t.set(P, ENCRYPTED, 1500) == []
     assert got == []
-    t.set(P, AUTHENTICATED, 2.0)
+    t.set(P, AUTHENTICATED, 2000)
     assert got == [(True, AUTHENTICATED)] and w.ok
-    assert t.tick(5.0) == 1 and got[-1] == (False, AUTHENTICATED) and w2.ok is False
-    assert t.drop(P, 6.0) == [(P, AUTHENTICATED, CLEAR)] and t.level(P) == CLEAR
+    assert t.tick(5000) == 1 and got[-1] == (False, AUTHENTICATED) and w2.ok is False
+    assert t.drop(P, 6000) == [(P, AUTHENTICATED, CLEAR)] and t.level(P) == CLEAR
     assert seen == [(0, 1), (1, 2), (2, 0)]
     assert t.wait(P, CLEAR, None, lambda ok, lv: got.append((ok, lv))) is None
     assert got[-1] == (True, CLEAR) and t.waiting() == 0

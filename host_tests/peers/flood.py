@@ -111,7 +111,7 @@ def genuine_init(peer, port=500):
     from pnpipsec.ike import engine as ike
     from pnpipsec.node import zero_config
     eng = ike.Engine(os.urandom, CryptographyAES(), ike.LocalIdentity(), dh=fast_x25519)
-    eng.initiate((peer, port), zero_config(), 0.0)
+    eng.initiate((peer, port), zero_config(), 0)
     (data, _addr), = eng.pop_datagrams()
     return data
 

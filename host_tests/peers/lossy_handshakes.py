@@ -123,7 +123,7 @@ async def rekeys(board, ident, k):
         await node.connect(peer, timeout=60)
         for i in range(k):
             old = node.out[peer].child
-            node.engine.rekey_child(old, node.board.now()); node._pump()
+            node.engine.rekey_child(old, node.board.now_ms()); node._pump()
             t = await until(lambda: peer in node.out and node.out[peer].child is not old
                             and old.spi_in not in node.children, 60)
             if t is not None:
@@ -132,7 +132,7 @@ async def rekeys(board, ident, k):
             r["echo"] += 1
             r["echo_ok"] += await echo(node, ep, "after-child-%d" % i)
             old_ike = node.ike_up[peer]
-            node.engine.rekey_ike(old_ike, node.board.now()); node._pump()
+            node.engine.rekey_ike(old_ike, node.board.now_ms()); node._pump()
             t = await until(lambda: node.ike_up.get(peer) not in (None, old_ike)
                             and old_ike.state == "dead", 60)
             if t is not None:

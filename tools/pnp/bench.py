@@ -185,12 +185,12 @@ def fn():
     b = Engine(rand, AES, LocalIdentity(), policy=lambda addr, pid, m: cfg)
     A = ("10.0.0.1", 4500)
     B = ("10.0.0.2", 4500)
-    a.initiate(B, cfg, 0.0)
+    a.initiate(B, cfg, 0)
     for _ in range(3):
         for m, _x in a.pop_datagrams():
-            b.receive(m, A, 0.0)
+            b.receive(m, A, 0)
         for m, _x in b.pop_datagrams():
-            a.receive(m, B, 0.0)
+            a.receive(m, B, 0)
     ca = [e.child for e in a.pop_events() if e.__class__.__name__ == "ChildUp"]
     cb = [e.child for e in b.pop_events() if e.__class__.__name__ == "ChildUp"]
     return len(ca) == 1 and len(cb) == 1 and ca[0].enc_out == cb[0].enc_in and ca[0].int_in == cb[0].int_out

@@ -162,14 +162,14 @@ class _Rand:
 def _move(src, dst, src_host):
     k = 0
     for d, to in src.pop_datagrams():
-        dst.receive(d, (src_host, to[1]), 0.0)
+        dst.receive(d, (src_host, to[1]), 0)
         k += 1
     return k
 
 
 def _handshake(e, peer_host, seed):
     b = Engine(_Rand(seed), PureAES(), LocalIdentity())
-    e.initiate((peer_host, 500), PeerConfig(), 0.0)
+    e.initiate((peer_host, 500), PeerConfig(), 0)
     for _i in range(6):
         if not (_move(e, b, "fd00:1::1") + _move(b, e, peer_host)):
             break
@@ -196,7 +196,7 @@ def heap_steps(module_names=None):
     s.append(_LIVE + "_hs0 = _live\n"
              "_ea = Engine(_Rand(b'a'), PureAES(), LocalIdentity())\n"
              "_eb = Engine(_Rand(b'b'), PureAES(), LocalIdentity())\n"
-             "_ea.initiate(('fd00:1::2', 500), PeerConfig(), 0.0)\n"
+             "_ea.initiate(('fd00:1::2', 500), PeerConfig(), 0)\n"
              "print('FP hs_step', _live - _hs0, gc.mem_alloc() - _live)\n")
     for i in range(8):
         if i % 2 == 0:
@@ -333,7 +333,7 @@ if mode != "import":
     h0 = gc.mem_alloc()
     ea = Engine(_Rand(b"a"), PureAES(), LocalIdentity())
     eb = Engine(_Rand(b"b"), PureAES(), LocalIdentity())
-    ea.initiate(("fd00:1::2", 500), PeerConfig(), 0.0)
+    ea.initiate(("fd00:1::2", 500), PeerConfig(), 0)
     peak = 0
     for i in range(8):
         if i %% 2 == 0:

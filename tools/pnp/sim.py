@@ -336,7 +336,7 @@ class Sim:
             if self.stopping:
                 return      # the nodes' DELETEs at shutdown are not the scenario's
             peer = self.name(host)
-            t = now - self.t0
+            t = self.t()        # (`now` is the core's ms tick)
             self.timeline.append({"t": round(t, 4), "node": n, "peer": peer,
                                   "from": level_name(old), "to": level_name(new)})
             r = self.reached.setdefault((n, peer), {})
@@ -461,7 +461,7 @@ class Sim:
             for n in NODES:
                 node = self.nodes[n]
                 for host in list(node.peer_stats):
-                    st = node.discovery.state(inet.pton(host), node.board.now())
+                    st = node.discovery.state(inet.pton(host), node.board.now_ms())
                     old = self._disc_state.get((n, host), "unknown")
                     if st != old:
                         self._disc_state[(n, host)] = st
@@ -480,7 +480,7 @@ class Sim:
                 for k in ("clear_in", "clear_out", "esp_in", "esp_out"):
                     e[k] = d.get(k, 0)
                 node = self.nodes[n]
-                e["discovery"] = node.discovery.state(inet.pton(host), node.board.now())
+                e["discovery"] = node.discovery.state(inet.pton(host), node.board.now_ms())
                 first = self.first.get(frozenset((n, peer)))
                 e["first_datagram_s"] = None if first is None else round(first, 4)
                 r = self.reached.get((n, peer), {})

@@ -51,6 +51,9 @@ class BaseBoard:
     def rand(self, n):
         return self.os.urandom(n)
 
+    def now_ms(self):
+        return self.clock.ticks()
+
     def now(self):
         return self.clock.now()
 
@@ -87,7 +90,7 @@ class WlanBoard(BaseBoard):
         cfg = _net.load_wifi(self.wifi_file)
         _net.apply_globals(self.network, cfg)
         self.wlan = self.network.WLAN(self.network.STA_IF)
-        await _net.connect(self.wlan, cfg, self.clock.now_ms, self.log)
+        await _net.connect(self.wlan, cfg, self.clock.elapsed_ms, self.log)
         self.ipv6, self.ipv6_reason = _net.detect_ipv6(self.wlan, self._socket_module())
         await self._after_connect()
         self.log(_net.ipv6_line(self.ipv6, self.ipv6_reason))

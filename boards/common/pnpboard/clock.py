@@ -9,7 +9,8 @@ across any number of wraps as long as now() runs at least once per half period
 Float precision: ESP32 and RP2 builds use single-precision floats (24-bit mantissa),
 so the float returned by now() loses millisecond resolution after ~4.6 h of uptime and
 reaches 1 s resolution after ~97 days. Counting from board creation (not from boot)
-keeps the numbers as small as they can be; now_ms() gives the exact integer.
+keeps the numbers as small as they can be; elapsed_ms() gives the exact integer.
+The core itself takes ticks(): integer ms that wrap (pnpipsec.ticks), never a float.
 """
 
 try:
@@ -28,7 +29,7 @@ class Monotonic:
         self._last = self._ticks()
         self._ms = 0
 
-    def now_ms(self):
+    def elapsed_ms(self):
         """Milliseconds since this clock was made (an int, never decreasing)."""
         t = self._ticks()
         d = self._diff(t, self._last)
@@ -37,6 +38,12 @@ class Monotonic:
             self._last = t
         return self._ms
 
+    def ticks(self):
+        """The core's clock: integer ms that wrap at 2^30 (pnpipsec.ticks), the port's
+        ticks_ms itself on 32-bit ports (a small int: no allocation)."""
+        return self._ticks() & 0x3FFFFFFF
+
     def now(self):
-        """Seconds since this clock was made (float, never decreasing)."""
-        return self.now_ms() / 1000
+        """Seconds since this clock was made (float, never decreasing; for people and
+        logs -- the core takes ticks())."""
+        return self.elapsed_ms() / 1000

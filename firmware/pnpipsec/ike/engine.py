@@ -3,7 +3,7 @@
 CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
 
     eng = Engine(rand, aes, local, policy=None, cookie_threshold=8,
-                 half_open_timeout=30.0, natt_ports=(500, 4500), dh=None, sig=None,
+                 half_open_timeout=30, natt_ports=(500, 4500), dh=None, sig=None,
                  max_sas=32, max_children=4, max_half_open=16, rank=None,
                  max_answer_rate=5000, answer_sources=64)
         rand(n) -> bytes; aes: an AES provider (pnpipsec.crypto.aes);
@@ -24,7 +24,9 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     sa = eng.initiate(peer_addr, peer_cfg, now)   -> IkeSA  (queues IKE_SA_INIT)
     eng.receive(data, peer_addr, now)              IKE message without non-ESP marker
     eng.tick(now)                                  retransmit, give up, rekey, liveness
-    eng.next_deadline() -> float or None
+    eng.next_deadline(now) -> ms until the nearest timer (<= 0: due), or None
+    `now` is always integer milliseconds that wrap (pnpipsec.ticks); durations in the
+    constructor and PeerConfig are seconds, kept as integer ms.
     eng.pop_datagrams() -> list of (bytes, peer_addr)   to send (node adds marker on 4500)
     eng.pop_events() -> list of events (see Event classes below)
     eng.rekey_child(child, now); eng.rekey_ike(sa, now)
@@ -47,7 +49,7 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
                peer_pubkey=None, mode="transport"|"tunnel", local_ts=None,
                remote_ts=None, childless=False, child_lifetime=3600,
                ike_lifetime=14400, retransmit_base=0.5, retransmit_tries=10,
-               pfs=False, dpd=0, retransmit_max=4.0, init_tries=None)
+               pfs=False, dpd=0, retransmit_max=4, init_tries=None)
         ids are (id_type, bytes); traffic selectors are lists of
         (start_addr_bytes, end_addr_bytes) with 4- or 16-byte addresses.
         Default IDs: ID_NULL for "null"; otherwise (ID_KEY_ID, our Ed25519 public key)
@@ -165,6 +167,7 @@ from pnpipsec.ike.sa import (LocalIdentity, PeerConfig, IkeSA, ChildSA, Pending,
                              ChildRekeyed, ChildDown, ChildFailed, NotifyReceived)
 from pnpipsec.crypto.hmac import hmac_sha256
 from pnpipsec.crypto import x25519
+from pnpipsec.ticks import add, age, clamp, diff, ms
 
 try:
     from micropython import const
@@ -230,9 +233,10 @@ IKE_SUITE = [(_T_ENCR, _ENCR_AES_CBC, 128), (_T_PRF, _PRF_HMAC_SHA2_256, None),
 ESP_SUITE = [(_T_ENCR, _ENCR_AES_CBC, 128), (_T_INTEG, _AUTH_HMAC_SHA2_256_128, None),
              (_T_ESN, _ESN_NO, None)]
 T_DH31 = (_T_DH, _DH_CURVE25519, None)
-RETRY_LATER = 10.0
-DEAD_KEEP = 10.0
-COOKIE_ROTATE = 300.0
+RETRY_LATER = 10000      # ms
+DEAD_KEEP = 10000
+COOKIE_ROTATE = 300000
+REKEYED_KEEP = 30000
 
 
 def _n(ntype, data=b"", proto=0, spi=b""):
@@ -288,7 +292,7 @@ def select(props, proto, spisz, dh):
 
 class Engine:
     def __init__(self, rand, aes, local, policy=None, cookie_threshold=8,
-                 half_open_timeout=30.0, natt_ports=(500, 4500), dh=None, sig=None,
+                 half_open_timeout=30, natt_ports=(500, 4500), dh=None, sig=None,
                  max_sas=32, max_children=4, max_half_open=16, rank=None,
                  max_answer_rate=5000, answer_sources=64):
         self.max_sas = max_sas
@@ -296,15 +300,16 @@ class Engine:
         self.max_per_host = 4
         self.max_half_open = max(max_half_open, cookie_threshold)
         self.max_half_open_per_host = 2
-        self.rank = rank if rank is not None else _default_rank
+        self.rank = rank if rank is not None else self._default_rank
         self.max_answer_rate = max_answer_rate
-        self._tokens = float(max_answer_rate)
-        self._tokens_at = 0.0
+        self._tokens = max_answer_rate * 1000     # milli-answers
+        self._tokens_at = None
         self.answer_sources = answer_sources
         self._answered = {}     # source host -> cookie answers in the current second
-        self._answered_at = -1.0
+        self._answered_at = None
         self._load = False
-        self._load_at = -1.0
+        self._load_at = None
+        self.now = 0            # the latest `now` we were given (ticks, ms)
         self.dh = dh if dh is not None else x25519
         self.sig = sig
         self.rand = rand
@@ -312,7 +317,7 @@ class Engine:
         self.local = local if local is not None else LocalIdentity()
         self.policy = policy if policy is not None else _null_policy
         self.cookie_threshold = cookie_threshold
-        self.half_open_timeout = half_open_timeout
+        self.half_open_ms = ms(half_open_timeout)
         self.natt_ports = natt_ports
         self.sas = {}            # our SPI -> IkeSA
         self.init_idx = {}       # (peer SPIi, peer_addr) -> responder IkeSA
@@ -350,6 +355,7 @@ class Engine:
         """Start an IKE SA. init_tries bounds the IKE_SA_INIT retransmissions of this
         attempt (default: cfg.init_tries, else cfg.retransmit_tries): a discovery probe
         is short, an attempt with a peer known to speak IKE is not."""
+        self.now = now
         sa = IkeSA(True, self._new_ike_spi(), peer_addr, cfg)
         sa.init_tries = init_tries if init_tries is not None else cfg.init_tries
         sa.ni = self.rand(32)
@@ -441,28 +447,41 @@ class Engine:
             return None
         return sa.octets[0 if local else 1]
 
-    def next_deadline(self):
+    def next_deadline(self, now):
+        """Milliseconds from now to the nearest timer (<= 0: due), or None."""
         best = None
         for sa in self.sas.values():
             for t in self._deadlines(sa):
-                if t is not None and (best is None or t < best):
-                    best = t
+                if t is not None:
+                    d = diff(t, now)
+                    if best is None or d < best:
+                        best = d
         return best
 
+    def _default_rank(self, sa):
+        """(trust, recency): who keeps its slot when the table is full."""
+        return (2 if sa.auth in ("psk", "pubkey") else 0, self.recency(sa))
+
+    def recency(self, sa):
+        """Larger for the more recently active SA (minus its idle ms)."""
+        return -age(self.now, sa.last_rx) if sa.last_rx is not None else -(1 << 30)
+
     def tick(self, now):
+        self.now = now
         for sa in list(self.sas.values()):
+            sa.last_rx = clamp(now, sa.last_rx)
             p = sa.pending
-            if p is not None and now >= p.next_at:
+            if p is not None and diff(now, p.next_at) >= 0:
                 if p.tries >= p.max_tries:
                     self._count("timeout")
                     self._kill(sa, getattr(sa, "init_error", None) or "timeout")
                     continue
                 p.tries += 1
                 p.interval = min(p.interval * 2, p.cap)
-                p.next_at = now + p.interval
+                p.next_at = add(now, p.interval)
                 self._count("retransmit")
                 self.out.append((p.data, sa.peer_addr))
-            if sa.expire_at is not None and now >= sa.expire_at:
+            if sa.expire_at is not None and diff(now, sa.expire_at) >= 0:
                 if sa.state in ("half_open", "dead", "rekeyed"):
                     # (a rekeyed SA whose DELETE answer was lost: the peer already forgot
                     # it and will never answer a retransmission)
@@ -475,21 +494,24 @@ class Engine:
                 continue
             if sa.state != "established":
                 continue
-            if sa.rekey_at is not None and now >= sa.rekey_at:
-                sa.rekey_at = now + RETRY_LATER
+            if sa.rekey_at is not None and diff(now, sa.rekey_at) >= 0:
+                sa.rekey_at = add(now, RETRY_LATER)
                 self.rekey_ike(sa, now)
             for ch in list(sa.children):
-                if ch.expire_at is not None and now >= ch.expire_at:
+                if ch.expire_at is not None and diff(now, ch.expire_at) >= 0:
                     if ch.state in ("up", "rekeyed"):
                         self.delete(ch, now)
-                elif ch.state == "up" and ch.rekey_at is not None and now >= ch.rekey_at:
-                    ch.rekey_at = now + RETRY_LATER
+                elif ch.state == "up" and ch.rekey_at is not None and \
+                        diff(now, ch.rekey_at) >= 0:
+                    ch.rekey_at = add(now, RETRY_LATER)
                     self.rekey_child(ch, now)
-            if sa.cfg.dpd and sa.last_rx is not None and now >= sa.last_rx + sa.cfg.dpd:
+            dpd = sa.cfg.dpd_ms
+            if dpd and sa.last_rx is not None and diff(now, sa.last_rx) >= dpd:
                 sa.last_rx = now
                 self.check_liveness(sa, now)
 
     def receive(self, data, peer_addr, now):
+        self.now = now
         self._count("rx")
         if self._init_gate(data, peer_addr, now):
             return
@@ -514,7 +536,7 @@ class Engine:
         for sa in self.sas.values():
             if sa.state == "half_open" and (host is None or sa.peer_addr[0] == host):
                 out.append(sa)
-        out.sort(key=lambda sa: sa.last_rx)
+        out.sort(key=self.recency)
         return out
 
     def _evict_half_open(self, candidates):
@@ -543,7 +565,7 @@ class Engine:
         to a less trusted newcomer). False when there is no room."""
         same = self._owned(new.peer_addr[0], new)
         if len(same) >= self.max_per_host:
-            self._evict(min(same, key=lambda sa: sa.last_rx or 0), "evict_per_host")
+            self._evict(min(same, key=self.recency), "evict_per_host")
         owned = self._owned(None, new)
         if len(owned) < self.max_sas:
             return True
@@ -603,8 +625,8 @@ class Engine:
                     yield ch.rekey_at
                 if ch.state in ("up", "rekeyed"):
                     yield ch.expire_at
-            if sa.cfg.dpd and sa.last_rx is not None:
-                yield sa.last_rx + sa.cfg.dpd
+            if sa.cfg.dpd_ms and sa.last_rx is not None:
+                yield add(sa.last_rx, sa.cfg.dpd_ms)
 
     def _new_ike_spi(self):
         while True:
@@ -632,10 +654,11 @@ class Engine:
         else:
             sa.dh_priv, sa.ke_pub = None, self.rand(64)
 
-    def _jitter(self, now, lifetime):
-        if not lifetime:
+    def _jitter(self, now, life_ms):
+        # at 80-90 % of the lifetime (integer ms: life_ms // 100 keeps it a small int)
+        if not life_ms:
             return None
-        return now + lifetime * (0.9 - 0.1 * self.rand(1)[0] / 255.0)
+        return add(now, life_ms // 100 * (90 - self.rand(1)[0] * 10 // 255))
 
     def _emit(self, ev):
         self.events.append(ev)
@@ -697,8 +720,8 @@ class Engine:
             mid = sa.send_mid
             sa.send_mid += 1
             data = self._encode(sa, exch, False, mid, payloads)
-            sa.pending = Pending(mid, exch, data, job.done, now, sa.cfg.retransmit_base,
-                                 sa.cfg.retransmit_tries, sa.cfg.retransmit_max)
+            sa.pending = Pending(mid, exch, data, job.done, now, sa.cfg.rt_base_ms,
+                                 sa.cfg.retransmit_tries, sa.cfg.rt_max_ms)
             if getattr(job, "deletes_ike", False):
                 sa.delete_sent = True
             self.out.append((data, sa.peer_addr))
@@ -826,7 +849,7 @@ class Engine:
         sa.send_mid = 1
         tries = sa.init_tries if sa.init_tries is not None else sa.cfg.retransmit_tries
         sa.pending = Pending(0, _IKE_SA_INIT, data, self._init_response, now,
-                             sa.cfg.retransmit_base, tries, sa.cfg.retransmit_max)
+                             sa.cfg.rt_base_ms, tries, sa.cfg.rt_max_ms)
         self.out.append((data, sa.peer_addr))
 
     def _cookie_for(self, ver, secret, addr, spi_i):
@@ -861,7 +884,8 @@ class Engine:
     def _source_budget(self, host, now):
         """At most 2 cookie answers a second to one source (for the first
         answer_sources sources of each second; later ones only meet the global bucket)."""
-        if now - self._answered_at >= 1.0 or now < self._answered_at:
+        at = self._answered_at
+        if at is None or not 0 <= diff(now, at) < 1000:
             self._answered_at = now
             self._answered = {}
         n = self._answered.get(host, 0)
@@ -875,17 +899,20 @@ class Engine:
         """A token bucket: at most max_answer_rate unauthenticated answers a second
         (cookies), so a flood can neither make us a reflector nor eat the CPU."""
         rate = self.max_answer_rate
-        t = self._tokens + (now - self._tokens_at) * rate
+        el = 1000 if self._tokens_at is None else diff(now, self._tokens_at)
+        if not 0 <= el < 1000:
+            el = 1000
+        t = self._tokens + el * rate
         self._tokens_at = now
-        self._tokens = t if t < rate else rate
-        if self._tokens < 1:
+        self._tokens = t if t < rate * 1000 else rate * 1000
+        if self._tokens < 1000:
             return False
-        self._tokens -= 1
+        self._tokens -= 1000
         return True
 
     def _loaded(self, now):
         """Half-open SAs at the cookie threshold (recounted at most every 10 ms)."""
-        if now - self._load_at >= 0.01 or now < self._load_at:
+        if self._load_at is None or not 0 <= diff(now, self._load_at) < 10:
             self._load_at = now
             self._load = self.half_open() >= self.cookie_threshold
         return self._load
@@ -905,7 +932,7 @@ class Engine:
         return True
 
     def _rotate(self, now):
-        if self._secret is None or now - self._secret_at >= COOKIE_ROTATE:
+        if self._secret is None or not 0 <= diff(now, self._secret_at) < COOKIE_ROTATE:
             self._old_secret = self._secret
             self._secret = self.rand(16)
             self._secret_ver = (self._secret_ver + 1) & 0xFF
@@ -984,7 +1011,7 @@ class Engine:
         sa.last_resp = (0, resp)
         sa.recv_mid = 1
         sa.state = "half_open"
-        sa.expire_at = now + self.half_open_timeout
+        sa.expire_at = add(now, self.half_open_ms)
         sa.last_rx = now
         self.sas[sa.spi_r] = sa
         self.init_idx[(sa.spi_i, addr)] = sa
@@ -1119,7 +1146,7 @@ class Engine:
             self._emit(AuthFailed(sa, why))
             self._kill(sa, "AUTHENTICATION_FAILED")
             # keep the failure answer for retransmissions for a while
-            sa.expire_at = now + DEAD_KEEP
+            sa.expire_at = add(now, DEAD_KEEP)
             self.sas[sa.spi_r] = sa
             return
         sa.cfg = cfg
@@ -1132,7 +1159,7 @@ class Engine:
         if not self._make_room(sa):
             self._respond(sa, msg, [_n(_N_NO_ADDITIONAL_SAS)])
             self._kill(sa, "no room")
-            sa.expire_at = now + DEAD_KEEP
+            sa.expire_at = add(now, DEAD_KEEP)
             self.sas[sa.spi_r] = sa
             return
         my_id = codec.encode_id(*self._local_id(cfg))
@@ -1148,7 +1175,7 @@ class Engine:
             resp += extra
         sa.state = "established"
         sa.expire_at = None
-        sa.rekey_at = self._jitter(now, cfg.ike_lifetime)
+        sa.rekey_at = self._jitter(now, cfg.ike_life_ms)
         self._respond(sa, msg, resp)
         self._emit(IkeUp(sa))
         if child is not None:
@@ -1204,9 +1231,9 @@ class Engine:
         return child, p
 
     def _child_timers(self, sa, child, now):
-        lt = sa.cfg.child_lifetime
+        lt = sa.cfg.child_life_ms
         child.rekey_at = self._jitter(now, lt)
-        child.expire_at = now + lt if lt else None
+        child.expire_at = add(now, lt) if lt else None
 
     def _finish_child(self, sa, msg, offer, ni, nr, shared, dh, now):
         """Initiator side: check the responder's SA/TS answer for our offer
@@ -1355,18 +1382,18 @@ class Engine:
         new.surfaced = True
         new.state = "established"
         new.last_rx = now
-        new.rekey_at = self._jitter(now, new.cfg.ike_lifetime)
+        new.rekey_at = self._jitter(now, new.cfg.ike_life_ms)
         new.children = old.children
         for ch in new.children:
             ch.ike = new
             if ch.rekeying:
                 # its rekey exchange is stranded on the old IKE SA: retry on the new one
                 ch.rekeying = False
-                ch.rekey_at = now + RETRY_LATER
+                ch.rekey_at = add(now, RETRY_LATER)
         old.children = []
         old.state = "rekeyed"
         old.rekeying = False
-        old.expire_at = now + 30.0
+        old.expire_at = add(now, REKEYED_KEEP)
         self._emit(IkeRekeyed(old, new))
 
     # ------------------------------------------------------------ INFORMATIONAL
@@ -1433,11 +1460,6 @@ def _init_parts(msg):
         raise IkeParseError("IKE_SA_INIT lacks SA, KE or Nonce")
     group, kedata = codec.parse_ke(keb)
     return codec.parse_sa(sab), group, kedata, codec.parse_nonce(nb)
-
-
-def _default_rank(sa):
-    """(trust, last activity): who keeps its slot when the table is full."""
-    return (2 if sa.auth in ("psk", "pubkey") else 0, sa.last_rx or 0)
 
 
 def _null_policy(peer_addr, peer_id, method):
@@ -1532,7 +1554,7 @@ class _Auth:
         if msg.notify(_N_INITIAL_CONTACT) is not None:
             eng._initial_contact(sa)
         sa.state = "established"
-        sa.rekey_at = eng._jitter(now, cfg.ike_lifetime)
+        sa.rekey_at = eng._jitter(now, cfg.ike_life_ms)
         eng._emit(IkeUp(sa))
         offer = sa.pending_child
         sa.pending_child = None
@@ -1607,7 +1629,7 @@ class _ChildRekey:
         err = msg.error_notify()
         if err is not None or nb is None:
             if old.state == "up":
-                old.rekey_at = now + RETRY_LATER
+                old.rekey_at = add(now, RETRY_LATER)
             return
         nr = codec.parse_nonce(nb)
         shared = None
@@ -1666,7 +1688,7 @@ class _IkeRekey:
         sab, nb, keb = msg.get(_PT_SA), msg.get(_PT_NONCE), msg.get(_PT_KE)
         if err is not None or sab is None or nb is None or keb is None:
             if sa.state == "established":
-                sa.rekey_at = now + RETRY_LATER
+                sa.rekey_at = add(now, RETRY_LATER)
             return
         props = codec.parse_sa(sab)
         nr = codec.parse_nonce(nb)
@@ -1680,7 +1702,7 @@ class _IkeRekey:
                 shared = None
         self.priv = None
         if shared is None or sa.state != "established":
-            sa.rekey_at = now + RETRY_LATER
+            sa.rekey_at = add(now, RETRY_LATER)
             return
         new = IkeSA(True, self.spi, sa.peer_addr, sa.cfg)
         new.spi_r = chosen[1]

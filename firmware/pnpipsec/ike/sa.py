@@ -1,5 +1,7 @@
 """IKEv2 engine data: configuration, SA records and events (see engine.py docstring)."""
 
+from pnpipsec.ticks import add, ms
+
 
 class LocalIdentity:
     """Our long-term identity: an Ed25519 seed (for auth="pubkey") and optional
@@ -23,7 +25,7 @@ class PeerConfig:
                  peer_pubkey=None, mode="transport", local_ts=None, remote_ts=None,
                  childless=False, child_lifetime=3600, ike_lifetime=14400,
                  retransmit_base=0.5, retransmit_tries=10, pfs=False, dpd=0,
-                 retransmit_max=4.0, init_tries=None):
+                 retransmit_max=4, init_tries=None):
         self.auth = auth
         self.local_id = local_id
         self.remote_id = remote_id
@@ -33,18 +35,19 @@ class PeerConfig:
         self.local_ts = local_ts
         self.remote_ts = remote_ts
         self.childless = childless
-        self.child_lifetime = child_lifetime
-        self.ike_lifetime = ike_lifetime
-        self.retransmit_base = retransmit_base
+        # Given in seconds, kept as integer ms (pnpipsec.ticks); 0 lifetime: no expiry.
+        self.child_life_ms = ms(child_lifetime)
+        self.ike_life_ms = ms(ike_lifetime)
+        self.rt_base_ms = ms(retransmit_base)
         # RFC 7296 section 2.1: an exchange with a peer that answered once is retried
         # for about 40 s (11 sends, the interval doubling up to retransmit_max), so 30 %
         # loss each way fails one exchange in about 1,600. init_tries, when set,
         # bounds only our IKE_SA_INIT: a short probe of a peer that may not speak IKE.
         self.retransmit_tries = retransmit_tries
-        self.retransmit_max = retransmit_max
+        self.rt_max_ms = ms(retransmit_max)
         self.init_tries = init_tries
         self.pfs = pfs          # CHILD rekeys we start carry KE (group 31)
-        self.dpd = dpd          # seconds without inbound IKE before a liveness check; 0 off
+        self.dpd_ms = ms(dpd)   # without inbound IKE before a liveness check; 0 off
 
 
 class ChildSA:
@@ -82,8 +85,8 @@ class Pending:
         self.tries = 0
         self.max_tries = tries
         self.cap = cap
-        self.interval = base
-        self.next_at = now + base
+        self.interval = base    # ms
+        self.next_at = add(now, base)
 
 
 class IkeSA:

@@ -359,16 +359,16 @@ def case_handshake():
     B = ("fd00::2", 4500)
     total = 0
     cfg = PeerConfig(auth="null")
-    k, _ = count(lambda: a.initiate(B, cfg, 0.0))
+    k, _ = count(lambda: a.initiate(B, cfg, 0))
     total += k
     for _ in range(6):
         moved = False
         for d, to in a.pop_datagrams():
             moved = True
-            b.receive(d, A, 0.0)
+            b.receive(d, A, 0)
         for d, to in b.pop_datagrams():
             moved = True
-            k, _ = count(lambda: a.receive(d, B, 0.0))
+            k, _ = count(lambda: a.receive(d, B, 0))
             total += k
         if not moved:
             break

@@ -336,6 +336,11 @@ def encode_notify(ntype, data=b"", proto=0, spi=b""):
     return struct.pack(">BBH", proto, len(spi), ntype) + spi + data
 
 
+def notify(ntype, data=b"", proto=0, spi=b""):
+    """A Notify payload for a payload list: (PT_N, body)."""
+    return (_PT_N, encode_notify(ntype, data, proto, spi))
+
+
 def parse_delete(body):
     """(proto, [spi, ...])."""
     if len(body) < 4:

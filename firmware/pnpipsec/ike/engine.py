@@ -75,7 +75,8 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     A ChildSA carries spi_in, spi_out (4-byte ints), enc_in, int_in, enc_out, int_out
     (bytes), mode, local_ts, remote_ts, peer_addr, ike (the IkeSA), state.
     An IkeSA carries spi_i, spi_r (8 bytes), initiator (bool), peer_addr, peer_id,
-    auth ("null"/"psk"/"pubkey"), peer_pubkey (for pubkey auth), state, keys for the
+    method (the AUTH method object, pnpipsec.ike.auth) and auth (its name:
+    "null"/"psk"/"pubkey"), peer_pubkey (for pubkey auth), state, keys for the
     key log (sk_ei, sk_er, sk_ai, sk_ar; sa.keys has all seven and the SKEYSEED),
     children, ni, nr, and octets (see auth_octets). RealMessage1/2 (init_req,
     init_resp) are dropped once IKE_AUTH completed. States: init_sent, auth_sent,
@@ -121,7 +122,7 @@ have separate budgets, so half-open ones never block established ones and back:
     max_half_open_per_host (2) half-open SAs. Cookie = version byte |
     HMAC-SHA256(secret, str(source host) | SPIi)[:16]: bound to the source address,
     and checkable from the header, so under load a request is answered (or dropped)
-    by _init_gate before any parse, state or DH. The secret comes from rand and
+    by x_cookie.gate before any parse, state or DH. The secret comes from rand and
     rotates every 300 s (the previous one stays valid). At most max_answer_rate
     cookie answers a second (token bucket; beyond: "drop_rate"), and at most 2 a
     second to one source address, remembered for up to answer_sources addresses a
@@ -154,18 +155,34 @@ HASH ALGORITHMS: we announce Identity (5, RFC 8420) only.
 TEST HOOKS: eng.ike_proposals / eng.esp_proposals (lists of proposals as codec.encode_sa
 takes them, ESP SPI filled in) and eng.first_ke_group (a group other than 31 makes our
 first KE a dummy of that group, which a responder must refuse with INVALID_KE_PAYLOAD).
+Tests may also replace eng._encode, eng._new_esp_spi, eng._del_child and
+eng._established_with, and call eng._send_init.
+
+WHERE THINGS LIVE. This module: the public API, dispatch (SPIs, message IDs,
+retransmission of our one outstanding request, replayed answers), timers, the SA
+table and its budgets and evictions. Each exchange, both roles, has its own module
+(functions taking the engine first; initiator requests are job objects with build(now)
+and done(sa, msg, now), queued by _request):
+    x_init    IKE_SA_INIT: our request and its answer (cookie / INVALID_KE retries),
+              a peer's request -> half-open SA
+    x_cookie  IKE_SA_INIT under load: stateless cookie answers, answer budgets,
+              admission of proven requests (imported only under load)
+    x_auth    IKE_AUTH: our AUTH, the check of the peer's, INITIAL_CONTACT,
+              establishing the IKE SA
+    x_child   CHILD SAs: offer, choice (responder), check (initiator), used by IKE_AUTH
+              too; CREATE_CHILD_SA for new CHILD SAs and CHILD rekeys
+    x_rekey   IKE SA rekey (imported at the first rekey)
+    x_info    INFORMATIONAL: deletes, liveness checks, notifies
+    props     our proposals and select(); auth: the AUTH methods as objects (NULL,
+              PSK, ED25519: sa.method; sa.auth is its name).
 """
 
-from pnpipsec.ike import const as C
 from pnpipsec.ike import codec
-from pnpipsec.ike import auth as A
-from pnpipsec.ike import ts as TS
+from pnpipsec.ike import x_auth, x_child, x_info, x_init
 from pnpipsec.ike.codec import IkeParseError
-from pnpipsec.ike.keys import ike_keys, child_keys
-from pnpipsec.ike.sa import (LocalIdentity, PeerConfig, IkeSA, ChildSA, Pending,  # noqa
-                             IkeUp, IkeDown, IkeRekeyed, AuthFailed, ChildUp,
-                             ChildRekeyed, ChildDown, ChildFailed, NotifyReceived)
-from pnpipsec.crypto.hmac import hmac_sha256
+from pnpipsec.ike.props import select, IKE_SUITE, ESP_SUITE  # noqa: F401 (select: API)
+from pnpipsec.ike.sa import (LocalIdentity, PeerConfig, IkeSA, ChildSA, Pending,  # noqa: F401
+                             IkeDown, ChildDown)
 from pnpipsec.crypto import x25519
 from pnpipsec.ticks import add, age, clamp, diff, ms
 
@@ -175,119 +192,22 @@ except ImportError:
     def const(x):
         return x
 
-_AUTH_HMAC_SHA2_256_128 = const(12)
 _CREATE_CHILD_SA = const(36)
 _DH_CURVE25519 = const(31)
-_ENCR_AES_CBC = const(12)
-_ESN_NO = const(0)
 _F_INITIATOR = const(8)
 _F_RESPONSE = const(32)
-_HASH_IDENTITY = const(5)
-_ID_KEY_ID = const(11)
-_ID_NULL = const(13)
 _IKE_AUTH = const(35)
 _IKE_SA_INIT = const(34)
 _INFORMATIONAL = const(37)
-_N_AUTHENTICATION_FAILED = const(24)
-_N_CHILDLESS_IKEV2_SUPPORTED = const(16418)
-_N_CHILD_SA_NOT_FOUND = const(44)
-_N_COOKIE = const(16390)
-_N_INITIAL_CONTACT = const(16384)
-_N_INVALID_KE_PAYLOAD = const(17)
-_N_NAT_DETECTION_DESTINATION_IP = const(16389)
-_N_NAT_DETECTION_SOURCE_IP = const(16388)
-_N_NO_ADDITIONAL_SAS = const(35)
-_N_NO_PROPOSAL_CHOSEN = const(14)
-_N_REKEY_SA = const(16393)
-_N_SIGNATURE_HASH_ALGORITHMS = const(16431)
 _N_TEMPORARY_FAILURE = const(43)
-_N_TS_UNACCEPTABLE = const(38)
 _N_UNSUPPORTED_CRITICAL_PAYLOAD = const(1)
-_N_USE_TRANSPORT_MODE = const(16391)
-_PRF_HMAC_SHA2_256 = const(5)
 _PROTO_ESP = const(3)
 _PROTO_IKE = const(1)
-_PT_AUTH = const(39)
 _PT_D = const(42)
-_PT_IDI = const(35)
-_PT_IDR = const(36)
-_PT_KE = const(34)
-_PT_N = const(41)
-_PT_NONCE = const(40)
 _PT_SA = const(33)
-_PT_TSI = const(44)
-_PT_TSR = const(45)
-_T_DH = const(4)
-_T_ENCR = const(1)
-_T_ESN = const(5)
-_T_INTEG = const(3)
-_T_PRF = const(2)
 
 ZERO8 = b"\x00" * 8
-
-
-class _InitRefused(IkeParseError):
-    """An (unauthenticated) IKE_SA_INIT answer that refuses us: noted, not acted on."""
-IKE_SUITE = [(_T_ENCR, _ENCR_AES_CBC, 128), (_T_PRF, _PRF_HMAC_SHA2_256, None),
-             (_T_INTEG, _AUTH_HMAC_SHA2_256_128, None), (_T_DH, _DH_CURVE25519, None)]
-ESP_SUITE = [(_T_ENCR, _ENCR_AES_CBC, 128), (_T_INTEG, _AUTH_HMAC_SHA2_256_128, None),
-             (_T_ESN, _ESN_NO, None)]
-T_DH31 = (_T_DH, _DH_CURVE25519, None)
 RETRY_LATER = 10000      # ms
-DEAD_KEEP = 10000
-COOKIE_ROTATE = 300000
-REKEYED_KEEP = 30000
-
-
-def _n(ntype, data=b"", proto=0, spi=b""):
-    return (_PT_N, codec.encode_notify(ntype, data, proto, spi))
-
-
-def select(props, proto, spisz, dh):
-    """First acceptable proposal -> (num, spi, [transforms]) or None.
-    dh: "require" (must offer group 31), "none" (no DH or NONE), "ignore"."""
-    for num, p, spi, trs in props:
-        if p != proto or len(spi) != spisz:
-            continue
-        if spisz == 4 and int.from_bytes(spi, "big") < 256:
-            continue            # ESP SPIs 0-255 are reserved (RFC 4303 section 2.1)
-        types = {}
-        bad = False
-        for t in trs:
-            if t[0] < 1 or t[0] > 5:
-                bad = True
-            types.setdefault(t[0], []).append(t)
-        if bad:
-            continue
-        pick = []
-        want = [(_T_ENCR, (_T_ENCR, _ENCR_AES_CBC, 128))]
-        if proto == _PROTO_IKE:
-            want.append((_T_PRF, (_T_PRF, _PRF_HMAC_SHA2_256, None)))
-        want.append((_T_INTEG, (_T_INTEG, _AUTH_HMAC_SHA2_256_128, None)))
-        ok = True
-        for ttype, need in want:
-            if need not in types.get(ttype, ()):
-                ok = False
-            pick.append(need)
-        if proto == _PROTO_ESP and _T_ESN in types:
-            if (_T_ESN, 0, None) not in types[_T_ESN]:
-                ok = False
-            pick.append((_T_ESN, 0, None))
-        if proto == _PROTO_IKE and _T_ESN in types:
-            ok = False
-        if proto == _PROTO_ESP and _T_PRF in types:
-            ok = False
-        dhs = types.get(_T_DH, ())
-        if dh == "require":
-            if T_DH31 not in dhs:
-                ok = False
-            pick.append(T_DH31)
-        elif dh == "none":
-            if dhs and (_T_DH, 0, None) not in dhs:
-                ok = False
-        if ok:
-            return num, spi, pick
-    return None
 
 
 class Engine:
@@ -301,12 +221,17 @@ class Engine:
         self.max_half_open = max(max_half_open, cookie_threshold)
         self.max_half_open_per_host = 2
         self.rank = rank if rank is not None else self._default_rank
+        # cookie state and answer budgets (x_cookie uses them, under load only)
         self.max_answer_rate = max_answer_rate
         self._tokens = max_answer_rate * 1000     # milli-answers
         self._tokens_at = None
         self.answer_sources = answer_sources
         self._answered = {}     # source host -> cookie answers in the current second
         self._answered_at = None
+        self._secret = None
+        self._old_secret = None
+        self._secret_ver = 0
+        self._secret_at = None
         self._load = False
         self._load_at = None
         self.now = 0            # the latest `now` we were given (ticks, ms)
@@ -327,10 +252,6 @@ class Engine:
         self.ike_proposals = [(1, _PROTO_IKE, b"", IKE_SUITE)]
         self.esp_proposals = [(1, _PROTO_ESP, b"", ESP_SUITE)]
         self.first_ke_group = _DH_CURVE25519
-        self._secret = None
-        self._old_secret = None
-        self._secret_ver = 0
-        self._secret_at = None
 
     # ------------------------------------------------------------ public API
 
@@ -359,11 +280,11 @@ class Engine:
         sa = IkeSA(True, self._new_ike_spi(), peer_addr, cfg)
         sa.init_tries = init_tries if init_tries is not None else cfg.init_tries
         sa.ni = self.rand(32)
-        self._new_ke(sa, self.first_ke_group)
+        x_init.new_ke(self, sa, self.first_ke_group)
         sa.state = "init_sent"
         sa.last_rx = now
         self.sas[sa.spi_i] = sa
-        self._send_init(sa, now)
+        x_init.send(self, sa, now)
         return sa
 
     def rekey_child(self, child, now):
@@ -371,7 +292,7 @@ class Engine:
         if child.state != "up" or child.rekeying or sa.state != "established":
             return
         child.rekeying = True
-        self._request(sa, _CREATE_CHILD_SA, _ChildRekey(self, sa, child), now)
+        self._request(sa, _CREATE_CHILD_SA, x_child.Rekey(self, sa, child), now)
 
     def create_child(self, sa, now, cfg=None):
         """A new CHILD SA over an established IKE SA (CREATE_CHILD_SA without REKEY_SA),
@@ -379,7 +300,7 @@ class Engine:
         if sa.state != "established" or sa.creating_child:
             return
         sa.creating_child = True
-        self._request(sa, _CREATE_CHILD_SA, _ChildNew(self, sa, cfg or sa.cfg), now)
+        self._request(sa, _CREATE_CHILD_SA, x_child.New(self, sa, cfg or sa.cfg), now)
 
     def abandon(self, sa, now):
         """Delete the IKE SA at once, without waiting for the peer: one DELETE (not
@@ -404,7 +325,8 @@ class Engine:
         if sa.state != "established" or sa.rekeying:
             return
         sa.rekeying = True
-        self._request(sa, _CREATE_CHILD_SA, _IkeRekey(self, sa), now)
+        from pnpipsec.ike import x_rekey
+        self._request(sa, _CREATE_CHILD_SA, x_rekey.Rekey(self, sa), now)
 
     def delete(self, obj, now):
         if isinstance(obj, ChildSA):
@@ -424,7 +346,7 @@ class Engine:
         if sa.state != "rekeyed":
             sa.state = "deleting"
         sa.queue = []
-        self._del_ike(sa, now)
+        x_info.del_ike(self, sa, now)
 
     def seen(self, sa, now):
         """Traffic authenticated on this SA (ESP) proves the peer alive: liveness checks
@@ -433,11 +355,11 @@ class Engine:
 
     def check_liveness(self, sa, now):
         if sa.state == "established" and sa.pending is None and not sa.queue:
-            self._request(sa, _INFORMATIONAL, _Simple([]), now)
+            x_info.send(self, sa, [], now)
 
     def send_notify(self, sa, ntype, data, now):
         if sa.state == "established":
-            self._request(sa, _INFORMATIONAL, _Simple([_n(ntype, data)]), now)
+            x_info.send(self, sa, [codec.notify(ntype, data)], now)
 
     def auth_octets(self, sa, local=True):
         """The octets our (local) or the peer's AUTH payload covered in IKE_AUTH
@@ -460,7 +382,7 @@ class Engine:
 
     def _default_rank(self, sa):
         """(trust, recency): who keeps its slot when the table is full."""
-        return (2 if sa.auth in ("psk", "pubkey") else 0, self.recency(sa))
+        return (2 if sa.method.trusted else 0, self.recency(sa))
 
     def recency(self, sa):
         """Larger for the more recently active SA (minus its idle ms)."""
@@ -522,13 +444,29 @@ class Engine:
             return
         try:
             if msg.exch == _IKE_SA_INIT and not msg.is_response:
-                self._init_request(msg, peer_addr, now)
+                x_init.request(self, msg, peer_addr, now)
             else:
                 self._dispatch(msg, peer_addr, now)
         except IkeParseError as e:
             self._count("drop_icv" if str(e) == "bad ICV" else "drop_malformed")
 
-    # ------------------------------------------------------------ internals: plumbing
+    # ------------------------------------------------------------ internals: budgets
+
+    def _loaded(self, now):
+        """Half-open SAs at the cookie threshold (recounted at most every 10 ms)."""
+        if self._load_at is None or not 0 <= diff(now, self._load_at) < 10:
+            self._load_at = now
+            self._load = self.half_open() >= self.cookie_threshold
+        return self._load
+
+    def _init_gate(self, data, addr, now):
+        """An IKE_SA_INIT request (from its header) while under load goes to the
+        stateless cookie gate (x_cookie, imported only then). True when handled."""
+        if len(data) < 28 or data[18] != _IKE_SA_INIT or (data[19] & 0x28) != _F_INITIATOR \
+                or data[8:16] != ZERO8 or not self._loaded(now):
+            return False
+        from pnpipsec.ike import x_cookie
+        return x_cookie.gate(self, data, addr, now)
 
     def _half_open_of(self, host):
         """Half-open responder SAs (from `host`, or all for None), oldest first."""
@@ -538,15 +476,6 @@ class Engine:
                 out.append(sa)
         out.sort(key=self.recency)
         return out
-
-    def _evict_half_open(self, candidates):
-        victim = None
-        for sa in candidates:
-            if victim is None or (victim.proven and not sa.proven):
-                victim = sa
-        if victim is not None:
-            self._count("evict_half_open")
-            self._kill(victim, "evicted")
 
     def _owned(self, host=None, skip=None):
         """SAs that hold a slot of the established budget: every state but half-open
@@ -584,32 +513,19 @@ class Engine:
         return True
 
     def _established_with(self, sa):
+        """Another IKE SA with sa's peer address is (or was) established."""
         for o in self.sas.values():
             if o is not sa and o.state in ("established", "rekeyed", "deleting") and \
                     o.peer_addr[0] == sa.peer_addr[0]:
                 return True
         return False
 
-    def _initial_contact(self, sa):
-        """The peer says `sa` is the only IKE SA it holds with us (RFC 7296 section
-        2.4; it restarted): its other SAs of the same authenticated identity go. A
-        NULL identity proves nothing, so there the identity is the address too."""
-        for o in list(self.sas.values()):
-            if o is sa or o.state not in ("established", "rekeyed", "deleting") or \
-                    o.auth != sa.auth:
-                continue
-            if sa.auth == "null" or sa.peer_id is None:
-                same = o.peer_addr[0] == sa.peer_addr[0]
-            else:
-                same = o.peer_id == sa.peer_id and o.peer_pubkey == sa.peer_pubkey
-            if same:
-                self._count("initial_contact")
-                self._kill(o, "replaced (INITIAL_CONTACT)")
-
     def _evict(self, sa, why):
         """Free a slot now: a DELETE the peer may or may not get, then gone."""
         self._count(why)
         self.abandon(sa, None)
+
+    # ------------------------------------------------------------ internals: SA table
 
     def _count(self, key):
         self.stats[key] = self.stats.get(key, 0) + 1
@@ -647,13 +563,6 @@ class Engine:
             if not clash:
                 return s
 
-    def _new_ke(self, sa, group):
-        sa.ke_group = group
-        if group == _DH_CURVE25519:
-            sa.dh_priv, sa.ke_pub = self.dh.keypair(self.rand)
-        else:
-            sa.dh_priv, sa.ke_pub = None, self.rand(64)
-
     def _jitter(self, now, life_ms):
         # at 80-90 % of the lifetime (integer ms: life_ms // 100 keeps it a small int)
         if not life_ms:
@@ -690,24 +599,30 @@ class Engine:
         if sa.surfaced and was != "rekeyed":
             self._emit(IkeDown(sa, reason))
 
-    def _keys_out(self, sa):
-        k = sa.keys
-        return (k.sk_ei, k.sk_ai) if sa.initiator else (k.sk_er, k.sk_ar)
+    # ------------------------------------------------------------ internals: messages
 
     def _keys_in(self, sa):
         k = sa.keys
         return (k.sk_er, k.sk_ar) if sa.initiator else (k.sk_ei, k.sk_ai)
 
-    def _flags(self, sa, response):
-        f = _F_INITIATOR if sa.initiator else 0
-        return f | _F_RESPONSE if response else f
-
     def _encode(self, sa, exch, response, mid, payloads):
-        e, a = self._keys_out(sa)
-        return codec.encode_sk(sa.spi_i, sa.spi_r, exch, self._flags(sa, response), mid,
-                               payloads, e, a, self.aes, self.rand)
+        k = sa.keys
+        e, a = (k.sk_ei, k.sk_ai) if sa.initiator else (k.sk_er, k.sk_ar)
+        f = _F_INITIATOR if sa.initiator else 0
+        return codec.encode_sk(sa.spi_i, sa.spi_r, exch, f | _F_RESPONSE if response else f,
+                               mid, payloads, e, a, self.aes, self.rand)
+
+    def _send_init(self, sa, now):
+        # (a test hook: resend our IKE_SA_INIT)
+        x_init.send(self, sa, now)
+
+    def _del_child(self, sa, child, now):
+        # (tests replace it: a peer that never deletes old CHILD SAs)
+        x_info.del_child(self, sa, child, now)
 
     def _request(self, sa, exch, job, now):
+        """Queue a request job: job.build(now) -> payloads (None: skip) when its turn
+        comes, job.done(sa, msg, now) with the answer; job.deletes_ike marks a DELETE."""
         sa.queue.append((exch, job))
         self._pump(sa, now)
 
@@ -731,10 +646,6 @@ class Engine:
         sa.last_resp = (msg.mid, data)
         sa.recv_mid = msg.mid + 1
         self.out.append((data, sa.peer_addr))
-
-    def _plain_reply(self, msg, addr, ntype, data):
-        self.out.append((codec.encode(msg.spi_i, ZERO8, _IKE_SA_INIT, _F_RESPONSE, 0,
-                                      [_n(ntype, data)]), addr))
 
     def _dispatch(self, msg, addr, now):
         local = msg.spi_r if msg.from_initiator else msg.spi_i
@@ -762,7 +673,7 @@ class Engine:
             try:
                 p.on_resp(sa, msg, now)
             except IkeParseError as e:
-                self._count("init_error_noted" if isinstance(e, _InitRefused) else "drop_malformed")
+                self._count("init_error_noted" if isinstance(e, x_init.Refused) else "drop_malformed")
                 if msg.exch == _IKE_SA_INIT:
                     # unauthenticated: maybe forged; keep waiting for the real answer
                     # (the handler parses everything before it changes anything)
@@ -797,24 +708,25 @@ class Engine:
         codec.decrypt(msg, e, a, self.aes)
         if busy:
             # an old (rekeyed) or dying IKE SA creates nothing: try again later
-            self._respond(sa, msg, [_n(_N_TEMPORARY_FAILURE)])
+            self._respond(sa, msg, [codec.notify(_N_TEMPORARY_FAILURE)])
             return
         if msg.crit is not None:
             self._follow(sa, addr)
-            self._respond(sa, msg, [_n(_N_UNSUPPORTED_CRITICAL_PAYLOAD, bytes((msg.crit,)))])
+            self._respond(sa, msg, [codec.notify(_N_UNSUPPORTED_CRITICAL_PAYLOAD,
+                                                 bytes((msg.crit,)))])
             return
         if msg.exch == _IKE_AUTH:
-            self._auth_request(sa, msg, addr, now)
-        elif msg.exch == _CREATE_CHILD_SA:
-            self._follow(sa, addr)
-            sa.last_rx = now
-            self._create_child_request(sa, msg, now)
-        elif msg.exch == _INFORMATIONAL:
-            self._follow(sa, addr)
-            sa.last_rx = now
-            self._info_request(sa, msg, now)
-        else:
+            x_auth.request(self, sa, msg, addr, now)
+            return
+        if msg.exch != _CREATE_CHILD_SA and msg.exch != _INFORMATIONAL:
             self._count("drop_unexpected")
+            return
+        self._follow(sa, addr)
+        sa.last_rx = now
+        if msg.exch == _CREATE_CHILD_SA:
+            x_child.request(self, sa, msg, now)
+        else:
+            x_info.request(self, sa, msg, now)
 
     def _follow(self, sa, addr):
         """Follow a peer's port change (NAT rebinding, 500 -> 4500), never a host change:
@@ -826,888 +738,8 @@ class Engine:
             for ch in sa.children:
                 ch.peer_addr = addr
 
-    # ------------------------------------------------------------ IKE_SA_INIT
-
-    def _init_payloads(self, sa):
-        p = []
-        if sa.cookie is not None:
-            p.append(_n(_N_COOKIE, sa.cookie))
-        p.append((_PT_SA, codec.encode_sa(self.ike_proposals)))
-        p.append((_PT_KE, codec.encode_ke(sa.ke_group, sa.ke_pub)))
-        p.append((_PT_NONCE, sa.ni))
-        p.append(_n(_N_NAT_DETECTION_SOURCE_IP, self.rand(20)))
-        p.append(_n(_N_NAT_DETECTION_DESTINATION_IP, self.rand(20)))
-        p.append(_n(_N_CHILDLESS_IKEV2_SUPPORTED))
-        if sa.cfg.auth == "pubkey":
-            p.append(_n(_N_SIGNATURE_HASH_ALGORITHMS, _HASH_IDENTITY.to_bytes(2, "big")))
-        return p
-
-    def _send_init(self, sa, now):
-        data = codec.encode(sa.spi_i, ZERO8, _IKE_SA_INIT, _F_INITIATOR, 0,
-                            self._init_payloads(sa))
-        sa.init_req = data
-        sa.send_mid = 1
-        tries = sa.init_tries if sa.init_tries is not None else sa.cfg.retransmit_tries
-        sa.pending = Pending(0, _IKE_SA_INIT, data, self._init_response, now,
-                             sa.cfg.rt_base_ms, tries, sa.cfg.rt_max_ms)
-        self.out.append((data, sa.peer_addr))
-
-    def _cookie_for(self, ver, secret, addr, spi_i):
-        # Bound to the source address and SPIi (not Ni: so a flood is answered from
-        # the header alone, never parsed).
-        return bytes((ver,)) + hmac_sha256(secret, str(addr[0]).encode() + spi_i)[:16]
-
-    def _cookie_ok(self, cookie, addr, spi_i):
-        if self._secret is None or len(cookie) != 17:
-            return False
-        if cookie[0] == self._secret_ver:
-            s = self._secret
-        elif cookie[0] == (self._secret_ver - 1) & 0xFF and self._old_secret is not None:
-            s = self._old_secret
-        else:
-            return False
-        return codec.ct_eq(cookie, self._cookie_for(cookie[0], s, addr, spi_i))
-
-    def _cookie_reply(self, spi_i, addr, now):
-        """N(COOKIE) for this SPIi and address, within the answer budget."""
-        if not self._source_budget(addr[0], now):
-            self._count("drop_rate_source")
-            return
-        if not self._answer_budget(now):
-            self._count("drop_rate")
-            return
-        self._rotate(now)
-        self._count("cookie_sent")
-        self.out.append((codec.encode(spi_i, ZERO8, _IKE_SA_INIT, _F_RESPONSE, 0, [_n(
-            _N_COOKIE, self._cookie_for(self._secret_ver, self._secret, addr, spi_i))]), addr))
-
-    def _source_budget(self, host, now):
-        """At most 2 cookie answers a second to one source (for the first
-        answer_sources sources of each second; later ones only meet the global bucket)."""
-        at = self._answered_at
-        if at is None or not 0 <= diff(now, at) < 1000:
-            self._answered_at = now
-            self._answered = {}
-        n = self._answered.get(host, 0)
-        if n >= 2:
-            return False
-        if n or len(self._answered) < self.answer_sources:
-            self._answered[host] = n + 1
-        return True
-
-    def _answer_budget(self, now):
-        """A token bucket: at most max_answer_rate unauthenticated answers a second
-        (cookies), so a flood can neither make us a reflector nor eat the CPU."""
-        rate = self.max_answer_rate
-        el = 1000 if self._tokens_at is None else diff(now, self._tokens_at)
-        if not 0 <= el < 1000:
-            el = 1000
-        t = self._tokens + el * rate
-        self._tokens_at = now
-        self._tokens = t if t < rate * 1000 else rate * 1000
-        if self._tokens < 1000:
-            return False
-        self._tokens -= 1000
-        return True
-
-    def _loaded(self, now):
-        """Half-open SAs at the cookie threshold (recounted at most every 10 ms)."""
-        if self._load_at is None or not 0 <= diff(now, self._load_at) < 10:
-            self._load_at = now
-            self._load = self.half_open() >= self.cookie_threshold
-        return self._load
-
-    def _init_gate(self, data, addr, now):
-        """Under load, an IKE_SA_INIT request without a valid cookie costs a few byte
-        checks and one HMAC: answered with N(COOKIE) from its header alone (no parse,
-        no state, no DH), or dropped beyond the answer budget. True when handled."""
-        if len(data) < 28 or data[18] != _IKE_SA_INIT or (data[19] & 0x28) != _F_INITIATOR \
-                or data[8:16] != ZERO8 or not self._loaded(now):
-            return False
-        if data[16] == _PT_N and len(data) >= 53 and data[30:32] == b"\x00\x19" and \
-                data[33] == 0 and data[34:36] == b"\x40\x06" and \
-                self._cookie_ok(data[36:53], addr, data[0:8]):
-            return False        # proven: the full path takes it (and checks it again)
-        self._cookie_reply(data[0:8], addr, now)
-        return True
-
-    def _rotate(self, now):
-        if self._secret is None or not 0 <= diff(now, self._secret_at) < COOKIE_ROTATE:
-            self._old_secret = self._secret
-            self._secret = self.rand(16)
-            self._secret_ver = (self._secret_ver + 1) & 0xFF
-            self._secret_at = now
-
-    def _init_request(self, msg, addr, now):
-        if msg.spi_r != ZERO8 or msg.mid != 0 or not msg.from_initiator:
-            self._count("drop_unexpected")
-            return
-        old = self.init_idx.get((msg.spi_i, addr))
-        if old is not None:
-            if old.init_req == msg.raw and old.last_resp is not None:
-                self._count("replay")
-                self.out.append((old.init_resp, addr))
-            else:
-                self._count("drop_unexpected")
-            return
-        if msg.crit is not None:
-            self._plain_reply(msg, addr, _N_UNSUPPORTED_CRITICAL_PAYLOAD, bytes((msg.crit,)))
-            return
-        props, group, kedata, ni = _init_parts(msg)
-        notes = msg.notifies()
-        mine = self._half_open_of(addr[0])
-        proven = False
-        if self.half_open() >= self.cookie_threshold or len(mine) >= self.max_half_open_per_host:
-            # Under load, or a second half-open SA from one address: prove the address
-            # first (the cookie is bound to it), before any DH or state.
-            self._rotate(now)
-            first = msg.payloads[0]
-            c = codec.parse_notify(first[1]) if first[0] == _PT_N else None
-            if c is None or c[0] != _N_COOKIE or not self._cookie_ok(c[3], addr, msg.spi_i):
-                self._cookie_reply(msg.spi_i, addr, now)
-                return
-            proven = True
-            # A proven sender takes the place of the oldest half-open SA (unproven ones
-            # first): spoofed IKE_SA_INITs can never lock out an address's real owner.
-            if len(mine) >= self.max_half_open_per_host:
-                self._evict_half_open(mine)
-            elif self.half_open() >= self.max_half_open:
-                self._evict_half_open(self._half_open_of(None))
-        cfg = self.policy(addr, None, None)
-        chosen = select(props, _PROTO_IKE, 0, "require") if cfg is not None else None
-        if chosen is None:
-            self._plain_reply(msg, addr, _N_NO_PROPOSAL_CHOSEN, b"")
-            return
-        if group != _DH_CURVE25519:
-            self._count("invalid_ke_sent")
-            self._plain_reply(msg, addr, _N_INVALID_KE_PAYLOAD, b"\x00\x1f")
-            return
-        priv, pub = self.dh.keypair(self.rand)
-        try:
-            shared = self.dh.x25519(priv, kedata)
-        except ValueError:
-            self._count("drop_bad_ke")
-            return
-        sa = IkeSA(False, msg.spi_i, addr, cfg)
-        sa.proven = proven
-        sa.spi_r = self._new_ike_spi()
-        sa.ni = ni
-        sa.nr = self.rand(32)
-        sa.keys = ike_keys(ni, sa.nr, shared, sa.spi_i, sa.spi_r)
-        for nt in notes:
-            if nt[0] == _N_SIGNATURE_HASH_ALGORITHMS:
-                sa.peer_hash_algs = True
-        p = [(_PT_SA, codec.encode_sa([(chosen[0], _PROTO_IKE, b"", chosen[2])])),
-             (_PT_KE, codec.encode_ke(_DH_CURVE25519, pub)),
-             (_PT_NONCE, sa.nr),
-             _n(_N_NAT_DETECTION_SOURCE_IP, self.rand(20)),
-             _n(_N_NAT_DETECTION_DESTINATION_IP, self.rand(20)),
-             _n(_N_CHILDLESS_IKEV2_SUPPORTED)]
-        if sa.peer_hash_algs:
-            p.append(_n(_N_SIGNATURE_HASH_ALGORITHMS, _HASH_IDENTITY.to_bytes(2, "big")))
-        resp = codec.encode(sa.spi_i, sa.spi_r, _IKE_SA_INIT, _F_RESPONSE, 0, p)
-        sa.init_req = msg.raw
-        sa.init_resp = resp
-        sa.last_resp = (0, resp)
-        sa.recv_mid = 1
-        sa.state = "half_open"
-        sa.expire_at = add(now, self.half_open_ms)
-        sa.last_rx = now
-        self.sas[sa.spi_r] = sa
-        self.init_idx[(sa.spi_i, addr)] = sa
-        self.out.append((resp, addr))
-
-    def _init_refused(self, sa, reason):
-        """An IKE_SA_INIT answer refuses us. It is not authenticated, so anyone on the
-        path could forge it (RFC 7296 section 2.21): note the reason and keep waiting
-        for a valid answer; the give-up reports it."""
-        sa.init_error = reason
-        raise _InitRefused(reason)
-
-    def _init_response(self, sa, msg, now):
-        if msg.crit is not None:
-            self._init_refused(sa, "unsupported critical payload")
-            return
-        c = msg.notify(_N_COOKIE)
-        if c is not None and msg.get(_PT_SA) is None:
-            sa.cookie_tries += 1
-            if sa.cookie_tries > 3 or not 1 <= len(c[3]) <= 64:
-                self._kill(sa, "cookie loop")
-                return
-            sa.cookie = c[3]
-            self._send_init(sa, now)
-            return
-        ike = msg.notify(_N_INVALID_KE_PAYLOAD)
-        if ike is not None:
-            g = int.from_bytes(ike[3], "big") if len(ike[3]) == 2 else -1
-            if g == _DH_CURVE25519 and sa.ke_group != g:
-                self._new_ke(sa, g)
-                self._send_init(sa, now)
-            else:
-                self._init_refused(sa, "INVALID_KE_PAYLOAD")
-            return
-        err = msg.error_notify()
-        if err is not None:
-            self._init_refused(sa, C.error_name(err[0]))
-            return
-        props, group, kedata, nr = _init_parts(msg)
-        chosen = select(props, _PROTO_IKE, 0, "require") if len(props) == 1 else None
-        if chosen is None or group != _DH_CURVE25519 or sa.ke_group != group:
-            self._init_refused(sa, "NO_PROPOSAL_CHOSEN")
-            return
-        try:
-            shared = self.dh.x25519(sa.dh_priv, kedata)
-        except ValueError:
-            self._init_refused(sa, "bad KE")
-            return
-        sa.spi_r = msg.spi_r
-        sa.nr = nr
-        sa.init_resp = msg.raw
-        sa.keys = ike_keys(sa.ni, nr, shared, sa.spi_i, sa.spi_r)
-        sa.dh_priv = None
-        sa.ke_pub = None
-        np = self.natt_ports
-        if np and sa.peer_addr[1] == np[0]:
-            sa.peer_addr = (sa.peer_addr[0], np[1]) + tuple(sa.peer_addr[2:])
-        sa.state = "auth_sent"
-        self._request(sa, _IKE_AUTH, _Auth(self, sa), now)
-
-    # ------------------------------------------------------------ IKE_AUTH
-
-    def _local_id(self, cfg):
-        if cfg.auth == "null":
-            return _ID_NULL, b""
-        if cfg.local_id is not None:
-            return cfg.local_id
-        pub = self.local.public_key
-        return _ID_KEY_ID, pub if pub is not None else b"pnpipsec"
-
-    def _make_auth(self, sa, octets, sk_p):
-        cfg = sa.cfg
-        return A.make(cfg.auth, octets, sk_p, cfg.psk, self.local.ed25519_seed, self.sig)
-
-    def _ts_offer(self, sa, cfg):
-        """(TSi, TSr) we propose as initiator of an exchange creating a CHILD SA."""
-        peer = TS.host_of(sa.peer_addr)
-        if cfg.mode == "tunnel" or peer is None:
-            fam = len(peer) if peer is not None else 16
-            return (cfg.local_ts or [TS.full_range(fam)],
-                    cfg.remote_ts or [TS.full_range(fam)])
-        return (cfg.local_ts or [TS.full_range(len(peer))], cfg.remote_ts or [(peer, peer)])
-
-    def _child_offer(self, sa, spi_in, mode, tsi, tsr, dh):
-        p = []
-        if mode == "transport":
-            p.append(_n(_N_USE_TRANSPORT_MODE))
-        props = []
-        for num, proto, spi, trs in self.esp_proposals:
-            trs = list(trs)
-            if dh:
-                trs.append(T_DH31)
-            props.append((num, proto, spi_in.to_bytes(4, "big"), trs))
-        p.append((_PT_SA, codec.encode_sa(props)))
-        return p, [(_PT_TSI, codec.encode_ts(tsi)), (_PT_TSR, codec.encode_ts(tsr))]
-
-    def _auth_request(self, sa, msg, addr, now):
-        idb, ab = msg.get(_PT_IDI), msg.get(_PT_AUTH)
-        if idb is None or ab is None:
-            raise IkeParseError("IKE_AUTH lacks IDi or AUTH")
-        peer_id = codec.parse_id(idb)
-        method, adata = codec.parse_auth(ab)
-        sab = msg.get(_PT_SA)
-        props = tsi = tsr = None
-        if sab is not None:
-            props = codec.parse_sa(sab)
-            tib, trb = msg.get(_PT_TSI), msg.get(_PT_TSR)
-            if tib is None or trb is None:
-                raise IkeParseError("IKE_AUTH SA without TS")
-            tsi, tsr = codec.parse_ts(tib), codec.parse_ts(trb)
-        transport = msg.notify(_N_USE_TRANSPORT_MODE) is not None
-        # everything parsed and the ICV checked: from here on state changes
-        self._follow(sa, addr)
-        sa.last_rx = now
-        self._surface(sa)
-        aname = A.NAMES.get(method)
-        cfg = self.policy(sa.peer_addr, peer_id, aname) if aname else None
-        why = None
-        if cfg is None:
-            why = "refused by policy" if aname else "unsupported AUTH method %d" % method
-        elif cfg.auth != aname:
-            why = "AUTH method %s, expected %s" % (aname, cfg.auth)
-        elif aname != "null" and cfg.remote_id is not None and cfg.remote_id != peer_id:
-            why = "peer ID mismatch"
-        else:
-            peer_octets = A.signed_octets(sa.init_req, sa.nr, sa.keys.sk_pi, idb)
-            if not A.check(method, adata, peer_octets, sa.keys.sk_pi, cfg.psk, cfg.peer_pubkey,
-                           self.sig):
-                why = "bad AUTH (%s)" % aname
-        if why is not None:
-            self._respond(sa, msg, [_n(_N_AUTHENTICATION_FAILED)])
-            self._emit(AuthFailed(sa, why))
-            self._kill(sa, "AUTHENTICATION_FAILED")
-            # keep the failure answer for retransmissions for a while
-            sa.expire_at = add(now, DEAD_KEEP)
-            self.sas[sa.spi_r] = sa
-            return
-        sa.cfg = cfg
-        sa.auth = aname
-        sa.peer_id = peer_id
-        if aname == "pubkey":
-            sa.peer_pubkey = cfg.peer_pubkey
-        if msg.notify(_N_INITIAL_CONTACT) is not None:
-            self._initial_contact(sa)
-        if not self._make_room(sa):
-            self._respond(sa, msg, [_n(_N_NO_ADDITIONAL_SAS)])
-            self._kill(sa, "no room")
-            sa.expire_at = add(now, DEAD_KEEP)
-            self.sas[sa.spi_r] = sa
-            return
-        my_id = codec.encode_id(*self._local_id(cfg))
-        octets = A.signed_octets(sa.init_resp, sa.ni, sa.keys.sk_pr, my_id)
-        sa.octets = (octets, peer_octets)
-        sa.init_req = sa.init_resp = None
-        m, d = self._make_auth(sa, octets, sa.keys.sk_pr)
-        resp = [(_PT_IDR, my_id), (_PT_AUTH, codec.encode_auth(m, d))]
-        child = None
-        if props is not None:
-            child, extra = self._accept_child(sa, props, tsi, tsr, transport, sa.ni, sa.nr,
-                                              None, "ignore", None, [], now)
-            resp += extra
-        sa.state = "established"
-        sa.expire_at = None
-        sa.rekey_at = self._jitter(now, cfg.ike_life_ms)
-        self._respond(sa, msg, resp)
-        self._emit(IkeUp(sa))
-        if child is not None:
-            self._emit(ChildUp(child))
-
-    def _accept_child(self, sa, props, tsi, tsr, transport, ni, nr, shared, dh, old,
-                      mid_payloads, now):
-        """Responder side of a CHILD SA (peer is "i"). Returns (child or None, payloads).
-        mid_payloads go between SA and TSi (Nr, KEr in CREATE_CHILD_SA)."""
-        cfg = sa.cfg
-        chosen = select(props, _PROTO_ESP, 4, dh)
-        if chosen is None:
-            self._emit(ChildFailed(sa, "NO_PROPOSAL_CHOSEN"))
-            return None, [_n(_N_NO_PROPOSAL_CHOSEN)]
-        if cfg.mode == "transport" and not transport and old is None:
-            # A transport-mode policy never grants a tunnel: its selectors would let the
-            # peer speak for other addresses.
-            self._emit(ChildFailed(sa, "NO_PROPOSAL_CHOSEN"))
-            return None, [_n(_N_NO_PROPOSAL_CHOSEN)]
-        mode = "transport" if transport and cfg.mode == "transport" else "tunnel"
-        pi, pr = TS.ranges(tsi), TS.ranges(tsr)
-        peer = TS.host_of(sa.peer_addr)
-        own = [(peer, peer)] if peer is not None and TS.covered([(peer, peer)], pi) else None
-        if old is not None:
-            remote, local = old.remote_ts, old.local_ts
-            mode = old.mode
-        elif mode == "transport":
-            remote = cfg.remote_ts or own
-            local = cfg.local_ts
-            if local is None and len(pr) >= 1 and pr[0][0] == pr[0][1]:
-                local = [pr[0]]
-        else:
-            # Unless configured, a peer's selector is its own address: never a range
-            # it picked (it could then send as any inner source).
-            remote = cfg.remote_ts or own
-            local = cfg.local_ts or pr
-        if remote is None or local is None or not TS.covered(remote, pi) \
-                or not TS.covered(local, pr):
-            self._emit(ChildFailed(sa, "TS_UNACCEPTABLE"))
-            return None, [_n(_N_TS_UNACCEPTABLE)]
-        spi_in = self._new_esp_spi()
-        ei, ai, er, ar = child_keys(sa.keys.sk_d, ni, nr, shared)
-        child = ChildSA(sa, spi_in, int.from_bytes(chosen[1], "big"), ei, ai, er, ar, mode,
-                        local, remote)
-        self._child_timers(sa, child, now)
-        sa.children.append(child)
-        p = [_n(_N_USE_TRANSPORT_MODE)] if mode == "transport" else []
-        p.append((_PT_SA, codec.encode_sa([(chosen[0], _PROTO_ESP,
-                                             spi_in.to_bytes(4, "big"), chosen[2])])))
-        p += mid_payloads
-        p.append((_PT_TSI, codec.encode_ts(remote)))
-        p.append((_PT_TSR, codec.encode_ts(local)))
-        return child, p
-
-    def _child_timers(self, sa, child, now):
-        lt = sa.cfg.child_life_ms
-        child.rekey_at = self._jitter(now, lt)
-        child.expire_at = add(now, lt) if lt else None
-
-    def _finish_child(self, sa, msg, offer, ni, nr, shared, dh, now):
-        """Initiator side: check the responder's SA/TS answer for our offer
-        (spi_in, mode, tsi, tsr). Returns the ChildSA or None (ChildFailed emitted)."""
-        spi_in, mode, tsi, tsr = offer
-        err = msg.error_notify()
-        sab = msg.get(_PT_SA)
-        if err is not None or sab is None:
-            self._emit(ChildFailed(sa, C.error_name(err[0]) if err else "no SA in answer"))
-            return None
-        props = codec.parse_sa(sab)
-        tib, trb = msg.get(_PT_TSI), msg.get(_PT_TSR)
-        if tib is None or trb is None:
-            raise IkeParseError("CHILD answer without TS")
-        ri, rr = TS.ranges(codec.parse_ts(tib)), TS.ranges(codec.parse_ts(trb))
-        chosen = select(props, _PROTO_ESP, 4, dh) if len(props) == 1 else None
-        why = None
-        if chosen is None:
-            why = "NO_PROPOSAL_CHOSEN"
-        elif not TS.covered(ri, tsi) or not TS.covered(rr, tsr):
-            why = "TS_UNACCEPTABLE"
-        elif (mode == "transport") != (msg.notify(_N_USE_TRANSPORT_MODE) is not None):
-            why = "mode mismatch"
-        if why is not None:
-            self._emit(ChildFailed(sa, why))
-            if chosen is not None:
-                # the peer installed its half: delete it (by our inbound SPI)
-                self._request(sa, _INFORMATIONAL, _Simple(
-                    [(_PT_D, codec.encode_delete(_PROTO_ESP, [spi_in.to_bytes(4, "big")]))]), now)
-            return None
-        ei, ai, er, ar = child_keys(sa.keys.sk_d, ni, nr, shared)
-        child = ChildSA(sa, spi_in, int.from_bytes(chosen[1], "big"), er, ar, ei, ai, mode,
-                        ri, rr)
-        self._child_timers(sa, child, now)
-        sa.children.append(child)
-        return child
-
-    # ------------------------------------------------------------ CREATE_CHILD_SA
-
-    def _create_child_request(self, sa, msg, now):
-        sab, nb = msg.get(_PT_SA), msg.get(_PT_NONCE)
-        if sab is None or nb is None:
-            raise IkeParseError("CREATE_CHILD_SA lacks SA or Nonce")
-        props = codec.parse_sa(sab)
-        ni = codec.parse_nonce(nb)
-        keb = msg.get(_PT_KE)
-        ke = codec.parse_ke(keb) if keb is not None else None
-        is_ike = False
-        for pr in props:
-            if pr[1] == _PROTO_IKE:
-                is_ike = True
-        if is_ike:
-            self._ike_rekey_request(sa, msg, props, ni, ke, now)
-            return
-        tib, trb = msg.get(_PT_TSI), msg.get(_PT_TSR)
-        if tib is None or trb is None:
-            raise IkeParseError("CREATE_CHILD_SA lacks TS")
-        tsi, tsr = codec.parse_ts(tib), codec.parse_ts(trb)
-        rk = msg.notify(_N_REKEY_SA)
-        transport = msg.notify(_N_USE_TRANSPORT_MODE) is not None
-        old = None
-        if rk is not None:
-            spi = int.from_bytes(rk[2], "big") if len(rk[2]) == 4 else -1
-            for ch in sa.children:
-                if ch.spi_out == spi:
-                    old = ch
-            if old is None:
-                self._respond(sa, msg, [_n(_N_CHILD_SA_NOT_FOUND, b"", _PROTO_ESP, rk[2])])
-                return
-            if old.state != "up" or (old.rekeying and not sa.initiator) \
-                    or len(sa.children) >= 2 * self.max_children:
-                # (a peer that rekeys and never deletes the old SAs must not grow our
-                # table: one predecessor per CHILD SA may linger, no more)
-                self._respond(sa, msg, [_n(_N_TEMPORARY_FAILURE)])
-                return
-        elif len(sa.children) >= self.max_children:
-            self._respond(sa, msg, [_n(_N_NO_ADDITIONAL_SAS)])
-            return
-        elif self.policy(sa.peer_addr, sa.peer_id, sa.auth) is None:
-            # a new CHILD SA is a new proposal: the policy may have changed its mind
-            self._respond(sa, msg, [_n(_N_NO_PROPOSAL_CHOSEN)])
-            return
-        shared = None
-        mid = []
-        nr = self.rand(32)
-        if ke is not None:
-            dh = self._answer_ke(sa, msg, ke)
-            if dh is None:
-                return
-            pub, shared = dh
-            mid = [(_PT_NONCE, nr), (_PT_KE, codec.encode_ke(_DH_CURVE25519, pub))]
-        else:
-            mid = [(_PT_NONCE, nr)]
-        child, p = self._accept_child(sa, props, tsi, tsr, transport, ni, nr, shared,
-                                      "require" if ke is not None else "none", old, mid, now)
-        self._respond(sa, msg, p)
-        if child is None:
-            return
-        if old is not None:
-            old.state = "rekeyed"
-            self._emit(ChildRekeyed(old, child))
-        else:
-            self._emit(ChildUp(child))
-
-    def _answer_ke(self, sa, msg, ke):
-        """Our DH half for the peer's KE in a CREATE_CHILD_SA request: (pub, shared), or
-        None after answering INVALID_KE_PAYLOAD (not group 31) / NO_PROPOSAL_CHOSEN
-        (an all-zero shared secret)."""
-        if ke is None or ke[0] != _DH_CURVE25519:
-            self._respond(sa, msg, [_n(_N_INVALID_KE_PAYLOAD, b"\x00\x1f")])
-            return None
-        priv, pub = self.dh.keypair(self.rand)
-        try:
-            return pub, self.dh.x25519(priv, ke[1])
-        except ValueError:
-            self._respond(sa, msg, [_n(_N_NO_PROPOSAL_CHOSEN)])
-            return None
-
-    def _ike_rekey_request(self, sa, msg, props, ni, ke, now):
-        if (sa.rekeying and not sa.initiator) or len(self._owned()) >= 2 * self.max_sas:
-            self._respond(sa, msg, [_n(_N_TEMPORARY_FAILURE)])
-            return
-        chosen = select(props, _PROTO_IKE, 8, "require")
-        if chosen is None:
-            self._respond(sa, msg, [_n(_N_NO_PROPOSAL_CHOSEN)])
-            return
-        dh = self._answer_ke(sa, msg, ke)
-        if dh is None:
-            return
-        pub, shared = dh
-        new = IkeSA(False, chosen[1], sa.peer_addr, sa.cfg)
-        new.spi_r = self._new_ike_spi()
-        new.nr = self.rand(32)
-        new.ni = ni
-        new.keys = ike_keys(ni, new.nr, shared, new.spi_i, new.spi_r, sa.keys.sk_d)
-        self._respond(sa, msg, [
-            (_PT_SA, codec.encode_sa([(chosen[0], _PROTO_IKE, new.spi_r, chosen[2])])),
-            (_PT_NONCE, new.nr), (_PT_KE, codec.encode_ke(_DH_CURVE25519, pub))])
-        self._move(sa, new, now)
-        self.sas[new.spi_r] = new
-
-    def _move(self, old, new, now):
-        """Finish an IKE rekey: new SA takes over the children and the identity."""
-        for k in ("peer_id", "auth", "peer_pubkey", "octets"):
-            setattr(new, k, getattr(old, k))
-        new.surfaced = True
-        new.state = "established"
-        new.last_rx = now
-        new.rekey_at = self._jitter(now, new.cfg.ike_life_ms)
-        new.children = old.children
-        for ch in new.children:
-            ch.ike = new
-            if ch.rekeying:
-                # its rekey exchange is stranded on the old IKE SA: retry on the new one
-                ch.rekeying = False
-                ch.rekey_at = add(now, RETRY_LATER)
-        old.children = []
-        old.state = "rekeyed"
-        old.rekeying = False
-        old.expire_at = add(now, REKEYED_KEEP)
-        self._emit(IkeRekeyed(old, new))
-
-    # ------------------------------------------------------------ INFORMATIONAL
-
-    def _info_request(self, sa, msg, now):
-        dels = [codec.parse_delete(b) for b in msg.all(_PT_D)]
-        notes = msg.notifies()
-        kill = False
-        gone = []
-        answer = []
-        for proto, spis in dels:
-            if proto == _PROTO_IKE:
-                kill = True
-            elif proto == _PROTO_ESP:
-                for s in spis:
-                    v = int.from_bytes(s, "big")
-                    for ch in sa.children:
-                        if ch.spi_out == v and ch not in gone:
-                            gone.append(ch)
-                            answer.append(ch.spi_in.to_bytes(4, "big"))
-        self._respond(sa, msg, [(_PT_D, codec.encode_delete(_PROTO_ESP, answer))]
-                      if answer and not kill else [])
-        for nt in notes:
-            if nt[0] == _N_AUTHENTICATION_FAILED:
-                self._emit(AuthFailed(sa, "peer: AUTHENTICATION_FAILED"))
-                kill = True
-            else:
-                self._emit(NotifyReceived(sa, nt[0], nt[3]))
-        if kill:
-            self._kill(sa, "deleted by peer")
-            return
-        for ch in gone:
-            self._drop_child(sa, ch)
-
-    def _del_child(self, sa, child, now):
-        self._request(sa, _INFORMATIONAL, _Simple(
-            [(_PT_D, codec.encode_delete(_PROTO_ESP, [child.spi_in.to_bytes(4, "big")]))],
-            lambda s: self._drop_child(child.ike, child)), now)
-
-    def _del_ike(self, sa, now):
-        job = _Simple([(_PT_D, codec.encode_delete(_PROTO_IKE))], self._ike_deleted)
-        job.deletes_ike = True
-        self._request(sa, _INFORMATIONAL, job, now)
-
-    def _ike_deleted(self, sa):
-        if sa.state == "rekeyed":
-            sa.state = "dead"
-            self._remove(sa)
-        else:
-            self._kill(sa, "deleted")
-
-    def _drop_child(self, sa, ch):
-        if ch in sa.children:
-            sa.children.remove(ch)
-        if ch.state != "down":
-            ch.state = "down"
-            self._emit(ChildDown(ch))
-
-
-def _init_parts(msg):
-    """(proposals, DH group, KE data, nonce) of an IKE_SA_INIT; IkeParseError if absent."""
-    sab, keb, nb = msg.get(_PT_SA), msg.get(_PT_KE), msg.get(_PT_NONCE)
-    if sab is None or keb is None or nb is None:
-        raise IkeParseError("IKE_SA_INIT lacks SA, KE or Nonce")
-    group, kedata = codec.parse_ke(keb)
-    return codec.parse_sa(sab), group, kedata, codec.parse_nonce(nb)
-
 
 def _null_policy(peer_addr, peer_id, method):
     if method is None or method == "null":
         return PeerConfig()
     return None
-
-
-# ---------------------------------------------------------------- request jobs
-# A job builds the payloads of one request when its turn comes (build(now) -> list or
-# None to skip) and handles the response (done(sa, msg, now)).
-
-class _Simple:
-    def __init__(self, payloads, done=None):
-        self.payloads = payloads
-        self.on_done = done
-
-    def build(self, now):
-        return self.payloads
-
-    def done(self, sa, msg, now):
-        if self.on_done is not None:
-            self.on_done(sa)
-
-
-class _Auth:
-    def __init__(self, eng, sa):
-        self.eng = eng
-        self.sa = sa
-
-    def build(self, now):
-        eng, sa = self.eng, self.sa
-        cfg = sa.cfg
-        idb = codec.encode_id(*eng._local_id(cfg))
-        octets = A.signed_octets(sa.init_req, sa.nr, sa.keys.sk_pi, idb)
-        self.octets = octets
-        m, d = eng._make_auth(sa, octets, sa.keys.sk_pi)
-        p = [(_PT_IDI, idb)]
-        if cfg.remote_id is not None and cfg.auth != "null":
-            p.append((_PT_IDR, codec.encode_id(*cfg.remote_id)))
-        p.append((_PT_AUTH, codec.encode_auth(m, d)))
-        if not eng._established_with(sa):
-            # RFC 7296 section 2.4: we hold no other IKE SA with this peer (first contact
-            # since boot, or ours died): whatever SAs it still holds with us are stale.
-            p.append(_n(_N_INITIAL_CONTACT))
-        if not cfg.childless:
-            spi_in = eng._new_esp_spi()
-            tsi, tsr = eng._ts_offer(sa, cfg)
-            sa.pending_child = (spi_in, cfg.mode, tsi, tsr)
-            a, b = eng._child_offer(sa, spi_in, cfg.mode, tsi, tsr, False)
-            p += a + b
-        return p
-
-    def done(self, sa, msg, now):
-        eng = self.eng
-        cfg = sa.cfg
-        idb, ab = msg.get(_PT_IDR), msg.get(_PT_AUTH)
-        err = msg.error_notify()
-        if ab is None or idb is None:
-            name = C.error_name(err[0]) if err else "no AUTH in answer"
-            if err is not None and err[0] == _N_AUTHENTICATION_FAILED:
-                eng._emit(AuthFailed(sa, "peer: AUTHENTICATION_FAILED"))
-            eng._kill(sa, name)
-            return
-        peer_id = codec.parse_id(idb)
-        method, adata = codec.parse_auth(ab)
-        why = None
-        if A.NAMES.get(method) != cfg.auth:
-            why = "AUTH method %d, expected %s" % (method, cfg.auth)
-        elif cfg.auth != "null" and cfg.remote_id is not None and cfg.remote_id != peer_id:
-            why = "peer ID mismatch"
-        else:
-            peer_octets = A.signed_octets(sa.init_resp, sa.ni, sa.keys.sk_pr, idb)
-            if not A.check(method, adata, peer_octets, sa.keys.sk_pr, cfg.psk, cfg.peer_pubkey,
-                           eng.sig):
-                why = "bad AUTH (%s)" % cfg.auth
-        if why is not None:
-            eng._emit(AuthFailed(sa, why))
-            # tell the peer (best effort, not retransmitted), then go
-            mid = sa.send_mid
-            sa.send_mid += 1
-            eng.out.append((eng._encode(sa, _INFORMATIONAL, False, mid,
-                                        [_n(_N_AUTHENTICATION_FAILED)]), sa.peer_addr))
-            eng._kill(sa, "AUTHENTICATION_FAILED")
-            return
-        sa.peer_id = peer_id
-        sa.octets = (self.octets, peer_octets)
-        sa.init_req = sa.init_resp = None
-        sa.auth = cfg.auth
-        if cfg.auth == "pubkey":
-            sa.peer_pubkey = cfg.peer_pubkey
-        if msg.notify(_N_INITIAL_CONTACT) is not None:
-            eng._initial_contact(sa)
-        sa.state = "established"
-        sa.rekey_at = eng._jitter(now, cfg.ike_life_ms)
-        eng._emit(IkeUp(sa))
-        offer = sa.pending_child
-        sa.pending_child = None
-        if offer is not None:
-            child = eng._finish_child(sa, msg, offer, sa.ni, sa.nr, None, "ignore", now)
-            if child is not None:
-                eng._emit(ChildUp(child))
-
-
-class _ChildNew:
-    """A new CHILD SA over an established IKE SA (RFC 7296 section 1.3.1)."""
-
-    def __init__(self, eng, sa, cfg):
-        self.eng = eng
-        self.sa = sa
-        self.cfg = cfg
-
-    def build(self, now):
-        eng, sa, cfg = self.eng, self.sa, self.cfg
-        if sa.state != "established":
-            sa.creating_child = False
-            return None
-        self.ni = eng.rand(32)
-        spi_in = eng._new_esp_spi()
-        tsi, tsr = eng._ts_offer(sa, cfg)
-        self.offer = (spi_in, cfg.mode, tsi, tsr)
-        a, b = eng._child_offer(sa, spi_in, cfg.mode, tsi, tsr, False)
-        return a + [(_PT_NONCE, self.ni)] + b
-
-    def done(self, sa, msg, now):
-        eng = self.eng
-        sa.creating_child = False
-        err = msg.error_notify()
-        nb = msg.get(_PT_NONCE)
-        if err is not None or nb is None or sa.state != "established":
-            eng._emit(ChildFailed(sa, C.error_name(err[0]) if err else "no CHILD SA in answer"))
-            return
-        child = eng._finish_child(sa, msg, self.offer, self.ni, codec.parse_nonce(nb), None,
-                                  "none", now)
-        if child is not None:
-            eng._emit(ChildUp(child))
-
-
-class _ChildRekey:
-    def __init__(self, eng, sa, old):
-        self.eng = eng
-        self.sa = sa
-        self.old = old
-
-    def build(self, now):
-        eng, sa, old = self.eng, self.sa, self.old
-        if old.state != "up" or sa.state != "established":
-            old.rekeying = False
-            return None
-        self.spi_in = eng._new_esp_spi()
-        self.ni = eng.rand(32)
-        pfs = sa.cfg.pfs
-        p = [_n(_N_REKEY_SA, b"", _PROTO_ESP, old.spi_in.to_bytes(4, "big"))]
-        a, b = eng._child_offer(sa, self.spi_in, old.mode, old.local_ts, old.remote_ts, pfs)
-        p += a
-        p.append((_PT_NONCE, self.ni))
-        self.priv = None
-        if pfs:
-            self.priv, pub = eng.dh.keypair(eng.rand)
-            p.append((_PT_KE, codec.encode_ke(_DH_CURVE25519, pub)))
-        return p + b
-
-    def done(self, sa, msg, now):
-        eng, old = self.eng, self.old
-        old.rekeying = False
-        nb = msg.get(_PT_NONCE)
-        err = msg.error_notify()
-        if err is not None or nb is None:
-            if old.state == "up":
-                old.rekey_at = add(now, RETRY_LATER)
-            return
-        nr = codec.parse_nonce(nb)
-        shared = None
-        if self.priv is not None:
-            keb = msg.get(_PT_KE)
-            if keb is None:
-                raise IkeParseError("no KE in CHILD rekey answer")
-            g, kd = codec.parse_ke(keb)
-            try:
-                shared = eng.dh.x25519(self.priv, kd) if g == _DH_CURVE25519 else None
-            except ValueError:
-                shared = None
-            if shared is None:
-                eng._emit(ChildFailed(sa, "bad KE"))
-                return
-        offer = (self.spi_in, old.mode, old.local_ts, old.remote_ts)
-        new = eng._finish_child(sa, msg, offer, self.ni, nr, shared,
-                                "require" if self.priv is not None else "none", now)
-        self.priv = None
-        if new is None:
-            return
-        if old.ike is not sa:
-            # the IKE SA was rekeyed meanwhile: the new CHILD SA follows the old one
-            sa.children.remove(new)
-            new.ike = old.ike
-            old.ike.children.append(new)
-            sa = old.ike
-        if old.state == "up":
-            old.state = "rekeyed"
-        eng._emit(ChildRekeyed(old, new))
-        old.state = "deleting"
-        eng._del_child(sa, old, now)
-
-
-class _IkeRekey:
-    def __init__(self, eng, sa):
-        self.eng = eng
-        self.sa = sa
-
-    def build(self, now):
-        eng, sa = self.eng, self.sa
-        if sa.state != "established":
-            sa.rekeying = False
-            return None
-        self.spi = eng._new_ike_spi()
-        self.ni = eng.rand(32)
-        self.priv, pub = eng.dh.keypair(eng.rand)
-        props = [(n, _PROTO_IKE, self.spi, t) for n, _, _, t in eng.ike_proposals]
-        return [(_PT_SA, codec.encode_sa(props)), (_PT_NONCE, self.ni),
-                (_PT_KE, codec.encode_ke(_DH_CURVE25519, pub))]
-
-    def done(self, sa, msg, now):
-        eng = self.eng
-        sa.rekeying = False
-        err = msg.error_notify()
-        sab, nb, keb = msg.get(_PT_SA), msg.get(_PT_NONCE), msg.get(_PT_KE)
-        if err is not None or sab is None or nb is None or keb is None:
-            if sa.state == "established":
-                sa.rekey_at = add(now, RETRY_LATER)
-            return
-        props = codec.parse_sa(sab)
-        nr = codec.parse_nonce(nb)
-        g, kd = codec.parse_ke(keb)
-        chosen = select(props, _PROTO_IKE, 8, "require") if len(props) == 1 else None
-        shared = None
-        if chosen is not None and g == _DH_CURVE25519:
-            try:
-                shared = eng.dh.x25519(self.priv, kd)
-            except ValueError:
-                shared = None
-        self.priv = None
-        if shared is None or sa.state != "established":
-            sa.rekey_at = add(now, RETRY_LATER)
-            return
-        new = IkeSA(True, self.spi, sa.peer_addr, sa.cfg)
-        new.spi_r = chosen[1]
-        new.ni, new.nr = self.ni, nr
-        new.keys = ike_keys(self.ni, nr, shared, new.spi_i, new.spi_r, sa.keys.sk_d)
-        eng.sas[new.spi_i] = new
-        eng._move(sa, new, now)
-        eng._del_ike(sa, now)

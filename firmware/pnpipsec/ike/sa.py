@@ -1,5 +1,6 @@
 """IKEv2 engine data: configuration, SA records and events (see engine.py docstring)."""
 
+from pnpipsec.ike import auth as A
 from pnpipsec.ticks import add, ms
 
 
@@ -97,7 +98,9 @@ class IkeSA:
         self.peer_addr = peer_addr
         self.cfg = cfg
         self.peer_id = None
-        self.auth = cfg.auth if cfg is not None else None
+        # the AUTH method object (pnpipsec.ike.auth): the configured one until IKE_AUTH
+        # completed, then the one the peer proved itself with
+        self.method = A.of(cfg.auth) if cfg is not None else None
         self.peer_pubkey = None
         # init_sent, auth_sent, half_open, established, rekeyed, deleting, dead
         self.state = "new"
@@ -145,6 +148,11 @@ class IkeSA:
     @property
     def sk_ar(self):
         return self.keys.sk_ar if self.keys else None
+
+    @property
+    def auth(self):
+        """The method's name ("null"/"psk"/"pubkey"), for the runtime and policies."""
+        return self.method.name if self.method is not None else None
 
     @property
     def local_spi(self):

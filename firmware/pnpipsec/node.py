@@ -34,6 +34,7 @@ _FLAG_RESPONSE = 0x20
 _ESP_OVERHEAD_V6 = 40 + 8      # outer IPv6 + UDP header around the ESP packet
 _ESP_OVERHEAD_V4 = 20 + 8
 _MAX_TRACKED = 64              # per-peer tables a remote sender can grow are capped
+_SA_SLOTS = 4                  # IKE SAs one peer may hold (the engine's max_per_host)
 _MAX_DATAGRAM = 2048           # IKE and ESP we speak fit the 1280-byte MTU; larger: dropped
 
 
@@ -99,9 +100,11 @@ class Peer:
     """Everything the node knows of one peer, in one record (WireGuard's peer), found
     by address in node.by_host (and its SAs by SPI in node.children / engine.sas).
 
-    key / proof_sa: the Ed25519 key it proved last and the IKE SA that proof was bound
-    to (a proof counts only there, and on that SA's rekeyed successors); proof_seen:
-    the IKE SA a proof arrived on (one per SA). natt_port: learnt from authenticated
+    proofs: [(IKE SA, Ed25519 key)] each proof that verified, bound to the SA it was
+    made on (and its rekeyed successors): two SAs with one peer (both ends initiated)
+    each keep their own; key: the last proved key; proofs_seen: the SAs a proof arrived
+    on, valid or not (one per SA). Both lists hold at most _SA_SLOTS live SAs.
+    natt_port: learnt from authenticated
     traffic only. idle_checks: liveness checks answered in a row with no ESP between
     (the next waits twice as long, up to dpd_max). Its level lives in node.levels and
     its discovery state in node.discovery, both keyed by the same address."""
@@ -112,8 +115,8 @@ class Peer:
         self.initiating = None    # IkeSA we started that is not up yet
         self.out = None           # _Child our datagrams to it leave on
         self.key = None
-        self.proof_sa = None
-        self.proof_seen = None
+        self.proofs = []
+        self.proofs_seen = []
         self.natt_port = None
         self.failed = None        # why its last SA attempt ended
         self.idle_checks = 0
@@ -393,7 +396,11 @@ class Node:
     def _proved_key(self, host, sa):
         """The key `host` proved on this very IKE SA (channel binding), or None."""
         p = self.by_host.get(host)
-        return p.key if p is not None and p.proof_sa is sa else None
+        if p is not None:
+            for s, k in p.proofs:
+                if s is sa:
+                    return k
+        return None
 
     def _out(self, host):
         p = self.by_host.get(host)
@@ -919,8 +926,7 @@ class Node:
                 if p.ike is ev.old:
                     p.ike = ev.new
                 # The new IKE SA's keys come from the old one's SK_d: the proof binds.
-                if p.proof_sa is ev.old:
-                    p.proof_sa = ev.new
+                p.proofs = [(ev.new if s is ev.old else s, k) for s, k in p.proofs]
             self._relevel(host)
             if self.keylog is not None:
                 self.keylog.ike(ev.new)
@@ -961,8 +967,8 @@ class Node:
                                             up is not sa else PROBE_TIMEOUT, self._now())
             if p.ike is sa:
                 p.ike = None
-            if p.proof_sa is sa:
-                p.proof_sa = None
+            p.proofs = [x for x in p.proofs if x[0] is not sa]
+            p.proofs_seen = [x for x in p.proofs_seen if x is not sa]
         for ch in list(getattr(sa, "children", ())):
             self._remove(ch)
 
@@ -976,12 +982,12 @@ class Node:
     def _proof_in(self, sa, data):
         host = _norm(sa.peer_addr[0])
         p = self._peer(host)
-        if p is None or p.proof_seen is sa:
+        if p is None or sa in p.proofs_seen:
             # One proof per IKE SA: more would only let a peer wear the flash (pin
             # writes) and grow the event list.
             self.stats["proof_ignored"] = self.stats.get("proof_ignored", 0) + 1
             return
-        p.proof_seen = sa
+        _bounded_add(p.proofs_seen, sa)
         verify = self._sig.verify if self._sig is not None else _ed25519().verify
         key = proof.check(verify, data, self.engine.auth_octets(sa, False))
         if key is None:
@@ -995,7 +1001,7 @@ class Node:
             self._event_out(("key_changed", host, key))
             self.log("KEY CHANGED for %s: not trusted until approved" % host)
         p.key = key
-        p.proof_sa = sa
+        _bounded_add(p.proofs, (sa, key))
         self._relevel(host)
 
     def _event_out(self, ev):
@@ -1112,6 +1118,13 @@ async def _wait_ms(aw, n):
         await (f(aw, n) if f is not None else asyncio.wait_for(aw, n / 1000))
     except asyncio.TimeoutError:
         pass
+
+
+def _bounded_add(lst, item):
+    """Append, keeping the newest _SA_SLOTS (an SA's entry goes when it does)."""
+    lst.append(item)
+    if len(lst) > _SA_SLOTS:
+        lst.pop(0)
 
 
 def _earliest(*times):

@@ -407,7 +407,7 @@ class Node:
         return p.out if p is not None else None
 
     def _sa_level(self, host, sa):
-        if sa.auth in ("psk", "pubkey"):
+        if _trusted(sa):            # a PSK or a configured public key
             return AUTHENTICATED
         key = self._proved_key(host, sa)
         if key is not None and self.pins.is_trusted(inet.pton(host), key):
@@ -420,7 +420,7 @@ class Node:
         keys, then a proved key we trust, then NULL; among equals the most recently
         active (IKE or ESP) stays."""
         trust = 0
-        if sa.auth in ("psk", "pubkey"):
+        if _trusted(sa):
             trust = 2
         elif self._sa_level(_norm(sa.peer_addr[0]), sa) >= AUTHENTICATED:
             trust = 1
@@ -465,7 +465,8 @@ class Node:
         if c is None:
             return None
         sa = c.child.ike
-        key = sa.peer_pubkey if sa.auth == "pubkey" else self._proved_key(host, sa)
+        m = sa.method
+        key = sa.peer_pubkey if m is not None and m.signs else self._proved_key(host, sa)
         if key is None or self._sa_level(host, sa) < AUTHENTICATED:
             return None
         return fingerprint(key)
@@ -952,8 +953,8 @@ class Node:
         p.initiating = None
         if self.keylog is not None:
             self.keylog.ike(sa)
-        if sa.auth == "null" and self.identity is not None:
-            self._proof_out(sa)
+        if not _trusted(sa) and self.identity is not None:
+            self._proof_out(sa)     # NULL authentication: prove our key inside the SA
 
     def _ike_down(self, sa, reason):
         host = _norm(sa.peer_addr[0])
@@ -1118,6 +1119,11 @@ async def _wait_ms(aw, n):
         await (f(aw, n) if f is not None else asyncio.wait_for(aw, n / 1000))
     except asyncio.TimeoutError:
         pass
+
+
+def _trusted(sa):
+    """The SA's AUTH method gives configured trust (ike.auth: Psk, Ed25519)."""
+    return sa.method is not None and sa.method.trusted
 
 
 def _bounded_add(lst, item):

@@ -17,6 +17,7 @@ import hashlib
 from pnpipsec import ticks
 from pnpipsec.identity import Identity
 from pnpipsec.node import Endpoint, Node, PeerEntry, zero_config
+from test_ike_mp import Rand  # the deterministic rand of these modules (same folder)
 
 A, B, C = "10.0.0.1", "10.0.0.2", "10.0.0.3"
 APP = 7000
@@ -29,20 +30,6 @@ OUTAGE_LEN = 180000
 OUTAGE_AT = 5 * DAY - 61234   # across an hourly send: liveness, retries, give-up
 C_EVERY = 600000            # C sends A a clear datagram every 10 min
 
-
-class Rand:
-    """Deterministic rand(n): SHA-256 in counter mode over a seed."""
-
-    def __init__(self, seed):
-        self.seed = seed
-        self.n = 0
-
-    def __call__(self, n):
-        out = b""
-        while len(out) < n:
-            self.n += 1
-            out += hashlib.sha256(self.seed + self.n.to_bytes(4, "big")).digest()
-        return out[:n]
 
 
 class SimBoard:

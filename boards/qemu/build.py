@@ -1,7 +1,7 @@
 """Build MicroPython's qemu port (Cortex-M3, MPS2-AN385): the one builder of every qemu
 firmware of this project.
 
-    python boards/qemu/build.py [--profile esp32|pico_w|pico|large|port] [--frozen]
+    python boards/qemu/build.py [--profile esp32|pico_w|pico|large|port] [--frozen] [--romfs]
                                 [--check] [--force] [-q]
     -> prints the path of firmware.elf (--check: builds nothing, exit 1 when stale)
 
@@ -14,6 +14,9 @@ Variants (one build folder each, .deps/qemu-board/build-<profile>[-frozen]/):
     arithmetic as native Thumb-2 code, generated into <build folder>/pnp-gen) and
     pnpboard frozen in; without it only asyncio, _boot.py and board.py
     (boards/qemu/manifest.py).
+  * --romfs: a ROM segment mounted at /rom (MICROPY_VFS_ROM_IOCTL=1, cmod/pnpqemu/romfs.c:
+    2 MiB of PSRAM at 0x21000000, writable by `mpremote romfs deploy`), in
+    build-<profile>[-frozen]-romfs/. The other variants are built without it, as before.
   * build(..., firmware_dir=D, tag=T): freeze D/manifest.py instead of firmware/ (the
     bench's --rev builds a git revision that way), in build-<...>-T/.
 
@@ -27,8 +30,9 @@ The MicroPython source is the v1.27.0 tarball (MICROPYTHON_TARBALL, else ../shar
 micropython/micropython-1.27.0-min.tar.gz, else the release archive that
 scripts/build-micropython.sh downloads and checks; sha256 checked here again, see
 TARBALLS), unpacked once into the cache (default .deps/qemu-board/, or $PNP_QEMU_CACHE).
-Nothing of MicroPython is kept in this repository; the build changes four things in the
-unpacked copy, each by a small text substitution done here (see patch_tree):
+Nothing of MicroPython is kept in this repository; the build changes five things in the
+unpacked copy, each by a small text substitution done here (see patch_tree; a tree
+unpacked before a substitution was added gets it at the next build):
 
   * ports/qemu/main.c: after mp_init() run the frozen _boot.py, then boot.py and (from
     the friendly REPL only) main.py, as every other port does (the stock qemu port goes
@@ -38,8 +42,12 @@ unpacked copy, each by a small text substitution done here (see patch_tree):
     its RAM disk (see boards/qemu/_boot.py);
   * ports/qemu/mpconfigport.h: MICROPY_PY_ASYNCIO 1 (the C _asyncio module; the stock
     port has 0);
+  * ports/qemu/mpconfigport.h: MICROPY_VFS_ROM_IOCTL stays 0 unless the make command
+    defines it (the stock port has a fixed 0): --romfs passes
+    CFLAGS_EXTRA=-DMICROPY_VFS_ROM_IOCTL=1, and mp_vfs_rom_ioctl() is in cmod/;
   * make variables: MICROPY_HEAP_SIZE per profile, MICROPY_VFS_LFS2=1 (littlefs for the
-    RAM disk), USER_C_MODULES=cmod (mp_hal_time_ns), FROZEN_MANIFEST=boards/qemu/manifest.py.
+    RAM disk), USER_C_MODULES=cmod (mp_hal_time_ns, mp_vfs_rom_ioctl),
+    FROZEN_MANIFEST=boards/qemu/manifest.py.
 """
 
 from __future__ import annotations
@@ -108,6 +116,14 @@ RESET_INSERT = (
 )
 ASYNCIO_ANCHOR = "#define MICROPY_PY_ASYNCIO          (0)\n"
 ASYNCIO_INSERT = "#define MICROPY_PY_ASYNCIO          (1)  /* pnpipsec qemu board: C _asyncio */\n"
+ROMFS_ANCHOR = "#define MICROPY_VFS_ROM_IOCTL       (0)\n"
+ROMFS_INSERT = (
+    "#ifndef MICROPY_VFS_ROM_IOCTL  /* pnpipsec qemu board: build.py --romfs defines it as 1 */\n"
+    "#define MICROPY_VFS_ROM_IOCTL       (0)\n"
+    "#endif\n"
+)
+# what the --romfs variant adds to the make command
+ROMFS_MAKE_ARGS = ["CFLAGS_EXTRA=-DMICROPY_VFS_ROM_IOCTL=1"]
 
 
 class BuildError(Exception):
@@ -157,10 +173,12 @@ def source_tree():
     tarball = _tarball()
     if tarball is None:
         if done:
+            _late_patches(top)
             return top, done
         raise BuildError("no MicroPython v1.27.0 source archive (see prerequisites())")
     got = _sha256(tarball)
     if got == done:
+        _late_patches(top)
         return top, done
     if got not in (MIN_SHA256, RELEASE_SHA256):
         raise BuildError("%s: sha256 %s is not v1.27.0's (%s or %s)" % (tarball, got, MIN_SHA256, RELEASE_SHA256))
@@ -189,6 +207,17 @@ def patch_tree(top):
     _substitute(os.path.join(port, "main.c"), MAIN_ANCHOR, MAIN_INSERT)
     _substitute(os.path.join(port, "modmachine.c"), RESET_ANCHOR, RESET_INSERT)
     _substitute(os.path.join(port, "mpconfigport.h"), ASYNCIO_ANCHOR, ASYNCIO_INSERT)
+    _late_patches(top)
+
+
+def _late_patches(top):
+    """Substitutions added after trees were unpacked into caches: applied once, to a fresh
+    tree and to one unpacked earlier alike (idempotent)."""
+    path = os.path.join(top, "ports", "qemu", "mpconfigport.h")
+    with open(path) as f:
+        if ROMFS_INSERT in f.read():
+            return
+    _substitute(path, ROMFS_ANCHOR, ROMFS_INSERT)
 
 
 def _make(args, cwd, log):
@@ -198,16 +227,16 @@ def _make(args, cwd, log):
         raise BuildError("make failed in %s:\n%s" % (cwd, (p.stdout[-3000:] + p.stderr[-5000:])))
 
 
-def variant_name(profile, frozen, tag=None):
-    return "%s%s%s" % (profile, "-frozen" if frozen else "", "-" + tag if tag else "")
+def variant_name(profile, frozen, tag=None, romfs=False):
+    return "%s%s%s%s" % (profile, "-frozen" if frozen else "", "-romfs" if romfs else "", "-" + tag if tag else "")
 
 
-def build_dir(profile="esp32", frozen=False, tag=None):
-    return os.path.join(CACHE, "build-" + variant_name(profile, frozen, tag))
+def build_dir(profile="esp32", frozen=False, tag=None, romfs=False):
+    return os.path.join(CACHE, "build-" + variant_name(profile, frozen, tag, romfs))
 
 
-def firmware_path(profile="esp32", frozen=False, tag=None):
-    return os.path.join(build_dir(profile, frozen, tag), "firmware.elf")
+def firmware_path(profile="esp32", frozen=False, tag=None, romfs=False):
+    return os.path.join(build_dir(profile, frozen, tag, romfs), "firmware.elf")
 
 
 def _frozen_inputs(frozen, firmware_dir):
@@ -252,31 +281,33 @@ def _git_head():
         return None
 
 
-def _plan(profile, frozen, firmware_dir, tag, jobs=2):
+def _plan(profile, frozen, firmware_dir, tag, jobs=2, romfs=False):
     """(make args without -j, key); key None when the source is missing."""
-    bdir = build_dir(profile, frozen, tag)
+    bdir = build_dir(profile, frozen, tag, romfs)
     top = os.path.join(CACHE, SRC_NAME)
     args = ["BOARD=MPS2_AN385", "BUILD=" + bdir, "MICROPY_HEAP_SIZE=%d" % heap_size(profile),
             "MICROPY_VFS_LFS2=1", "MPY_LIB_DIR=" + os.path.join(CACHE, "no-micropython-lib"),
             "USER_C_MODULES=" + os.path.join(HERE, "cmod"), "FROZEN_MANIFEST=" + os.path.join(HERE, "manifest.py")]
+    if romfs:
+        args += ROMFS_MAKE_ARGS
     # the manifest reads these from the environment
     env = {"PNP_FREEZE_PACKAGE": "1" if frozen else "0", "PNP_FIRMWARE_DIR": firmware_dir,
            "PNP_GEN_DIR": os.path.join(bdir, "pnp-gen")}
     return top, bdir, args, env
 
 
-def info(profile="esp32", frozen=False, tag=None):
+def info(profile="esp32", frozen=False, tag=None, romfs=False):
     """What firmware.json beside firmware.elf says (key, git, built), or None."""
     try:
-        with open(os.path.join(build_dir(profile, frozen, tag), "firmware.json")) as f:
+        with open(os.path.join(build_dir(profile, frozen, tag, romfs), "firmware.json")) as f:
             return json.load(f)
     except (OSError, ValueError):
         return None
 
 
-def current(profile="esp32", frozen=False, firmware_dir=FIRMWARE, tag=None):
+def current(profile="esp32", frozen=False, firmware_dir=FIRMWARE, tag=None, romfs=False):
     """True when firmware.elf exists and its key matches the inputs now."""
-    out = firmware_path(profile, frozen, tag)
+    out = firmware_path(profile, frozen, tag, romfs)
     stamp = os.path.join(CACHE, SRC_NAME, ".pnp-patched")
     if not os.path.exists(out) or not os.path.exists(stamp):
         return False
@@ -284,12 +315,12 @@ def current(profile="esp32", frozen=False, firmware_dir=FIRMWARE, tag=None):
     tarball = _tarball()
     if tarball is not None and _sha256(tarball) != tar_sha:
         return False
-    _top, _bdir, args, _env = _plan(profile, frozen, firmware_dir, tag)
-    return (info(profile, frozen, tag) or {}).get("key") == _key(tar_sha, args, frozen, firmware_dir)
+    _top, _bdir, args, _env = _plan(profile, frozen, firmware_dir, tag, romfs=romfs)
+    return (info(profile, frozen, tag, romfs) or {}).get("key") == _key(tar_sha, args, frozen, firmware_dir)
 
 
 def build(profile="esp32", frozen=False, jobs=2, log=None, force=False, firmware_dir=FIRMWARE, tag=None,
-          git=None):
+          git=None, romfs=False):
     """Build (when its key changed) and return the path of firmware.elf for this variant
     (git: what firmware.json records as the source revision; default: this checkout's).
     One build at a time per cache (a lock file)."""
@@ -299,8 +330,8 @@ def build(profile="esp32", frozen=False, jobs=2, log=None, force=False, firmware
     os.makedirs(CACHE, exist_ok=True)
     with open(os.path.join(CACHE, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        out = firmware_path(profile, frozen, tag)
-        if not force and current(profile, frozen, firmware_dir, tag):
+        out = firmware_path(profile, frozen, tag, romfs)
+        if not force and current(profile, frozen, firmware_dir, tag, romfs):
             return out
         missing = [m for m in prerequisites() if "qemu-system-arm" not in m]
         if missing:
@@ -314,7 +345,7 @@ def build(profile="esp32", frozen=False, jobs=2, log=None, force=False, firmware
         os.makedirs(mpylib, exist_ok=True)
         with open(os.path.join(mpylib, "README.md"), "w") as f:
             f.write("empty: the qemu board's manifest requires nothing from micropython-lib\n")
-        _top, bdir, args, env = _plan(profile, frozen, firmware_dir, tag)
+        _top, bdir, args, env = _plan(profile, frozen, firmware_dir, tag, romfs=romfs)
         key = _key(tar_sha, args, frozen, firmware_dir)
         env_backup = dict(os.environ)
         os.environ.update(env)
@@ -333,7 +364,7 @@ def build(profile="esp32", frozen=False, jobs=2, log=None, force=False, firmware
         if not os.path.exists(out):
             raise BuildError("make succeeded but %s is missing" % out)
         with open(os.path.join(bdir, "firmware.json"), "w") as f:
-            json.dump({"key": key, "profile": profile, "frozen": frozen, "firmware_dir": firmware_dir,
+            json.dump({"key": key, "profile": profile, "frozen": frozen, "romfs": romfs, "firmware_dir": firmware_dir,
                        "git": git or (_git_head() if firmware_dir == FIRMWARE else None),
                        "micropython": "v1.27.0", "tarball_sha256": tar_sha, "board": "MPS2_AN385",
                        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, f)
@@ -344,18 +375,21 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--profile", choices=sorted(PROFILES), default="esp32")
     p.add_argument("--frozen", action="store_true", help="freeze pnpipsec and pnpboard into the firmware")
+    p.add_argument("--romfs", action="store_true",
+                   help="a ROM segment at /rom for `mpremote romfs deploy` (MICROPY_VFS_ROM_IOCTL)")
     p.add_argument("--force", action="store_true")
     p.add_argument("--check", action="store_true", help="build nothing; exit 1 when missing or stale")
     p.add_argument("-q", action="store_true", help="no make progress lines")
     a = p.parse_args(argv)
     if a.check:
-        if current(a.profile, a.frozen):
-            print(firmware_path(a.profile, a.frozen))
+        if current(a.profile, a.frozen, romfs=a.romfs):
+            print(firmware_path(a.profile, a.frozen, romfs=a.romfs))
             return 0
-        print("build: qemu firmware %s is not built or stale" % variant_name(a.profile, a.frozen), file=sys.stderr)
+        print("build: qemu firmware %s is not built or stale" % variant_name(a.profile, a.frozen, romfs=a.romfs),
+              file=sys.stderr)
         return 1
     try:
-        print(build(a.profile, a.frozen, jobs=os.cpu_count() or 2, force=a.force,
+        print(build(a.profile, a.frozen, jobs=os.cpu_count() or 2, force=a.force, romfs=a.romfs,
                     log=(lambda s: None) if a.q else None))
     except BuildError as e:
         text = str(e).strip()

@@ -185,11 +185,12 @@ def qemu_prerequisites() -> list[str]:
     return _qemu_build_module().prerequisites()
 
 
-def qemu_firmware(profile: str = "esp32", frozen: bool = False, log=None) -> str:
-    """firmware.elf of the profile, built when missing or older than its inputs."""
+def qemu_firmware(profile: str = "esp32", frozen: bool = False, log=None, romfs: bool = False) -> str:
+    """firmware.elf of the profile, built when missing or older than its inputs (romfs: the
+    variant with a ROM segment at /rom for `mpremote romfs deploy`)."""
     b = _qemu_build_module()
     try:
-        return b.build(profile, frozen, log=log)
+        return b.build(profile, frozen, log=log, romfs=romfs)
     except b.BuildError as e:
         raise VboardError("building the qemu firmware: %s" % e)
 
@@ -216,7 +217,7 @@ def qemu_command(firmware: str, link_sock: str, icount=None) -> list[str]:
 
 def start_qemu(state: str, link: str | None = None, profile: str = "esp32", frozen: bool = False,
                firmware: str | None = None, bind4: str = "127.0.0.1", bind6: str = "::1",
-               icount=None, timeout: float = 20.0, stderr=None, log=None):
+               icount=None, timeout: float = 20.0, stderr=None, log=None, romfs: bool = False):
     """Start qemu + the relay; returns (Popen of qemu, device /dev/pts/N).
 
     Both run in one new process group (qemu leads it): stop() ends both. The relay's
@@ -228,7 +229,7 @@ def start_qemu(state: str, link: str | None = None, profile: str = "esp32", froz
         raise VboardError("; ".join(missing))
     state = os.path.abspath(state)
     os.makedirs(state, exist_ok=True)
-    fw = firmware or qemu_firmware(profile, frozen, log=log)
+    fw = firmware or qemu_firmware(profile, frozen, log=log, romfs=romfs)
     link = os.path.abspath(link or os.path.join(state, "tty"))
     if os.path.lexists(link):
         os.unlink(link)
@@ -281,6 +282,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="qemu: the GC heap of the board it stands for (esp32 ~110 KiB, pico_w ~178 KiB, "
                         "pico ~205 KiB free; large 320 KiB, no real board)")
     p.add_argument("--frozen", action="store_true", help="qemu: firmware with pnpipsec frozen in")
+    p.add_argument("--romfs", action="store_true",
+                   help="qemu: firmware with a ROMFS segment mounted at /rom (`pnp deploy --romfs`)")
     p.add_argument("--firmware", metavar="ELF", help="qemu: run this firmware.elf instead of building one")
     p.add_argument("--icount", type=int, nargs="?", const=0, default=None, metavar="SHIFT",
                    help="qemu: -icount shift=SHIFT (default 0): each instruction takes 2**SHIFT virtual ns, "
@@ -300,6 +303,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, "board", "wasm") == "qemu":
             proc, link = start_qemu(args.state, args.link, profile=args.profile, frozen=args.frozen,
                                     firmware=args.firmware, icount=args.icount,
+                                    romfs=getattr(args, "romfs", False),
                                     log=lambda m: print("pnp vboard: " + m, file=sys.stderr, flush=True))
         else:
             proc, link = start(args.state, args.link, watchdog=args.watchdog, safe=args.safe,
@@ -310,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
     print("device: %s" % link, flush=True)
     if getattr(args, "board", "wasm") == "qemu":
         print("pnp vboard: qemu board (%s%s); link %s -> %s; UDP relay log %s; stop with SIGTERM or Ctrl-C"
-              % (args.profile, ", frozen" if args.frozen else "",
+              % (args.profile, (", frozen" if args.frozen else "") + (", romfs" if getattr(args, "romfs", False) else ""),
                  os.path.abspath(args.link or os.path.join(args.state, "tty")), link,
                  os.path.join(os.path.abspath(args.state), "relay.log")), file=sys.stderr, flush=True)
     else:

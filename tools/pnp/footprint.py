@@ -1,8 +1,29 @@
-"""Firmware footprint: .mpy size and MicroPython heap, beside the DESIGN section 12 budgets.
+"""Firmware footprint: the figures of issue 10 ("A core that fits") beside their budgets.
 
-    python -m pnp.footprint [--json] [--no-heap]     (or `pnp footprint` once registered)
+    python -m pnp.footprint [--json] [--no-heap] [--days N]     (`pnp footprint`)
 
-Functions the bench calls:
+The budgets (issue 10, item 2; docs/architecture.md "Budgets"), measured on the 32-bit
+board with the example app, 4 SAs and a handshake in flight:
+
+    heap from .mpy                                   <= 56 KB (HEAP_MPY_BUDGET)
+    heap frozen, or from a ROMFS image               <= 24 KB (HEAP_FROZEN_BUDGET)
+    .mpy of what the example app imports             <= 40 KB (APP_MPY_BUDGET)
+    all of firmware/ as .mpy                         <= 64 KB (MPY_BUDGET)
+    the example app on the ESP32 heap profile with 4 peers for a simulated day,
+    without MemoryError
+
+The heap figures come from the co-simulation pnp.heapsim: the board is
+tools/pnp/heapsim_board.py (the example app, boards/common/pnpboard/app.py, as a plain
+MicroPython script) on a 32-bit build of MicroPython's unix port with a fixed heap;
+4 CPython peers connect, a 5th is held mid-handshake, and the board's live heap
+(gc.collect(); gc.mem_alloc(), above the level before the first pnpipsec import) is the
+figure. From .mpy: footprint.unix_port_binary() with a large heap so that it runs
+(the row says which heap the ESP32 profile would need: pnp.heapsim --min-heap);
+frozen: footprint.frozen_binary() in the ESP32 heap profile (boards/qemu/build.py
+PROFILES). The .mpy of the app's import set sums the .mpy files of every pnpipsec
+module the board had loaded by the end of that run (lazy imports included).
+
+Secondary figures, kept for comparison with earlier runs (no budget of their own):
 
 * mpy_sizes(compact) -> {relative path: bytes} of firmware/pnpipsec compiled with
   mpy-cross: plain bytecode (compact=False) or `-O2 -X no-source-lines` (compact=True;
@@ -34,19 +55,18 @@ Functions the bench calls:
 * measure_unix_peaks(exe) (PNP_MICROPYTHON32 names a 32-bit build of MicroPython's unix
   port; default: the one scripts/build-micropython.sh builds, .deps/micropython/unix32;
   PNP_MICROPYTHON_PATH adds folders, e.g. one holding extmod/asyncio, for builds
-  without frozen modules):
-  there gc works inside running code and -X heapsize fixes the heap, so it gives the
-  true peaks the wasm port cannot: the smallest heap that imports the package, and the
-  free heap a two-engine handshake needs after the import (balloon + binary search).
+  without frozen modules): the smallest heap that imports the package, and the free
+  heap a two-engine handshake needs after the import (balloon + binary search).
 * measure_frozen(exe) (PNP_MICROPYTHON32_FROZEN, default .deps/micropython/unix32-frozen,
   names such a binary built with
   FROZEN_MANIFEST=a manifest that includes "$(MPY_DIR)/extmod/asyncio" and
   firmware/manifest.py): heap after importing the frozen package.
-* budget_rows(sizes, heap, unix) -> [(what, value, budget, note)] and report() prints them.
+* budget_rows(sizes, ...) -> [(what, value, budget, note)]; report() prints them.
 
-The board figures will differ somewhat (32-bit MCU object sizes equal the wasm32 ones,
-but the ports' heaps differ in block accounting only slightly); frozen firmware
-(firmware/manifest.py) keeps bytecode in flash and imports with far less heap.
+Where bytecode can live in flash (so that imports cost little heap): frozen into the
+firmware (firmware/manifest.py; any board whose firmware you build), or a ROMFS image
+(MicroPython 1.27, MICROPY_VFS_ROM with a romfs partition: e.g. PYBD, alif and some
+stm32 / esp8266 builds; ESP32 and RP2 only with a custom build and partition table).
 """
 
 from __future__ import annotations
@@ -63,8 +83,14 @@ FIRMWARE = os.path.join(REPO, "firmware", "pnpipsec")
 MEASURE_MJS = os.path.join(REPO, "tools", "pnp", "mpy_measure.mjs")
 WASM_PKG = os.path.join(REPO, "node_modules", "@micropython", "micropython-webassembly-pyscript")
 
-MPY_BUDGET = 64 * 1024
-HEAP_BUDGET = 32 * 1024          # heap after import plus four SAs
+# issue 10, item 2 (docs/architecture.md "Budgets")
+MPY_BUDGET = 64 * 1024           # all of firmware/ as .mpy
+APP_MPY_BUDGET = 40 * 1024       # .mpy of what the example app imports
+HEAP_MPY_BUDGET = 56 * 1024      # app + 4 SAs + a handshake in flight, from .mpy
+HEAP_FROZEN_BUDGET = 24 * 1024   # the same, frozen (or from a ROMFS image)
+FLASH_NOTE = ("bytecode in flash: frozen (any board whose firmware you build), or ROMFS "
+              "(MicroPython 1.27 MICROPY_VFS_ROM + romfs partition: e.g. PYBD, alif, some "
+              "stm32/esp8266 builds; ESP32/RP2 only with a custom build and partition)")
 COMPACT_FLAGS = ["-O2", "-X", "no-source-lines"]
 N_SA = 4
 SKIP_IMPORT = ("pnpipsec.selftest",)
@@ -452,27 +478,29 @@ def measure_frozen(exe, timeout=60):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def budget_rows(sizes, heap, unix=(), frozen=None, per_sa=None):
+def budget_rows(sizes, heap=(), unix=(), frozen=None, per_sa=None):
+    """The secondary rows: .mpy totals and the earlier heap figures (wasm port, unix
+    port peaks, frozen import); only the whole-firmware size has a budget here."""
     rows = [
-        ("firmware .mpy, plain bytecode", sizes["plain"], MPY_BUDGET, "%d files" % sizes["files"]),
-        ("firmware .mpy, -O2 -X no-source-lines", sizes["compact"], MPY_BUDGET, ""),
+        ("all of firmware/ as .mpy, plain bytecode", sizes["plain"], MPY_BUDGET, "%d files" % sizes["files"]),
+        ("all of firmware/ as .mpy, -O2 -X no-source-lines", sizes["compact"], MPY_BUDGET, ""),
     ]
     for h in heap:
-        tag = "(%s .mpy)" % h["variant"]
+        tag = "(%s .mpy, wasm)" % h["variant"]
         rows += [
             ("heap after import %s" % tag, h["heap_after_import"], None, "%d modules" % h["modules_imported"]),
-            ("heap after import, example app's set %s" % tag, h["heap_after_import_app"], None,
+            ("heap after import, app's set %s" % tag, h["heap_after_import_app"], None,
              "pnpipsec.node + identity + ike.sa and deps"),
             ("heap per SA (IKE+CHILD+ESP) %s" % tag, h["heap_per_sa"], None, "mean of %d" % N_SA),
             ("heap per ESP pair %s" % tag, h["heap_per_esp_pair"], None, ""),
-            ("heap after import + 4 SAs %s" % tag, h["heap_import_plus_4_sa"], HEAP_BUDGET, ""),
+            ("heap after import + 4 SAs %s" % tag, h["heap_import_plus_4_sa"], None, ""),
             ("handshake live peak, both ends %s" % tag, h["handshake_live_peak"], None,
              "above import; ~%d per node" % h["handshake_live_peak_per_node"]),
             ("handshake churn, largest step %s" % tag, h["handshake_step_churn"], None,
              "bytes allocated in one engine step, garbage incl."),
         ]
     for u in unix:
-        tag = "(%s .mpy, unix port 32-bit)" % u["variant"]
+        tag = "(%s .mpy, unix32)" % u["variant"]
         rows += [
             ("heap after import %s" % tag, u["unix_heap_after_import"], None, "cross-check of the wasm figure"),
             ("smallest heap that imports %s" % tag, u["unix_min_heap_for_import"], None, "import transient + fragmentation"),
@@ -482,20 +510,139 @@ def budget_rows(sizes, heap, unix=(), frozen=None, per_sa=None):
         ]
     if frozen:
         rows += [
-            ("heap after import, FROZEN (unix port 32-bit)", frozen["frozen_heap_after_import"], None,
-             "bytecode in flash (firmware/manifest.py)"),
+            ("heap after import, FROZEN (unix32)", frozen["frozen_heap_after_import"], None,
+             "every module; bytecode in flash"),
             ("smallest heap that imports, FROZEN", frozen["frozen_min_heap_for_import"], None, ""),
         ]
-        if per_sa:
-            rows.append(("heap after import + 4 SAs, FROZEN", frozen["frozen_heap_after_import"] + N_SA * per_sa,
-                         HEAP_BUDGET, "per SA from the wasm run"))
     return rows
 
 
-def report(out=print, as_json=False, heap=True):
+def app_mpy_size(module_names, sizes):
+    """Sum of the .mpy files (sizes: compile_tree's {rel path: bytes}) of the modules."""
+    total = 0
+    for m in module_names:
+        rel = m.replace(".", "/")
+        n = sizes.get(rel + ".mpy", sizes.get(rel + "/__init__.mpy"))
+        if n is None:
+            raise KeyError("no .mpy for module %s" % m)
+        total += n
+    return total
+
+
+def rebuild_frozen(out=None):
+    """scripts/build-micropython.sh unix32-frozen (quick when current), unless
+    PNP_MICROPYTHON32_FROZEN names a binary: the frozen figures are of today's firmware."""
+    if os.environ.get("PNP_MICROPYTHON32_FROZEN"):
+        return None
+    p = subprocess.run(["bash", os.path.join(REPO, "scripts", "build-micropython.sh"), "-q", "unix32-frozen"],
+                       capture_output=True, text=True, timeout=1800, cwd=REPO)
+    if p.returncode != 0:
+        return "unix32-frozen rebuild failed: " + (p.stderr.strip() or p.stdout.strip())[-500:]
+    return None
+
+
+def app_figures(days=1.0, rebuild=True):
+    """Issue 10's figures from the co-simulation (pnp.heapsim): a dict with the .mpy
+    run (unix32, large heap), the frozen run (unix32-frozen, ESP32 heap) and its day,
+    the .mpy of the app's import set, and errors (one line each)."""
+    from pnp import heapsim
+    out = {"errors": []}
+    exe = unix_port_binary()
+    if exe is None:
+        out["errors"].append("no 32-bit MicroPython unix port (scripts/build-micropython.sh or PNP_MICROPYTHON32)")
+    else:
+        for heap in ("large", "huge"):
+            r = heapsim.run("mpy", heap, 0, exe=exe)
+            if r["ok"]:
+                break
+        out["mpy"] = r
+        if r["ok"]:
+            mods = r["modules_at_end"]
+            out["app_mpy"] = {"modules": mods, "plain": app_mpy_size(mods, r["mpy_sizes"])}
+            tmp = tempfile.mkdtemp(prefix="pnp-fp-")
+            try:
+                out["app_mpy"]["compact"] = app_mpy_size(mods, compile_tree(tmp, True))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            r2 = heapsim.run("mpy", "esp32", 0, exe=exe)
+            out["mpy_esp32_ok"] = r2["ok"]
+            out["mpy_esp32_error"] = r2["memory_error"] or (r2["failures"][0].splitlines()[0] if r2["failures"] else None)
+        else:
+            out["errors"].append("heapsim .mpy: " + (r["memory_error"] or r["failures"][0].splitlines()[0]))
+    if rebuild:
+        err = rebuild_frozen()
+        if err:
+            out["errors"].append(err)
+    fexe = frozen_binary()
+    if fexe is None:
+        out["errors"].append("no 32-bit unix port with pnpipsec frozen (scripts/build-micropython.sh "
+                             "or PNP_MICROPYTHON32_FROZEN)")
+    else:
+        r = heapsim.run("frozen", "esp32", days, exe=fexe)
+        out["frozen"] = r
+        if not r.get("heap_in_flight"):
+            out["errors"].append("heapsim frozen (ESP32 heap): " + (r["memory_error"] or r["failures"][0].splitlines()[0]))
+    return out
+
+
+def app_rows(app):
+    """(what, value, budget, note) rows of app_figures()."""
+    rows = []
+    r = app.get("mpy")
+    if r and r.get("heap_in_flight"):
+        fit = "runs in the ESP32 heap" if app.get("mpy_esp32_ok") else \
+            "does NOT run in the ESP32 heap (%s)" % (app.get("mpy_esp32_error") or "failed")
+        rows.append(("heap: app + 4 SAs + handshake in flight, .mpy", r["heap_in_flight"]["alloc"],
+                     HEAP_MPY_BUDGET, "unix32, heap %d; %s" % (r["heapsize"], fit)))
+    f = app.get("frozen")
+    if f and f.get("heap_in_flight"):
+        rows.append(("heap: app + 4 SAs + handshake in flight, FROZEN", f["heap_in_flight"]["alloc"],
+                     HEAP_FROZEN_BUDGET, "unix32-frozen, ESP32 heap %d" % f["heapsize"]))
+    a = app.get("app_mpy")
+    if a:
+        rows.append((".mpy of what the example app imports", a["plain"], APP_MPY_BUDGET,
+                     "%d modules; %d with -O2 -X no-source-lines" % (len(a["modules"]), a["compact"])))
+    return rows
+
+
+def day_lines(f):
+    """The ESP32-profile day of app_figures()['frozen'], in words."""
+    if not f:
+        return []
+    if f["days"] <= 0:
+        return []
+    rk = f.get("peer_rekeys") or {}
+    child = [v["ChildRekeyed"] for v in rk.values()][:4]
+    ike = [v["IkeRekeyed"] for v in rk.values()][:4]
+    verdict = "ok" if f["ok"] else "FAILED"
+    line = ("ESP32 heap %d, frozen, 4 peers, %g simulated day(s): %s; MemoryError: %s; "
+            % (f["heapsize"], f["days"], verdict, f["memory_error"] or "no"))
+    if "echoes_sent" in f:
+        line += ("echoes %d/%d; peak live heap %d, at the end %d; rekeys per peer: CHILD %s, IKE %s"
+                 % (f["echoes_ok"], f["echoes_sent"], f["peak"], f["heap_final"]["alloc"], child, ike))
+    out = [line]
+    for x in f["failures"]:
+        out.append("  FAILURE: " + x.splitlines()[0])
+    return out
+
+
+def _row(out, what, val, budget, note):
+    b = "" if budget is None else "%d" % budget
+    verdict = "" if budget is None else ("ok" if val <= budget else "OVER by %d" % (val - budget))
+    out("%-56s %8d %8s  %s%s" % (what, val, b, verdict, ("  " + note) if note else ""))
+
+
+def report(out=print, as_json=False, heap=True, days=1.0):
     sizes = size_report()
-    hs = []
     errors = []
+    app = {"errors": []}
+    if heap:
+        try:
+            app = app_figures(days)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+            app["errors"].append("heapsim: %s" % e)
+        errors += app["errors"]
+    hs = []
     if heap:
         for compact in (False, True):
             try:
@@ -517,18 +664,35 @@ def report(out=print, as_json=False, heap=True):
             frozen = measure_frozen(fexe)
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             errors.append(str(e))
+    day_ok = (app.get("frozen") or {}).get("ok")
+    if heap and days > 0 and app.get("frozen") and not day_ok:
+        errors.append("the ESP32-profile day failed")
     if as_json:
-        out(json.dumps({"sizes": {k: v for k, v in sizes.items() if not k.endswith("_files")},
+        def slim(r):
+            return None if r is None else {k: v for k, v in r.items() if k not in ("mpy_sizes", "heap_samples")}
+        out(json.dumps({"budgets": {"heap_mpy": HEAP_MPY_BUDGET, "heap_frozen": HEAP_FROZEN_BUDGET,
+                                    "app_mpy": APP_MPY_BUDGET, "mpy": MPY_BUDGET},
+                        "rows": [list(r) for r in app_rows(app)],
+                        "app": {"mpy": slim(app.get("mpy")), "frozen": slim(app.get("frozen")),
+                                "app_mpy": app.get("app_mpy"), "mpy_esp32_ok": app.get("mpy_esp32_ok")},
+                        "sizes": {k: v for k, v in sizes.items() if not k.endswith("_files")},
                         "heap": hs, "unix_port": unix, "frozen": frozen, "errors": errors}, indent=2))
         return 0 if not errors else 1
-    out("%-66s %8s %8s  %s" % ("footprint (DESIGN section 12)", "bytes", "budget", ""))
-    per_sa = hs[0]["heap_per_sa"] if hs else None
-    for what, val, budget, note in budget_rows(sizes, hs, unix, frozen, per_sa):
-        b = "" if budget is None else "%d" % budget
-        verdict = "" if budget is None else ("within" if val <= budget else "OVER by %d" % (val - budget))
-        out("%-66s %8d %8s  %s%s" % (what, val, b, verdict, ("  " + note) if note else ""))
+    out("%-56s %8s %8s" % ("footprint (issue 10: the example app, 4 SAs, a handshake in flight)", "", ""))
+    out("%-56s %8s %8s" % ("", "bytes", "budget"))
+    for what, val, budget, note in app_rows(app):
+        _row(out, what, val, budget, note)
+    main_rows = budget_rows(sizes)
+    _row(out, *main_rows[0])
+    for line in day_lines(app.get("frozen")):
+        out(line)
+    out(FLASH_NOTE)
+    out("")
+    out("secondary figures (no budget of their own; earlier measurements, for comparison)")
+    for what, val, budget, note in budget_rows(sizes, hs, unix, frozen)[1:]:
+        _row(out, what, val, None, note)
     for e in errors:
-        out("heap: n/a (%s)" % e.splitlines()[0])
+        out("n/a: %s" % e.splitlines()[0])
     return 0 if not errors else 1
 
 
@@ -536,15 +700,19 @@ def add_arguments(p):
     """`pnp footprint` (when registered in pnp/cli.py SUBCOMMANDS)."""
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--no-heap", action="store_true", help="sizes only (no MicroPython run)")
+    p.add_argument("--days", type=float, default=1.0,
+                   help="simulated days of the ESP32-profile run (0: none; default 1)")
 
 
 def run(args):
-    return report(as_json=args.json, heap=not args.no_heap)
+    return report(as_json=args.json, heap=not args.no_heap, days=getattr(args, "days", 1.0))
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    return report(as_json="--json" in argv, heap="--no-heap" not in argv)
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m pnp.footprint")
+    add_arguments(p)
+    return run(p.parse_args(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -107,8 +107,10 @@ class BoardProc:
         self.setup_alloc = None
         self.final = None
         self.commands = 0
-        sent, _ = self._reply()
-        assert not sent
+
+    def start(self):
+        """Read the board's setup lines (imports, identity, node) up to its first N."""
+        self._reply()
 
     def _reply(self):
         """Lines up to the N line that ends a reply: ([(dst, port, bytes)], extra)."""
@@ -366,6 +368,7 @@ def run(variant="frozen", heapsize="esp32", days=1.0, exe=None, seed="board", ou
             sizes = footprint.compile_tree(mpy_dir)
             res["mpy_sizes"] = sizes
         board = BoardProc(exe, heap, variant, mpy_dir, seed, tmp)
+        board.start()
         res["import_alloc"], res["modules_at_import"] = board.imported
         res["setup_alloc"] = board.setup_alloc
         w = World(board)

@@ -41,6 +41,9 @@ def test_two_sas_with_one_peer_each_keep_their_proof():
 
 def test_a_proof_moves_with_an_ike_rekey_and_a_second_proof_on_an_sa_is_ignored():
     w = _world()
+    # both keep their AUTH octets after the first proofs (by default they forget them),
+    # so b can prove itself again on the same SA below and a can check it
+    w.a.engine.forget_octets = w.b.engine.forget_octets = lambda sa, local=True: None
     w.a._probe(B, True)
     w.settle()
     p = w.a.by_host[B]
@@ -59,3 +62,21 @@ def test_a_proof_moves_with_an_ike_rekey_and_a_second_proof_on_an_sa_is_ignored(
     w.b._pump()
     w.settle()
     assert w.a.stats["proof_ok"] == seen + 1 and w.a.stats["proof_ignored"] == 1
+
+
+def test_the_auth_octets_are_forgotten_once_both_proofs_are_done():
+    """A board keeps no AUTH octets (a few hundred bytes per SA) after the proofs; a
+    late proof on that SA is ignored, not checked against nothing."""
+    w = _world()
+    w.quiet = True
+    w.a._probe(B, True)
+    w.settle()
+    w.run(0, end=5000)               # the proofs queue behind the first exchanges
+    sa_a, sa_b = w.a.by_host[B].ike, w.b.by_host[A].ike
+    assert w.a.level(B) == AUTHENTICATED and w.b.level(A) == AUTHENTICATED
+    assert sa_a.octets is None and sa_b.octets is None
+    ignored = w.a.stats.get("proof_ignored", 0)
+    w.b.engine.send_notify(sa_b, 40969, bytes(97), w.tick())
+    w.b._pump()
+    w.settle()
+    assert w.a.stats["proof_ignored"] == ignored + 1 and w.a.stats["proof_bad"] == 0

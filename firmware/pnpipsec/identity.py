@@ -8,8 +8,6 @@ generate a new key over it, because that would silently change who this device i
 import binascii
 import hashlib
 
-from pnpipsec.crypto import ed25519
-
 FILE = "identity"
 _MAGIC = b"pnpipsec identity v1"
 _SPKI_PREFIX = b"\x30\x2a\x30\x05\x06\x03\x2b\x65\x70\x03\x21\x00"
@@ -93,6 +91,8 @@ def decode(blob):
 
 class Identity:
     def __init__(self, seed):
+        # imported here: the node unloads Ed25519 between proofs (crypto.unload)
+        from pnpipsec.crypto import ed25519
         self.seed = seed
         self.public = ed25519.public_key(seed)
         self.fingerprint = fingerprint(self.public)

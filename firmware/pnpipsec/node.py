@@ -35,6 +35,7 @@ _ESP_OVERHEAD_V6 = 40 + 8      # outer IPv6 + UDP header around the ESP packet
 _ESP_OVERHEAD_V4 = 20 + 8
 _MAX_TRACKED = 64              # per-peer tables a remote sender can grow are capped
 _SA_SLOTS = 4                  # IKE SAs one peer may hold (the engine's max_per_host)
+_SIG_KEEP = 10000              # ms Ed25519 stays loaded after its last use
 _MAX_DATAGRAM = 2048           # IKE and ESP we speak fit the 1280-byte MTU; larger: dropped
 
 
@@ -221,6 +222,9 @@ class Node:
                                  dh=getattr(board, "dh", None), sig=getattr(board, "sig", None),
                                  answer_sources=getattr(board, "answer_sources", 64))
         self._sig = getattr(board, "sig", None)
+        # tick of our last use of the pure-Python Ed25519 (see _sig_idle); the identity
+        # may have loaded it just before, to derive its public key
+        self._sig_used = self._now() if self._sig is None else None
         self.children = {}      # spi_in -> _Child
         self.by_host = {}       # peer host -> Peer (bounded: see _peer)
         self.endpoints = {}
@@ -974,23 +978,25 @@ class Node:
             self._remove(ch)
 
     def _proof_out(self, sa):
-        sign = self._sig.sign if self._sig is not None else _ed25519().sign
+        sign = self._sig.sign if self._sig is not None else self._ed25519().sign
         data = proof.make(sign, self.identity.seed, self.identity.public,
                           self.engine.auth_octets(sa, True))
+        self.engine.forget_octets(sa, True)     # signed once: ~300 bytes less per SA
         self.engine.send_notify(sa, proof.PROOF, data, self._now())
         self.stats["proof_sent"] += 1
 
     def _proof_in(self, sa, data):
         host = _norm(sa.peer_addr[0])
         p = self._peer(host)
-        if p is None or sa in p.proofs_seen:
+        if p is None or sa in p.proofs_seen or self.engine.auth_octets(sa, False) is None:
             # One proof per IKE SA: more would only let a peer wear the flash (pin
             # writes) and grow the event list.
             self.stats["proof_ignored"] = self.stats.get("proof_ignored", 0) + 1
             return
         _bounded_add(p.proofs_seen, sa)
-        verify = self._sig.verify if self._sig is not None else _ed25519().verify
+        verify = self._sig.verify if self._sig is not None else self._ed25519().verify
         key = proof.check(verify, data, self.engine.auth_octets(sa, False))
+        self.engine.forget_octets(sa, False)    # one proof per IKE SA (proofs_seen)
         if key is None:
             self.stats["proof_bad"] += 1
             self.log("proof from %s does not verify on this SA (relayed?)" % host)
@@ -1004,6 +1010,20 @@ class Node:
         p.key = key
         _bounded_add(p.proofs, (sa, key))
         self._relevel(host)
+
+    def _ed25519(self):
+        from pnpipsec.crypto import ed25519
+        self._sig_used = self._now()
+        return ed25519
+
+    def _sig_idle(self, now):
+        # Pure-Python Ed25519 (its module, SHA-512 and the base-point comb: ~7 KB frozen,
+        # ~20 KB from .mpy) is needed only around proofs. 10 s after the last one it
+        # goes, so a board's steady-state heap holds only what traffic needs.
+        if self._sig_used is not None and diff(now, self._sig_used) >= _SIG_KEEP:
+            self._sig_used = None
+            from pnpipsec import crypto
+            crypto.unload("ed25519", "sha512")
 
     def _event_out(self, ev):
         """Notable events for the app (bounded: the oldest go first)."""
@@ -1061,6 +1081,7 @@ class Node:
                                diff(now, self._next_keepalive) >= 0):
             self._send_keepalives(now)
         self._idle_checks(now)
+        self._sig_idle(now)
         dl = self.next_due(now)
         return 1000 if dl is None else max(1, min(1000, dl))
 
@@ -1073,6 +1094,8 @@ class Node:
                        self._next_keepalive is not None else None)
         for t, _ in self._to_probe:
             dl = _earliest(dl, diff(t, now))
+        if self._sig_used is not None:
+            dl = _earliest(dl, _SIG_KEEP - age(now, self._sig_used))
         if self.liveness and self.dpd_max:
             for p in self.by_host.values():
                 sa = p.ike
@@ -1100,11 +1123,6 @@ class Node:
                 d.update(p.stats)
             out[host] = d
         return out
-
-
-def _ed25519():
-    from pnpipsec.crypto import ed25519
-    return ed25519
 
 
 async def _sleep_ms(n):

@@ -363,11 +363,19 @@ class Engine:
 
     def auth_octets(self, sa, local=True):
         """The octets our (local) or the peer's AUTH payload covered in IKE_AUTH
-        (RealMessage | Nonce | prf(SK_p, ID body)); they stay with the SA across IKE
-        rekeys. None before IKE_AUTH completed."""
+        (RealMessage | Nonce | prf(SK_p, ID body)); an IKE rekey carries them over.
+        None before IKE_AUTH completed and after forget_octets."""
         if sa.octets is None:
             return None
         return sa.octets[0 if local else 1]
+
+    def forget_octets(self, sa, local=True):
+        """Drop one side's AUTH octets once its proof is made or checked (a few hundred
+        bytes per SA that a board would otherwise keep for the SA's life)."""
+        o = sa.octets
+        if o is not None:
+            o = (None, o[1]) if local else (o[0], None)
+            sa.octets = None if o == (None, None) else o
 
     def next_deadline(self, now):
         """Milliseconds from now to the nearest timer (<= 0: due), or None."""

@@ -52,6 +52,12 @@ class PeerConfig:
 
 
 class ChildSA:
+    # Defaults live in the class: on MicroPython an instance's attribute map holds only
+    # what was assigned, so fields still at their default cost no RAM per SA.
+    rekeying = False
+    rekey_at = None
+    expire_at = None
+
     def __init__(self, ike, spi_in, spi_out, enc_in, int_in, enc_out, int_out, mode,
                  local_ts, remote_ts):
         self.ike = ike
@@ -66,9 +72,6 @@ class ChildSA:
         self.local_ts = local_ts
         self.remote_ts = remote_ts
         self.state = "up"       # up, rekeyed (replaced, awaiting delete), deleting, down
-        self.rekeying = False
-        self.rekey_at = None
-        self.expire_at = None
 
     def __repr__(self):
         return "<ChildSA in=%08x out=%08x %s %s>" % (self.spi_in, self.spi_out, self.mode,
@@ -91,47 +94,50 @@ class Pending:
 
 
 class IkeSA:
+    # Defaults live in the class (see ChildSA): an established SA's map holds about
+    # half of these fields.
+    peer_id = None
+    peer_pubkey = None
+    keys = None
+    ni = None
+    nr = None
+    dh_priv = None
+    ke_group = 31
+    ke_pub = None
+    cookie = None
+    cookie_tries = 0
+    init_req = None         # RealMessage1 (until IKE_AUTH completes)
+    init_resp = None        # RealMessage2 (until IKE_AUTH completes)
+    octets = None           # (ours, peer's) AUTH signed octets, until each proof is done
+    peer_hash_algs = False
+    send_mid = 0
+    recv_mid = 0
+    pending = None
+    last_resp = None        # (mid, bytes)
+    pending_child = None
+    rekeying = False
+    creating_child = False
+    rekey_at = None
+    expire_at = None
+    last_rx = None
+    init_tries = None       # retransmissions of our IKE_SA_INIT (None: cfg's)
+    proven = False          # half-open: its IKE_SA_INIT returned our cookie
+    delete_sent = False     # our DELETE of this IKE SA has left
+
     def __init__(self, initiator, spi_i, peer_addr, cfg):
         self.initiator = initiator
         self.spi_i = spi_i
         self.spi_r = b"\x00" * 8
         self.peer_addr = peer_addr
         self.cfg = cfg
-        self.peer_id = None
         # the AUTH method object (pnpipsec.ike.auth): the configured one until IKE_AUTH
         # completed, then the one the peer proved itself with
         self.method = A.of(cfg.auth) if cfg is not None else None
-        self.peer_pubkey = None
         # init_sent, auth_sent, half_open, established, rekeyed, deleting, dead
         self.state = "new"
-        self.keys = None
         self.children = []
-        self.ni = None
-        self.nr = None
-        self.dh_priv = None
-        self.ke_group = 31
-        self.ke_pub = None
-        self.cookie = None
-        self.cookie_tries = 0
-        self.init_req = None      # RealMessage1 (until IKE_AUTH completes)
-        self.init_resp = None     # RealMessage2 (until IKE_AUTH completes)
-        self.octets = None        # (ours, peer's) AUTH signed octets, for proofs later
-        self.peer_hash_algs = False
-        self.send_mid = 0
-        self.recv_mid = 0
-        self.pending = None
         self.queue = []
-        self.last_resp = None     # (mid, bytes)
-        self.pending_child = None
-        self.rekeying = False
-        self.creating_child = False
         self.surfaced = initiator
-        self.rekey_at = None
-        self.expire_at = None
-        self.last_rx = None
-        self.init_tries = None    # retransmissions of our IKE_SA_INIT (None: cfg's)
-        self.proven = False       # half-open: its IKE_SA_INIT returned our cookie
-        self.delete_sent = False  # our DELETE of this IKE SA has left
 
     @property
     def sk_ei(self):

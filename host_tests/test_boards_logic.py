@@ -671,7 +671,7 @@ def test_board_globals_country_hostname(tmp_path):
 def test_board_satisfies_node_interface(tmp_path):
     # The parts pnpipsec.node.Node and pnpipsec.identity use, on the esp32 board.
     from pnpipsec import identity
-    from pnpipsec.crypto.aes import PureAES
+    from pnpipsec.crypto.aes_pure import PureAES
 
     mod = _load_board("esp32")
     b = mod.Board(wifi_file=_wifi(tmp_path), network_module=FakeNetwork(FakeWLAN(False)),
@@ -764,7 +764,7 @@ def test_two_nodes_over_pnpboard_udp_on_cpython(tmp_path):
     import time
 
     from pnpipsec import ENCRYPTED
-    from pnpipsec.crypto.aes import PureAES
+    from pnpipsec.crypto.aes_pure import PureAES
     from pnpipsec.identity import Identity
     from pnpipsec.node import Node, PeerEntry, zero_config
 
@@ -814,7 +814,7 @@ from pnpboard import udp, clock
 from pnpboard.base import BaseBoard
 print("io queue path:", udp._IOQ is not None, "raw sockaddr:", udp._raw_sockaddr(socket))
 from pnpipsec import ENCRYPTED
-from pnpipsec.crypto.aes import PureAES
+from pnpipsec.crypto.aes_pure import PureAES
 from pnpipsec.identity import Identity
 from pnpipsec.node import Node, PeerEntry, zero_config
 

@@ -13,7 +13,7 @@ from cryptography.exceptions import InvalidSignature
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pnpipsec.crypto import aes, ed25519, hmac as phmac, sha512, x25519
+from pnpipsec.crypto import aes, aes_pure, ed25519, hmac as phmac, sha512, x25519
 
 RAW = serialization.Encoding.Raw
 RAW_PUB = serialization.PublicFormat.Raw
@@ -207,7 +207,7 @@ def test_sha512_pure_padding_boundaries():
 
 # ---------------------------------------------------------------- AES
 
-PURE = aes.PureAES()
+PURE = aes_pure.PureAES()
 
 
 @FAST

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from pnp_hostboard.crypto import CryptographyAES
 from host_tests.oracles import o_prf, o_prf_plus
-from pnpipsec.crypto.aes import PureAES
+from pnpipsec.crypto.aes_pure import PureAES
 from pnpipsec.ike import codec, const as C, keys, auth
 from pnpipsec.ike.codec import IkeParseError
 

@@ -9,7 +9,7 @@ FIRMWARE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 SCRIPT = r"""
 import os, sys
-from pnpipsec.crypto.aes import PureAES
+from pnpipsec.crypto.aes_pure import PureAES
 from pnpipsec.ike.engine import Engine
 from pnpipsec.ike.sa import LocalIdentity, PeerConfig
 

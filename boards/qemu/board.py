@@ -213,7 +213,7 @@ class UdpSocket:
 
 
 def aes_provider():
-    from pnpipsec.crypto.aes import PureAES
+    from pnpipsec.crypto.aes_pure import PureAES
     return PureAES()
 
 

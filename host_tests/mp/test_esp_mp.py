@@ -41,7 +41,7 @@ def _hmac(key, msg):
 
 def _aes():
     try:
-        from pnpipsec.crypto.aes import PureAES
+        from pnpipsec.crypto.aes_pure import PureAES
     except ImportError:
         return None
     return PureAES()

@@ -4,7 +4,7 @@
 
 import hashlib
 
-from pnpipsec.crypto.aes import PureAES
+from pnpipsec.crypto.aes_pure import PureAES
 from pnpipsec.ike import codec
 from pnpipsec.ike import const as C
 from pnpipsec.ike.engine import Engine

@@ -269,7 +269,7 @@ def check_schedule(w, days):
 
 
 def _aes():
-    from pnpipsec.crypto.aes import PureAES
+    from pnpipsec.crypto.aes_pure import PureAES
     return PureAES()
 
 

@@ -12,6 +12,18 @@ Steps (each prints one progress line):
 3. `mpremote exec "import pnpipsec.selftest ..."`: known-answer tests on the board
    (X25519, HMAC-SHA-256, SHA-512, AES through the board's provider); "selftest ok".
 
+With --romfs the package (/lib/pnpipsec) and pnpboard (/lib/pnpboard), compiled as above,
+go into a ROMFS image instead (mpremote's `romfs build` format, the files under lib/),
+which `mpremote romfs deploy` writes into the board's ROM partition: the firmware mounts
+it at /rom and imports its .mpy files in place (bytecode and constants stay in flash;
+only the objects built from them take heap). One mpremote run: `romfs deploy IMAGE`
+first (a board without a ROM partition refuses it and nothing else changes), then the
+exec above (it removes the old /lib/pnpipsec and /lib/pnpboard) and `fs cp` of the board
+glue and main.py, which stay on the file system. The self-test then runs after a soft
+reset (which mounts the new image) and checks that pnpipsec came from /rom. Needs
+firmware with MICROPY_VFS_ROM and a ROM partition (README "Boards and deployment"); the
+qemu board has one in its --romfs build (`pnp vboard --board qemu --romfs`).
+
 Nothing per device is configured: the node makes its identity at first boot. Wi-Fi
 credentials (/wifi.json) are the user's to write (see boards/esp32/board.py).
 
@@ -51,6 +63,9 @@ BOARDS = ("esp32", "rp2", "wasm", "qemu")
 PLATFORM_TO_BOARD = {"esp32": "esp32", "rp2": "rp2", "webassembly": "wasm", "qemu": "qemu"}
 COMPACT_FLAGS = ["-X", "no-source-lines"]
 SELFTEST = "import pnpipsec.selftest as _t\n_t.main()\n"
+ROMFS_SELFTEST = "import pnpipsec\nprint('pnpipsec from', pnpipsec.__file__)\n" + SELFTEST
+# what goes into the ROMFS image with --romfs (the rest stays on the file system)
+ROMFS_TREES = ("/lib/pnpipsec/", "/lib/pnpboard/")
 
 
 class DeployError(Exception):
@@ -154,6 +169,11 @@ def make_plan(board, compile_=True, main=None, repo_boards=None):
         items.append(Item(boot, "/boot.py"))
     if main is not None:
         items.append(Item(main, "/main.py"))
+    return items, remote_dirs(items)
+
+
+def remote_dirs(items):
+    """The directories to create on the board for these items, parents first."""
     dirs = sorted({it.remote.rsplit("/", 1)[0] for it in items if it.remote.count("/") > 1})
     full = []
     for d in dirs:
@@ -162,7 +182,36 @@ def make_plan(board, compile_=True, main=None, repo_boards=None):
             p = "/" + "/".join(parts[:i])
             if p not in full:
                 full.append(p)
-    return items, full
+    return full
+
+
+def split_romfs(items):
+    """(items for the ROMFS image, items for the file system)."""
+    rom = [it for it in items if it.remote.startswith(ROMFS_TREES)]
+    return rom, [it for it in items if not it.remote.startswith(ROMFS_TREES)]
+
+
+def romfs_image(src_dir, out):
+    """Write the ROMFS image of src_dir (its files as they are: already .mpy) to out, with
+    mpremote's own builder (mpremote.romfs.make_romfs, else `mpremote romfs build`);
+    returns its size."""
+    try:
+        import contextlib
+        import io
+        from mpremote.romfs import make_romfs
+    except ImportError:
+        make_romfs = None
+    if make_romfs is not None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            data = make_romfs(src_dir, mpy_cross=False)
+        with open(out, "wb") as f:
+            f.write(data)
+    else:
+        p = subprocess.run(mpremote_cmd() + ["romfs", "--no-mpy", "-o", out, "build", src_dir],
+                           capture_output=True, text=True)
+        if p.returncode != 0 or not os.path.exists(out):
+            raise DeployError("mpremote romfs build failed:\n%s" % (p.stdout + p.stderr).strip())
+    return os.path.getsize(out)
 
 
 def build(items, build_dir, compact=True, log=print):
@@ -249,6 +298,7 @@ def copy_args(port, items, dirs):
 
 _NOT_FOUND = ("failed to access", "no device found", "no device with serial", "could not open port")
 _NO_ANSWER = ("could not enter raw repl",)
+_NO_ROMFS = ("romfs is not enabled", "partition not found", "image is too big")
 
 
 def _run_mpremote(args, timeout, log, echo=True):
@@ -282,6 +332,11 @@ def _explain_failure(port, lines):
         if needle.lower() in low:
             return DeployError("the device at %s does not answer (%s): is it running MicroPython, "
                                "is another program using the port, or is its program stuck?" % (port, needle))
+    for needle in _NO_ROMFS:
+        if needle in low:
+            return DeployError("--romfs: %s (the firmware needs MICROPY_VFS_ROM and a ROM partition large "
+                               "enough; the qemu board: pnp vboard --board qemu --romfs); nothing was changed "
+                               "on the board" % last)
     return None
 
 
@@ -320,6 +375,11 @@ def add_arguments(p):
                    help="reset the board at the end (machine.reset(): the board boots into main.py)")
     p.add_argument("--build-dir", default=None, help="keep the compiled files here (default: a temporary folder)")
     p.add_argument("--timeout", type=int, default=600, help="seconds allowed for each mpremote run")
+    p.add_argument("--romfs", action="store_true",
+                   help="put the package and pnpboard (.mpy) into a ROMFS image and write it with "
+                        "`mpremote romfs deploy` (firmware with MICROPY_VFS_ROM and a ROM partition): "
+                        "imported in place from /rom, bytecode not copied to the heap; the board glue "
+                        "and main.py stay on the file system")
     p.add_argument("--native-arch", choices=NATIVE_ARCHS, default=None,
                    help="also install the viper field arithmetic as native code for this CPU "
                         "(pnpipsec/crypto/_fe25519_native.mpy, generated from fe25519.source(); esp32: "
@@ -341,8 +401,11 @@ def deploy(args, log=print):
         log("board: %s (from the device)" % board)
     items, dirs = make_plan(board, compile_=not args.no_compile, main=args.main)
     march = getattr(args, "native_arch", None)
+    romfs = getattr(args, "romfs", False)
     if march and (args.no_compile or board == "wasm"):
         raise DeployError("--native-arch needs compiled files on a board with native code (not --no-compile, not wasm)")
+    if romfs and args.no_compile:
+        raise DeployError("--romfs puts compiled .mpy files into the image (not --no-compile)")
     tmp = None
     build_dir = args.build_dir
     if build_dir is None:
@@ -352,6 +415,8 @@ def deploy(args, log=print):
         if march:
             items.append(Item(native_source(os.path.join(build_dir, "gen")),
                               "/lib/pnpipsec/crypto/_fe25519_native.mpy", True, march))
+        if romfs:
+            return _deploy_romfs(args, board, items, build_dir, log)
         build(items, build_dir, compact=not args.lines, log=log)
         total = sum(it.size for it in items)
         if args.dry_run:
@@ -397,6 +462,62 @@ def deploy(args, log=print):
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _deploy_romfs(args, board, items, build_dir, log):
+    rom, fs = split_romfs(items)
+    rom_root = os.path.join(build_dir, "romfs")
+    build(rom, rom_root, compact=not args.lines, log=log)
+    build(fs, os.path.join(build_dir, "fs"), compact=not args.lines, log=log)
+    image = os.path.join(build_dir, "pnpipsec.romfs")
+    size = romfs_image(rom_root, image)
+    log("ROMFS image: %s (%d files, %s of .mpy under lib/)" % (_human(size), len(rom), _human(sum(it.size for it in rom))))
+    fs_dirs = remote_dirs(fs)
+    deploy_args = ["connect", args.port, "romfs", "deploy", image]
+    copy = copy_args(args.port, fs, fs_dirs)[2:]       # without "connect PORT"
+    if args.dry_run:
+        log("plan for board %s on %s (--romfs):" % (board, args.port))
+        for it in rom:
+            log("  %8d  /rom%-40s <- %s" % (it.size, it.remote, os.path.relpath(it.src, REPO)))
+        for it in fs:
+            log("  %8d  %-44s <- %s" % (it.size, it.remote, os.path.relpath(it.src, REPO)))
+        log("one mpremote run: connect %s romfs deploy %s + exec <remove /lib/pnpipsec /lib/pnpboard%s> "
+            "+ %d x fs cp  [dry run: nothing written]" % (_quote(args.port), image,
+                                                          ", mkdir " + " ".join(fs_dirs) if fs_dirs else "", len(fs)))
+        if not args.no_selftest:
+            log("then: mpremote connect %s soft-reset + exec <selftest, pnpipsec must come from /rom>" % args.port)
+        return 0
+    log("writing the ROMFS image to %s, copying %d files (%s)" % (args.port, len(fs), _human(sum(it.size for it in fs))))
+    rc, lines = _run_mpremote(deploy_args + ["+"] + copy, args.timeout, log)
+    if rc != 0:
+        err = _explain_failure(args.port, lines)
+        if err is not None:
+            raise err
+        log("deploy: mpremote failed (exit %d); the board may be half-updated" % rc)
+        return 1
+    log("ROMFS image written; copied %d files" % len(fs))
+    ok = True
+    if not args.no_selftest:
+        log("self-test on the board (after a soft reset, which mounts the image at /rom):")
+        rc, lines = _run_mpremote(["connect", args.port, "soft-reset", "+", "exec", ROMFS_SELFTEST],
+                                  args.timeout, log)
+        if rc != 0:
+            err = _explain_failure(args.port, lines)
+            if err is not None:
+                raise err
+        where = [l.split(None, 2)[-1] for l in lines if l.startswith("pnpipsec from ")]
+        from_rom = bool(where) and where[0].startswith("/rom/")
+        if where and not from_rom:
+            log("pnpipsec was imported from %s, not from /rom: is the image mounted?" % where[0])
+        ok = rc == 0 and from_rom and any(l.strip() == "selftest ok" for l in lines)
+        log("self-test: %s" % ("ok" if ok else "FAILED"))
+    if args.reset:
+        rc, _lines = _run_mpremote(["connect", args.port, "reset"], args.timeout, log)
+        log("reset sent (exit %d)" % rc)
+    else:
+        log("deployed; reset the board (or `mpremote connect %s reset`, or pass --reset) to start main.py"
+            % args.port)
+    return 0 if ok else 1
 
 
 def _quote(a):

@@ -166,7 +166,7 @@ _LIVE = "gc.collect()\n_live = gc.mem_alloc()\n"
 _HS_HELPERS = """
 import hashlib
 from pnpipsec import esp as _esp
-from pnpipsec.crypto.aes import PureAES
+from pnpipsec.crypto.aes_pure import PureAES
 from pnpipsec.ike.engine import Engine
 from pnpipsec.ike.sa import LocalIdentity, PeerConfig
 
@@ -567,6 +567,8 @@ def app_figures(days=1.0, rebuild=True):
             r2 = heapsim.run("mpy", "esp32", 0, exe=exe)
             out["mpy_esp32_ok"] = r2["ok"]
             out["mpy_esp32_error"] = r2["memory_error"] or (r2["failures"][0].splitlines()[0] if r2["failures"] else None)
+            out["mpy_min_heap"] = heapsim.min_heap("mpy", 0, lo=r["heap_in_flight"]["alloc"], hi=r["heapsize"],
+                                                   exe=exe, hi_ok=True)
         else:
             out["errors"].append("heapsim .mpy: " + (r["memory_error"] or r["failures"][0].splitlines()[0]))
     if rebuild:
@@ -582,6 +584,9 @@ def app_figures(days=1.0, rebuild=True):
         out["frozen"] = r
         if not r.get("heap_in_flight"):
             out["errors"].append("heapsim frozen (ESP32 heap): " + (r["memory_error"] or r["failures"][0].splitlines()[0]))
+        else:
+            out["frozen_min_heap"] = heapsim.min_heap("frozen", 0, lo=r["heap_in_flight"]["alloc"],
+                                                      hi=heapsim.HEAPS["huge"], exe=fexe, hi_ok=True)
     return out
 
 
@@ -598,11 +603,21 @@ def app_rows(app):
     if f and f.get("heap_in_flight"):
         rows.append(("heap: app + 4 SAs + handshake in flight, FROZEN", f["heap_in_flight"]["alloc"],
                      HEAP_FROZEN_BUDGET, "unix32-frozen, ESP32 heap %d" % f["heapsize"]))
+    for key, what in (("mpy_min_heap", ".mpy"), ("frozen_min_heap", "FROZEN")):
+        if app.get(key):
+            rows.append(("smallest heap found that runs it, %s" % what, app[key], None,
+                         "binary search to 1 KiB; transients + fragmentation (ESP32: %d)"
+                         % heapsim_heaps()["esp32"]))
     a = app.get("app_mpy")
     if a:
         rows.append((".mpy of what the example app imports", a["plain"], APP_MPY_BUDGET,
                      "%d modules; %d with -O2 -X no-source-lines" % (len(a["modules"]), a["compact"])))
     return rows
+
+
+def heapsim_heaps():
+    from pnp import heapsim
+    return heapsim.HEAPS
 
 
 def day_lines(f):
@@ -674,7 +689,9 @@ def report(out=print, as_json=False, heap=True, days=1.0):
                                     "app_mpy": APP_MPY_BUDGET, "mpy": MPY_BUDGET},
                         "rows": [list(r) for r in app_rows(app)],
                         "app": {"mpy": slim(app.get("mpy")), "frozen": slim(app.get("frozen")),
-                                "app_mpy": app.get("app_mpy"), "mpy_esp32_ok": app.get("mpy_esp32_ok")},
+                                "app_mpy": app.get("app_mpy"), "mpy_esp32_ok": app.get("mpy_esp32_ok"),
+                                "mpy_min_heap": app.get("mpy_min_heap"),
+                                "frozen_min_heap": app.get("frozen_min_heap")},
                         "sizes": {k: v for k, v in sizes.items() if not k.endswith("_files")},
                         "heap": hs, "unix_port": unix, "frozen": frozen, "errors": errors}, indent=2))
         return 0 if not errors else 1

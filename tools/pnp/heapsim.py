@@ -477,12 +477,18 @@ def run(variant="frozen", heapsize="esp32", days=1.0, exe=None, seed="board", ou
     return res
 
 
-def min_heap(variant="frozen", days=0.0, lo=16 * 1024, hi=1024 * 1024, step=1024, exe=None):
-    """The smallest heap (bytes, to `step`) in which run() succeeds: binary search."""
-    if not run(variant, hi, days, exe=exe)["ok"]:
+def min_heap(variant="frozen", days=0.0, lo=16 * 1024, hi=1024 * 1024, step=1024, exe=None,
+             hi_ok=False):
+    """The smallest heap (bytes, to `step`) in which run() succeeds: binary search
+    between lo (known to fail) and hi (checked first unless hi_ok), on a grid of `step`.
+    Fragmentation makes success not strictly monotonic in the heap size: the answer is
+    a heap that works with one `step` less failing, not a bound."""
+    lo = lo // step * step
+    hi = -(-hi // step) * step
+    if not hi_ok and not run(variant, hi, days, exe=exe)["ok"]:
         return None
     while hi - lo > step:
-        mid = (lo + hi) // 2
+        mid = (lo + hi) // 2 // step * step
         if run(variant, mid, days, exe=exe)["ok"]:
             hi = mid
         else:

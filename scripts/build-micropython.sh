@@ -150,8 +150,11 @@ write_if_changed() { # path content
   if [ "$(cat "$1" 2>/dev/null)" != "$2" ]; then printf '%s\n' "$2" >"$1"; fi
 }
 write_if_changed "$MANIFESTS/unix.py" 'include("$(MPY_DIR)/extmod/asyncio")'
+# native=True: the viper field arithmetic frozen as x86 code, as the real boards freeze
+# it for their own architecture (firmware/manifest.py), so the frozen figures are a
+# board's, not those of a kernel compiled into the heap at first use
 write_if_changed "$MANIFESTS/frozen.py" "include(\"\$(MPY_DIR)/extmod/asyncio\")
-include(\"$ROOT/firmware/manifest.py\")"
+include(\"$ROOT/firmware/manifest.py\", native=True)"
 
 # ------------------------------------------------------------------ tools
 cc_version() { "$1" --version 2>/dev/null | head -1; }
@@ -185,7 +188,7 @@ target_spec() {
     unix32) PORT=unix; CCV="$(cc_version gcc) -m32"; ARTIFACT=micropython
           ARGS="$COMMON_UNIX MICROPY_FORCE_32BIT=1 BUILD=build-pnp-unix32 FROZEN_MANIFEST=$MANIFESTS/unix.py" ;;
     unix32-frozen) PORT=unix; CCV="$(cc_version gcc) -m32"; ARTIFACT=micropython; FROZEN=1
-          ARGS="$COMMON_UNIX MICROPY_FORCE_32BIT=1 BUILD=build-pnp-unix32-frozen FROZEN_MANIFEST=$MANIFESTS/frozen.py" ;;
+          ARGS="$COMMON_UNIX MICROPY_FORCE_32BIT=1 BUILD=build-pnp-unix32-frozen FROZEN_MANIFEST=$MANIFESTS/frozen.py MPY_CROSS_FLAGS=-march=x86" ;;
     *) echo "build-micropython: unknown target $t (known: ${ALL[*]})" >&2; exit 2 ;;
   esac
   KEY="rev $SCRIPT_REV | $TAR_SHA | $PORT | $ARGS | $CCV"

@@ -320,6 +320,7 @@ class _Fast:
     """Workspace, programs and the comb table as limbs, for one kernel."""
 
     def __init__(self, run):
+        global _comb
         if _comb is None:
             _build_comb()
         self.run = run
@@ -330,6 +331,9 @@ class _Fast:
             e = _comb[i]
             for j in range(3):
                 _F.put(ws, _COMB0 + 3 * (i - 1) + j, e[j])
+        # the workspace holds the comb now; the big-integer copy (~4 KB on a 32-bit
+        # board) is only for _base_mul without a kernel, which rebuilds it if needed
+        _comb = None
         dbl = _dbl_prog()
         self.dbl = dbl
         self.step = [dbl] + [dbl + _addn_prog(_COMB0 + 3 * (i - 1)) for i in range(1, 16)]
@@ -488,9 +492,6 @@ def _verify(pub, msg, sig):
     rb = bytes(sig[:32])
     k = int.from_bytes(sha512(rb + bytes(pub) + bytes(msg)), "little") % L
     # [s]B - [k]A: one chain of doublings; the comb adds for s at i < 64
-    if _comb is None:
-        _build_comb()
-    comb = _comb
     # odd multiples A, 3A, 5A, 7A in cached form
     a2 = _dbl(a)
     ca = _to_cached(a)
@@ -503,6 +504,9 @@ def _verify(pub, msg, sig):
     f = _fast()
     if f is not None:
         return f.verify_point(s, odd, digits) == rb
+    if _comb is None:
+        _build_comb()
+    comb = _comb
     q = (0, 1, 1, 0)
     i = len(digits) - 1
     if i < _COMB_SPACING - 1:

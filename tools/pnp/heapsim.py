@@ -105,6 +105,7 @@ class BoardProc:
         self.due = None           # ms to the next due, as of the last reply
         self.imported = None      # (alloc, modules) after the imports
         self.setup_alloc = None
+        self.aes = None           # (heap the AES provider took, its class)
         self.final = None
         self.commands = 0
 
@@ -138,6 +139,9 @@ class BoardProc:
             elif tag == "I":
                 parts = rest.split()
                 self.imported = (int(parts[0]), parts[1:])
+            elif tag == "A":
+                n, cls = rest.split()
+                self.aes = (int(n), cls)
             elif tag == "R":
                 self.setup_alloc = int(rest)
             elif tag == "Q":
@@ -371,6 +375,7 @@ def run(variant="frozen", heapsize="esp32", days=1.0, exe=None, seed="board", ou
         board.start()
         res["import_alloc"], res["modules_at_import"] = board.imported
         res["setup_alloc"] = board.setup_alloc
+        res["aes_alloc"], res["aes_provider"] = board.aes
         w = World(board)
 
         # a) four peers connect
@@ -502,6 +507,7 @@ def summary(r):
                 r["heapsize"], r["days"], "ok" if r["ok"] else "FAILED")]
     if r.get("import_alloc") is not None:
         lines.append("  heap after the app's imports          %8d" % r["import_alloc"])
+        lines.append("    of which the AES provider (%s)   %8d" % (r["aes_provider"], r["aes_alloc"]))
         lines.append("  heap after the app's setup            %8d" % r["setup_alloc"])
     for key, what in (("heap_4_sas", "app + 4 SAs"),
                       ("heap_in_flight", "app + 4 SAs + handshake in flight"),

@@ -17,6 +17,8 @@
 #   S <dst-ip> <dst-port> <hex>              a datagram the node sent
 #   L <text>                                 what the app prints (node log, levels)
 #   I <alloc> <module> ...                   after the imports: heap above the baseline
+#   A <bytes> <class>                        heap the AES provider took (PureAES here:
+#                                            the unix port has no cryptolib)
 #   R <alloc>                                the app is set up (then an N line)
 #   H <alloc> <free> <peak> <block>          the heap in bytes, and the GC block size:
 #                                            micropython.mem_info()'s lines come just
@@ -139,9 +141,13 @@ def main():
         from pnpipsec import identity
         from pnpipsec.node import Node, zero_config, Endpoint  # noqa: F401 (app.py's set)
         from pnpipsec.crypto.aes import default_provider
+        a0 = sample()
         board.aes = default_provider()
         aes_holder.append(board.aes)
         a = sample()
+        # this port has no cryptolib: the pure-Python AES it loads instead is not on an
+        # ESP32 / RP2 board; its share is reported apart (and still counted)
+        _out("A %d %s\n" % (a - a0, type(board.aes).__name__))
         _out("I %d %s\n" % (a, " ".join(sorted(m for m in sys.modules if m.startswith("pnpipsec")))))
 
         natt = 4500

@@ -162,3 +162,27 @@ def test_qemu_romfs_heap_and_join(tmp_path, record_property):
     finally:
         stop_board(proc, state)
     sys.stdout.write("[qemu %s] test took %.1f s\n" % (PROFILE, time.monotonic() - t0))
+
+
+def test_romfs_plan_and_image(tmp_path):
+    """Host only: what --romfs puts into the image and what stays on the file system; the
+    image is mpremote's format and holds the .mpy files under lib/."""
+    from pnp import deploy as d
+
+    items, _dirs = d.make_plan("qemu")
+    rom, fs = d.split_romfs(items)
+    assert rom and all(it.remote.startswith(("/lib/pnpipsec/", "/lib/pnpboard/")) for it in rom)
+    assert {it.remote for it in fs} == {"/board.mpy", "/main.py"}
+    assert d.remote_dirs(fs) == []
+    root = str(tmp_path / "romfs")
+    d.build(rom, root, log=lambda m: None)
+    image = str(tmp_path / "x.romfs")
+    size = d.romfs_image(root, image)
+    data = open(image, "rb").read()
+    assert size == len(data) and data.startswith(b"\xd2\xcd\x31")
+    # directory and file records name their entry after a length byte
+    for name in (b"lib", b"pnpipsec", b"pnpboard", b"__init__.mpy", b"node.mpy", b"identity.mpy"):
+        assert bytes([len(name)]) + name in data, name
+    # a firmware without ROMFS: mpremote's words become a usage error (nothing changed)
+    err = d._explain_failure("/dev/pts/9", ["Image size is 1 bytes", "mpremote: ROMFS is not enabled on this device"])
+    assert isinstance(err, d.DeployError) and "--romfs" in str(err) and "nothing was changed" in str(err)

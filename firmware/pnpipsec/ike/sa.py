@@ -132,6 +132,9 @@ class IkeSA:
         self.init_tries = None    # retransmissions of our IKE_SA_INIT (None: cfg's)
         self.proven = False       # half-open: its IKE_SA_INIT returned our cookie
         self.delete_sent = False  # our DELETE of this IKE SA has left
+        self.n = 0                # registration order in the engine's table
+        self.init_key = None      # its key in engine.init_idx (responders)
+        self.id_key = None        # its key in engine.ids (a trusted identity)
 
     @property
     def sk_ei(self):

@@ -175,6 +175,10 @@ and done(sa, msg, now), queued by _request):
     x_info    INFORMATIONAL: deletes, liveness checks, notifies
     props     our proposals and select(); auth: the AUTH methods as objects (NULL,
               PSK, ED25519: sa.method; sa.auth is its name).
+Exchange modules register an SA with eng._add(sa) (never eng.sas[...] = sa: the
+indexes and the timer heap follow _add/_remove) and any code that gives an SA an
+earlier deadline outside _dispatch/_request/tick marks it with eng._mark(sa) (see
+INDEXES AND TIMERS); eng.hosts, eng.ids, eng.spis are the indexes (read-only).
 """
 
 from pnpipsec.ike import codec

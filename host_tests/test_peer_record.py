@@ -80,3 +80,23 @@ def test_the_auth_octets_are_forgotten_once_both_proofs_are_done():
     w.b._pump()
     w.settle()
     assert w.a.stats["proof_ignored"] == ignored + 1 and w.a.stats["proof_bad"] == 0
+
+
+def test_the_record_holds_level_discovery_and_identity():
+    from pnpipsec.identity import fingerprint
+    w = _world()
+    w.a._probe(B, True)
+    w.settle()
+    for _ in range(3):                          # the passes send the proofs
+        w.timers()
+    p = w.a.by_host[B]
+    fp = fingerprint(w.b.identity.public)      # the proof gave the identity
+    assert p.fp == fp and w.a.peer_by_id(fp) is p and w.a.peer_by_id("nobody") is None
+    assert p.level == AUTHENTICATED == w.a.levels.level(B) and p.since is not None
+    assert p.disc is not None and p.disc.state == "ipsec"
+    assert p.children and p.out is p.children[-1]
+    ike = p.ike
+    w.a.engine.delete(ike, w.tick())
+    w.a._pump()
+    w.settle()
+    assert p.level == w.a.level(B) == w.a.levels.level(B) == 0 and not p.children

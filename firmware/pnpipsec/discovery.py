@@ -152,6 +152,11 @@ class Discovery:
     def peers(self):
         return list(self._peers.keys())
 
+    def entry(self, peer):
+        """The per-peer record (state, failures, legacy_until, sticky_until, deadline,
+        probes), or None: the node's Peer holds it; read it, change it only here."""
+        return self._peers.get(peer)
+
     # -- internals ---------------------------------------------------------------
     def _get(self, peer, now, create):
         p = self._peers.get(peer)

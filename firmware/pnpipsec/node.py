@@ -28,6 +28,7 @@ from pnpipsec.pins import PinStore
 from pnpipsec.identity import fingerprint
 from pnpipsec.ike import engine as ike
 from pnpipsec.ticks import add, age, diff, ms
+from pnpipsec.timers import Timers
 
 _IKE_SA_INIT = 34
 _FLAG_RESPONSE = 0x20
@@ -99,7 +100,8 @@ class _Child:
 
 class Peer:
     """Everything the node knows of one peer, in one record (WireGuard's peer), found
-    by address in node.by_host (and its SAs by SPI in node.children / engine.sas).
+    by address in node.by_host, by identity in node.by_id once it has one (and its SAs
+    by SPI in node.children / engine.sas).
 
     proofs: [(IKE SA, Ed25519 key)] each proof that verified, bound to the SA it was
     made on (and its rekeyed successors): two SAs with one peer (both ends initiated)
@@ -107,11 +109,21 @@ class Peer:
     on, valid or not (one per SA). Both lists hold at most _SA_SLOTS live SAs.
     natt_port: learnt from authenticated
     traffic only. idle_checks: liveness checks answered in a row with no ESP between
-    (the next waits twice as long, up to dpd_max). Its level lives in node.levels and
-    its discovery state in node.discovery, both keyed by the same address."""
+    (the next waits twice as long, up to dpd_max). level/since: its level (set only
+    through Node._set_level; node.levels keeps the callbacks, waiters and counters).
+    disc: discovery's entry for its address (discovery keeps the logic, bounds and
+    counters; None until discovery tracks it). fp: its identity, the fingerprint of
+    the key it authenticated with (a configured key, or a proof that verified) or of
+    its PSK identity, once known. children: the _Child records installed with it."""
 
-    def __init__(self, host):
+    def __init__(self, host, n=0):
         self.host = host
+        self.n = n                # creation order (timer passes handle peers in it)
+        self.fp = None
+        self.level = CLEAR
+        self.since = None
+        self.disc = None
+        self.children = []
         self.ike = None           # established IkeSA
         self.initiating = None    # IkeSA we started that is not up yet
         self.out = None           # _Child our datagrams to it leave on
@@ -125,7 +137,8 @@ class Peer:
 
     def busy(self):
         """True while an SA (or an attempt) is bound to this record: never evicted."""
-        return self.ike is not None or self.initiating is not None or self.out is not None
+        return self.ike is not None or self.initiating is not None or \
+            self.out is not None or bool(self.children)
 
 
 class Endpoint:
@@ -227,6 +240,10 @@ class Node:
         self._sig_used = self._now() if self._sig is None else None
         self.children = {}      # spi_in -> _Child
         self.by_host = {}       # peer host -> Peer (bounded: see _peer)
+        self.by_id = {}         # Peer.fp -> Peer (the latest record with that identity)
+        self._peers_made = 0
+        self._idle = Timers()   # Peer -> when its idle SA is due a liveness check
+        self._idle_dirty = {}   # Peers whose idle deadline may have moved earlier
         self.endpoints = {}
         self.stats = {"esp_in": 0, "esp_out": 0, "esp_drop": 0, "bad_datagram": 0,
                       "no_sa": 0, "inner_refused": 0, "keepalive_in": 0, "keepalive_out": 0,
@@ -312,13 +329,37 @@ class Node:
         if len(self.by_host) >= _MAX_TRACKED:
             for h in self.by_host:
                 if not self.by_host[h].busy():
-                    del self.by_host[h]
+                    self._drop_peer(self.by_host[h])
                     break
             else:
                 self.stats["peer_table_full"] += 1
                 return None
-        p = self.by_host[host] = Peer(host)
+        self._peers_made += 1
+        p = self.by_host[host] = Peer(host, self._peers_made)
+        p.level = self.levels.level(host)
+        p.since = self.levels.since(host)
+        p.disc = self.discovery.entry(inet.pton(host))
         return p
+
+    def _drop_peer(self, p):
+        del self.by_host[p.host]
+        if p.fp is not None and self.by_id.get(p.fp) is p:
+            del self.by_id[p.fp]
+        self._idle.forget(p)
+
+    def peer_by_id(self, fp):
+        """The record of the peer whose identity (Peer.fp) is fp, or None."""
+        return self.by_id.get(fp)
+
+    def _identified(self, p, fp):
+        """p proved identity fp (the latest record to prove one holds the index)."""
+        if p.fp == fp:
+            self.by_id[fp] = p
+            return
+        if p.fp is not None and self.by_id.get(p.fp) is p:
+            del self.by_id[p.fp]
+        p.fp = fp
+        self.by_id[fp] = p
 
     def _deleting(self):
         for sa in self.engine.sas.values():
@@ -361,7 +402,12 @@ class Node:
 
     # -- levels ------------------------------------------------------------------
     def level(self, host):
-        return self.levels.level(_norm(host))
+        return self._level(_norm(host))
+
+    def _level(self, host):
+        """host's level, read from its record (node.levels without one)."""
+        p = self.by_host.get(host)
+        return p.level if p is not None else self.levels.level(host)
 
     def on_level(self, cb):
         """cb(host, old, new, now) on every level change."""
@@ -373,7 +419,7 @@ class Node:
         return await self._wait_level(_norm(host), level, ms(timeout, True), timeout)
 
     async def _wait_level(self, host, level, wait_ms, timeout):
-        if self.levels.level(host) < level and self._out(host) is None:
+        if self._level(host) < level and self._out(host) is None:
             self._probe(host)
         ev = asyncio.Event()
         box = []
@@ -394,8 +440,19 @@ class Node:
         return lv
 
     def _set_level(self, host, lv):
+        p = self.by_host.get(host)
+        if p is not None and p.level != lv:
+            p.level = lv
+            p.since = self._now()
         self.levels.set(host, lv, self._now())
         self.discovery.seen_level(inet.pton(host), lv, self._now())
+        if p is not None:
+            p.disc = self.discovery.entry(inet.pton(host))
+
+    def _drop_level(self, host, p):
+        p.level = CLEAR
+        p.since = None
+        self.levels.drop(host, self._now())
 
     def _proved_key(self, host, sa):
         """The key `host` proved on this very IKE SA (channel binding), or None."""
@@ -441,15 +498,17 @@ class Node:
 
         Newest, not best: a peer that restarted keeps our old SA alive but has lost its
         keys, so only the SA it just made reaches it (and a rekey's successor is newest)."""
+        p = self.by_host.get(host)
+        if p is None:
+            return
         best = None
-        for c in self.children.values():
-            if c.host == host and (best is None or c.seq > best.seq):
+        for c in p.children:        # a few: a peer's CHILD SAs are bounded
+            if best is None or c.seq > best.seq:
                 best = c
-        p = self._peer(host, best is not None)
         if best is None:
-            if p is not None and p.out is not None:
+            if p.out is not None:
                 p.out = None
-                self.levels.drop(host, self._now())
+                self._drop_level(host, p)
             return
         p.out = best
         self._set_level(host, self._sa_level(host, best.child.ike))
@@ -529,8 +588,8 @@ class Node:
 
     def _engine_has(self, host):
         """True while the engine holds a live SA with host (also a half-open one we answer)."""
-        for sa in self.engine.sas.values():
-            if sa.state != "dead" and _norm(sa.peer_addr[0]) == host:
+        for sa in self.engine.hosts.get(host, ()):    # the engine's index by address
+            if sa.state != "dead":
                 return True
         return False
 
@@ -538,7 +597,7 @@ class Node:
         """Bring up an SA with a configured peer; returns its level or raises NodeError."""
         host = _norm(host)
         await self._bring_up(host, timeout, lambda: self._out(host) is not None)
-        return self.levels.level(host)
+        return self._level(host)
 
     async def connect_ike(self, host, timeout=10):
         """Bring up the IKE SA only (enough for a childless peer); returns the IkeSA."""
@@ -639,6 +698,8 @@ class Node:
             self._pump()
         finally:
             self._reply_via = None
+        # (an answer may have cleared the request its idle check waited behind)
+        self._idle_mark(self.by_host.get(_norm(addr[0])))
 
     def _esp_in(self, packet, addr):
         spi = int.from_bytes(packet[0:4], "big")
@@ -655,8 +716,9 @@ class Node:
         self.stats["esp_in"] += 1
         self.engine.seen(c.child.ike, self._now())
         p = self.by_host.get(c.host)
-        if p is not None:
+        if p is not None and p.idle_checks:
             p.idle_checks = 0       # ESP proved it alive: idle checks start short again
+            self._idle_mark(p)
         self._learn_natt(c.host, addr[1])    # the ICV checked: the peer's port is real
         if nh == 59:
             return
@@ -726,7 +788,7 @@ class Node:
         timeout = self.send_timeout if timeout is None else timeout
         deadline = add(self._now(), ms(timeout, True))
         while True:
-            lv = self.levels.level(gw)
+            lv = self._level(gw)
             what, probe, why = self.discovery.on_send(key, action, lv, self._now())
             if what == "clear":
                 # The datagram first, the probe after: discovery never delays it.
@@ -839,23 +901,67 @@ class Node:
         w = self.liveness << p.idle_checks if p.idle_checks < 16 else self.dpd_max
         return w if w < self.dpd_max else self.dpd_max
 
-    def _idle_checks(self, now):
-        """Dead peer detection on idle SAs (see dpd_max); returns ms to the next one."""
-        nxt = None
+    def _idle_due(self, p):
+        """When p's idle SA is due its next liveness check (a tick), or None: none
+        while a request is out (its answer or give-up settles the SA first)."""
+        sa = p.ike
+        if sa is None or sa.state != "established" or sa.last_rx is None or \
+                sa.pending is not None or self.by_host.get(p.host) is not p:
+            return None
+        return add(sa.last_rx, self._idle_wait(p))
+
+    def _idle_mark(self, p):
+        if p is not None:
+            self._idle_dirty[p] = None
+
+    def _idle_flush(self, now):
+        d = self._idle_dirty
+        if not d:
+            return
+        self._idle_dirty = {}
         if not self.liveness or not self.dpd_max:
-            return nxt
-        for p in list(self.by_host.values()):
+            return
+        for p in d:
+            t = self._idle_due(p)
+            if t is not None:
+                self._idle.at(p, t, now)
+
+    def _idle_checks(self, now):
+        """Dead peer detection on idle SAs (see dpd_max): only the peers whose check is
+        due (a heap, like the engine's timers), in the order of their records."""
+        if not self.liveness or not self.dpd_max:
+            return
+        self._idle_flush(now)
+        due = self._idle.pop_due(now)
+        if len(due) > 1:
+            due.sort(key=_order)
+        for p in due:
             sa = p.ike
-            if sa is None or sa.state != "established" or sa.last_rx is None:
-                continue
-            left = self._idle_wait(p) - age(now, sa.last_rx)
-            if left <= 0 and sa.pending is None:
+            if self._idle_due(p) is not None and \
+                    self._idle_wait(p) - age(now, sa.last_rx) <= 0:
                 p.idle_checks += 1
                 self._liveness_check(sa, now)
-                left = self._idle_wait(p)
-            if left > 0 and (nxt is None or left < nxt):
-                nxt = left
-        return nxt
+            self._idle_mark(p)
+        self._idle_flush(now)
+
+    def _idle_next(self, now):
+        """ms from now to the next idle check (exact: the heap's top is set right
+        when its deadline moved later), or None."""
+        if not self.liveness or not self.dpd_max:
+            return None
+        self._idle_flush(now)
+        while True:
+            top = self._idle.peek(now)
+            if top is None:
+                return None
+            t, p = top
+            real = self._idle_due(p)
+            if real is None:
+                self._idle.forget(p)
+            elif real != t:
+                self._idle.set(p, real, now)
+            else:
+                return diff(t, now)
 
     def _count(self, host, what):
         p = self._peer(host)
@@ -930,6 +1036,7 @@ class Node:
             if p is not None:
                 if p.ike is ev.old:
                     p.ike = ev.new
+                    self._idle_mark(p)
                 # The new IKE SA's keys come from the old one's SK_d: the proof binds.
                 p.proofs = [(ev.new if s is ev.old else s, k) for s, k in p.proofs]
             self._relevel(host)
@@ -952,6 +1059,12 @@ class Node:
             return
         p.ike = sa
         p.idle_checks = 0
+        self._idle_mark(p)
+        m = sa.method
+        if m is not None and m.signs and sa.peer_pubkey is not None:
+            self._identified(p, fingerprint(sa.peer_pubkey))
+        elif m is not None and m.trusted and sa.peer_id is not None:
+            self._identified(p, "id:" + _hex(sa.peer_id[1]))
         if sa.peer_addr[1] != self.ike_port or self.ike_port == self.natt_port:
             p.natt_port = sa.peer_addr[1]
         p.initiating = None
@@ -1008,6 +1121,7 @@ class Node:
             self._event_out(("key_changed", host, key))
             self.log("KEY CHANGED for %s: not trusted until approved" % host)
         p.key = key
+        self._identified(p, fingerprint(key))
         _bounded_add(p.proofs, (sa, key))
         self._relevel(host)
 
@@ -1035,6 +1149,8 @@ class Node:
         c = _Child(child, self.board.aes, self.board.rand, self.esp_soft_packets)
         self.children[child.spi_in] = c
         p = self._peer(c.host)
+        if p is not None:
+            p.children.append(c)
         started = p is not None and p.initiating is not None
         if p is not None:
             p.failed = None
@@ -1048,6 +1164,9 @@ class Node:
     def _remove(self, child):
         c = self.children.pop(child.spi_in, None)
         if c is not None:
+            p = self.by_host.get(c.host)
+            if p is not None and c in p.children:
+                p.children.remove(c)
             self._relevel(c.host)
 
     async def _timer(self):
@@ -1096,13 +1215,7 @@ class Node:
             dl = _earliest(dl, diff(t, now))
         if self._sig_used is not None:
             dl = _earliest(dl, _SIG_KEEP - age(now, self._sig_used))
-        if self.liveness and self.dpd_max:
-            for p in self.by_host.values():
-                sa = p.ike
-                if sa is not None and sa.state == "established" and sa.last_rx is not None \
-                        and sa.pending is None:
-                    dl = _earliest(dl, self._idle_wait(p) - age(now, sa.last_rx))
-        return dl
+        return _earliest(dl, self._idle_next(now))
 
     def _send_keepalives(self, now):
         self._next_keepalive = add(now, self.keepalive)
@@ -1123,6 +1236,15 @@ class Node:
                 d.update(p.stats)
             out[host] = d
         return out
+
+
+def _order(p):
+    return p.n
+
+
+def _hex(b):
+    import binascii
+    return binascii.hexlify(b).decode()
 
 
 async def _sleep_ms(n):

@@ -175,6 +175,10 @@ and done(sa, msg, now), queued by _request):
     x_info    INFORMATIONAL: deletes, liveness checks, notifies
     props     our proposals and select(); auth: the AUTH methods as objects (NULL,
               PSK, ED25519: sa.method; sa.auth is its name).
+Exchange modules register an SA with eng._add(sa) (never eng.sas[...] = sa: the
+indexes and the timer heap follow _add/_remove) and any code that gives an SA an
+earlier deadline outside _dispatch/_request/tick marks it with eng._mark(sa) (see
+INDEXES AND TIMERS); eng.hosts, eng.ids, eng.spis are the indexes (read-only).
 """
 
 from pnpipsec.ike import codec
@@ -184,7 +188,8 @@ from pnpipsec.ike.props import select, IKE_SUITE, ESP_SUITE  # noqa: F401 (selec
 from pnpipsec.ike.sa import (LocalIdentity, PeerConfig, IkeSA, ChildSA, Pending,  # noqa: F401
                              IkeDown, ChildDown)
 from pnpipsec.crypto import x25519
-from pnpipsec.ticks import add, age, clamp, diff, ms
+from pnpipsec.ticks import AGE_CAP, add, age, clamp, diff, ms
+from pnpipsec.timers import Timers
 
 try:
     from micropython import const
@@ -208,6 +213,8 @@ _PT_SA = const(33)
 
 ZERO8 = b"\x00" * 8
 RETRY_LATER = 10000      # ms
+SWEEP = const(16)        # SAs whose old stamps tick() clamps per pass (see _sweep)
+SWEEP_MS = 3600000       # a new round of clamping at most this often
 
 
 class Engine:
@@ -244,8 +251,22 @@ class Engine:
         self.cookie_threshold = cookie_threshold
         self.half_open_ms = ms(half_open_timeout)
         self.natt_ports = natt_ports
-        self.sas = {}            # our SPI -> IkeSA
+        # Indexes, so that a datagram or a handshake costs the same with 1 SA as with
+        # 1,000 (one dict entry or list slot per SA; see INDEXES AND TIMERS):
+        self.sas = {}            # our SPI -> IkeSA (every live SA, also dead ones kept
+                                 # for retransmitted answers)
         self.init_idx = {}       # (peer SPIi, peer_addr) -> responder IkeSA
+        self.hosts = {}          # peer host -> [IkeSA in self.sas]
+        self.spis = {}           # our inbound ESP SPI -> ChildSA (until it is down)
+        self.ids = {}            # (peer ID, key) of a trusted AUTH -> [IkeSA]
+        self._half = []          # half-open SAs (left ones pruned by half_open())
+        self._dead = []          # dead SAs still in self.sas (pruned likewise)
+        self._timers = Timers()  # IkeSA -> its earliest deadline
+        self._dirty = {}         # IkeSAs whose deadlines may have moved earlier
+        self._n = 0              # registration counter (IkeSA.n: tick order)
+        self._sweep_spis = []    # SPIs left to clamp in this round (_sweep)
+        self._sweep_at = None
+        self.visits = 0          # SAs tick() looked at (tests: a pass costs what is due)
         self.out = []
         self.events = []
         self.stats = {}
@@ -266,11 +287,7 @@ class Engine:
         return e
 
     def half_open(self):
-        n = 0
-        for sa in self.sas.values():
-            if sa.state == "half_open":
-                n += 1
-        return n
+        return len(self._prune(self._half, "half_open"))
 
     def initiate(self, peer_addr, cfg, now, init_tries=None):
         """Start an IKE SA. init_tries bounds the IKE_SA_INIT retransmissions of this
@@ -283,7 +300,7 @@ class Engine:
         x_init.new_ke(self, sa, self.first_ke_group)
         sa.state = "init_sent"
         sa.last_rx = now
-        self.sas[sa.spi_i] = sa
+        self._add(sa)
         x_init.send(self, sa, now)
         return sa
 
@@ -350,7 +367,10 @@ class Engine:
 
     def seen(self, sa, now):
         """Traffic authenticated on this SA (ESP) proves the peer alive: liveness checks
-        wait, and a full table ranks the SA as active."""
+        wait, and a full table ranks the SA as active. (Per packet: the DPD deadline
+        only moves later, so the timer heap is not touched.)"""
+        if sa.last_rx is None:
+            self._mark(sa)
         sa.last_rx = now
 
     def check_liveness(self, sa, now):
@@ -378,67 +398,110 @@ class Engine:
             sa.octets = None if o == (None, None) else o
 
     def next_deadline(self, now):
-        """Milliseconds from now to the nearest timer (<= 0: due), or None."""
-        best = None
-        for sa in self.sas.values():
-            for t in self._deadlines(sa):
-                if t is not None:
-                    d = diff(t, now)
-                    if best is None or d < best:
-                        best = d
-        return best
+        """Milliseconds from now to the nearest timer (<= 0: due), or None. Exact: the
+        heap's top is checked against its SA's real deadlines (an entry left early by a
+        deadline that moved later is set right first)."""
+        self._flush(now)
+        tq = self._timers
+        while True:
+            top = tq.peek(now)
+            if top is None:
+                return None
+            t, sa = top
+            real = self._due_of(sa, now) if self._live(sa) else None
+            if real is None:
+                tq.forget(sa)
+            elif real != t:
+                tq.set(sa, real, now)
+            else:
+                return diff(t, now)
 
     def _default_rank(self, sa):
         """(trust, recency): who keeps its slot when the table is full."""
         return (2 if sa.method.trusted else 0, self.recency(sa))
 
     def recency(self, sa):
-        """Larger for the more recently active SA (minus its idle ms)."""
-        return -age(self.now, sa.last_rx) if sa.last_rx is not None else -(1 << 30)
+        """Larger for the more recently active SA (minus its idle ms; stamps older than
+        AGE_CAP all count as AGE_CAP, as clamping makes them)."""
+        if sa.last_rx is None:
+            return -(1 << 30)
+        a = age(self.now, sa.last_rx)
+        return -(a if a < AGE_CAP else AGE_CAP)
 
     def tick(self, now):
+        """Retransmit, give up, expire, rekey, liveness: only the SAs whose earliest
+        deadline has come (the timer heap), in registration order as a scan of the
+        table would; then a few SAs get their old stamps clamped (_sweep)."""
         self.now = now
-        for sa in list(self.sas.values()):
-            sa.last_rx = clamp(now, sa.last_rx)
-            p = sa.pending
-            if p is not None and diff(now, p.next_at) >= 0:
-                if p.tries >= p.max_tries:
-                    self._count("timeout")
-                    self._kill(sa, getattr(sa, "init_error", None) or "timeout")
-                    continue
-                p.tries += 1
-                p.interval = min(p.interval * 2, p.cap)
-                p.next_at = add(now, p.interval)
-                self._count("retransmit")
-                self.out.append((p.data, sa.peer_addr))
-            if sa.expire_at is not None and diff(now, sa.expire_at) >= 0:
-                if sa.state in ("half_open", "dead", "rekeyed"):
-                    # (a rekeyed SA whose DELETE answer was lost: the peer already forgot
-                    # it and will never answer a retransmission)
-                    sa.state = "dead"
-                    sa.pending = None
-                    self._remove(sa)
-                else:
-                    self.delete(sa, now)
-                    sa.expire_at = None
-                continue
-            if sa.state != "established":
-                continue
-            if sa.rekey_at is not None and diff(now, sa.rekey_at) >= 0:
-                sa.rekey_at = add(now, RETRY_LATER)
-                self.rekey_ike(sa, now)
-            for ch in list(sa.children):
-                if ch.expire_at is not None and diff(now, ch.expire_at) >= 0:
-                    if ch.state in ("up", "rekeyed"):
-                        self.delete(ch, now)
-                elif ch.state == "up" and ch.rekey_at is not None and \
-                        diff(now, ch.rekey_at) >= 0:
-                    ch.rekey_at = add(now, RETRY_LATER)
-                    self.rekey_child(ch, now)
-            dpd = sa.cfg.dpd_ms
-            if dpd and sa.last_rx is not None and diff(now, sa.last_rx) >= dpd:
-                sa.last_rx = now
-                self.check_liveness(sa, now)
+        self._flush(now)
+        due = self._timers.pop_due(now)
+        if len(due) > 1:
+            due.sort(key=_order)
+        for sa in due:
+            if self._live(sa):
+                self.visits += 1
+                self._tick_sa(sa, now)
+                self._mark(sa)
+        self._sweep(now)
+        self._flush(now)
+
+    def _tick_sa(self, sa, now):
+        sa.last_rx = clamp(now, sa.last_rx)
+        p = sa.pending
+        if p is not None and diff(now, p.next_at) >= 0:
+            if p.tries >= p.max_tries:
+                self._count("timeout")
+                self._kill(sa, getattr(sa, "init_error", None) or "timeout")
+                return
+            p.tries += 1
+            p.interval = min(p.interval * 2, p.cap)
+            p.next_at = add(now, p.interval)
+            self._count("retransmit")
+            self.out.append((p.data, sa.peer_addr))
+        if sa.expire_at is not None and diff(now, sa.expire_at) >= 0:
+            if sa.state in ("half_open", "dead", "rekeyed"):
+                # (a rekeyed SA whose DELETE answer was lost: the peer already forgot
+                # it and will never answer a retransmission)
+                sa.state = "dead"
+                sa.pending = None
+                self._remove(sa)
+            else:
+                self.delete(sa, now)
+                sa.expire_at = None
+            return
+        if sa.state != "established":
+            return
+        if sa.rekey_at is not None and diff(now, sa.rekey_at) >= 0:
+            sa.rekey_at = add(now, RETRY_LATER)
+            self.rekey_ike(sa, now)
+        for ch in list(sa.children):
+            if ch.expire_at is not None and diff(now, ch.expire_at) >= 0:
+                if ch.state in ("up", "rekeyed"):
+                    self.delete(ch, now)
+            elif ch.state == "up" and ch.rekey_at is not None and \
+                    diff(now, ch.rekey_at) >= 0:
+                ch.rekey_at = add(now, RETRY_LATER)
+                self.rekey_child(ch, now)
+        dpd = sa.cfg.dpd_ms
+        if dpd and sa.last_rx is not None and diff(now, sa.last_rx) >= dpd:
+            sa.last_rx = now
+            self.check_liveness(sa, now)
+
+    def _sweep(self, now):
+        """Keep old stamps comparable (ticks wrap): clamp SWEEP SAs per pass, a new
+        round at most every SWEEP_MS. A stamp must be clamped before it is HALF (6.2
+        days) old, and AGE_CAP is 5.8: a round of n SAs takes n / SWEEP passes (the
+        node passes at least once a second), far less than the 10 h of margin."""
+        left = self._sweep_spis
+        if not left:
+            if self._sweep_at is not None and 0 <= diff(now, self._sweep_at) < SWEEP_MS:
+                return
+            self._sweep_at = now
+            left = self._sweep_spis = list(self.sas)
+        for _ in range(SWEEP if SWEEP < len(left) else len(left)):
+            sa = self.sas.get(left.pop())
+            if sa is not None:
+                sa.last_rx = clamp(now, sa.last_rx)
 
     def receive(self, data, peer_addr, now):
         self.now = now
@@ -478,38 +541,44 @@ class Engine:
 
     def _half_open_of(self, host):
         """Half-open responder SAs (from `host`, or all for None), oldest first."""
-        out = []
-        for sa in self.sas.values():
-            if sa.state == "half_open" and (host is None or sa.peer_addr[0] == host):
-                out.append(sa)
+        if host is None:
+            out = list(self.half_open_sas())
+        else:
+            out = [sa for sa in self.hosts.get(host, ()) if sa.state == "half_open"]
         out.sort(key=self.recency)
         return out
 
-    def _owned(self, host=None, skip=None):
-        """SAs that hold a slot of the established budget: every state but half-open
-        and dead (ours being set up, established, rekeyed, being deleted)."""
-        out = []
-        for sa in self.sas.values():
-            if sa is not skip and sa.state not in ("half_open", "dead") and \
-                    (host is None or sa.peer_addr[0] == host):
-                out.append(sa)
-        return out
+    def half_open_sas(self):
+        return self._prune(self._half, "half_open")
+
+    def _owned(self, host, skip=None):
+        """SAs with `host` that hold a slot of the established budget: every state but
+        half-open and dead (ours being set up, established, rekeyed, being deleted)."""
+        return [sa for sa in self.hosts.get(host, ())
+                if sa is not skip and sa.state not in ("half_open", "dead")]
+
+    def owned_count(self):
+        """How many SAs hold a slot of the established budget (counted, not scanned)."""
+        return len(self.sas) - self.half_open() - len(self._prune(self._dead, "dead"))
 
     def _make_room(self, new):
         """Before `new` (just authenticated) is established: at most max_per_host SAs
         per address (the newcomer replaces that address's oldest) and max_sas in all
         (the least trusted, least recently active established SA gives way, but never
-        to a less trusted newcomer). False when there is no room."""
+        to a less trusted newcomer). False when there is no room. Only a full table
+        scans for its victim (ranks move with every packet: no index keeps them)."""
         same = self._owned(new.peer_addr[0], new)
         if len(same) >= self.max_per_host:
             self._evict(min(same, key=self.recency), "evict_per_host")
-        owned = self._owned(None, new)
-        if len(owned) < self.max_sas:
+        n = self.owned_count()
+        if self._live(new) and new.state not in ("half_open", "dead"):
+            n -= 1
+        if n < self.max_sas:
             return True
         victim = None
         vr = None
-        for sa in owned:
-            if sa.state != "established":
+        for sa in self.sas.values():
+            if sa is new or sa.state != "established":
                 continue
             r = self.rank(sa)
             if victim is None or r < vr:
@@ -522,9 +591,8 @@ class Engine:
 
     def _established_with(self, sa):
         """Another IKE SA with sa's peer address is (or was) established."""
-        for o in self.sas.values():
-            if o is not sa and o.state in ("established", "rekeyed", "deleting") and \
-                    o.peer_addr[0] == sa.peer_addr[0]:
+        for o in self.hosts.get(sa.peer_addr[0], ()):
+            if o is not sa and o.state in ("established", "rekeyed", "deleting"):
                 return True
         return False
 
@@ -559,17 +627,19 @@ class Engine:
                 return s
 
     def _new_esp_spi(self):
+        """A random inbound SPI no CHILD SA of ours uses (one dict lookup per draw)."""
         while True:
             s = int.from_bytes(self.rand(4), "big")
-            if s < 256:
-                continue
-            clash = False
-            for sa in self.sas.values():
-                for ch in sa.children:
-                    if ch.spi_in == s:
-                        clash = True
-            if not clash:
+            if s >= 256 and s not in self.spis:
                 return s
+
+    def _child_up(self, child):
+        """A CHILD SA joined an IKE SA: its inbound SPI is taken."""
+        self.spis[child.spi_in] = child
+
+    def _child_gone(self, child):
+        if self.spis.get(child.spi_in) is child:
+            del self.spis[child.spi_in]
 
     def _jitter(self, now, life_ms):
         # at 80-90 % of the lifetime (integer ms: life_ms // 100 keeps it a small int)
@@ -583,12 +653,113 @@ class Engine:
     def _surface(self, sa):
         sa.surfaced = True
 
+    # INDEXES AND TIMERS. Every SA enters the table through _add and leaves through
+    # _remove, which keep self.sas, self.hosts, init_idx and the half-open and dead
+    # lists in step. Deadlines: an SA is marked (_mark) by whatever may move one of
+    # its deadlines earlier -- a message for it (_dispatch), a request it sends
+    # (_request, _pump), its registration, a pass that handled it -- and _flush puts
+    # marked SAs in the heap before tick() or next_deadline() read it. A deadline that
+    # moves later needs no mark: its old entry comes up early and is set right.
+
+    def _add(self, sa):
+        """Register sa under its local SPI (again, after _remove, keeps it dead)."""
+        spi = sa.local_spi
+        if self.sas.get(spi) is not sa:
+            self._n += 1
+            sa.n = self._n
+            self.sas[spi] = sa
+            lst = self.hosts.get(sa.peer_addr[0])
+            if lst is None:
+                self.hosts[sa.peer_addr[0]] = [sa]
+            elif sa not in lst:
+                lst.append(sa)
+            if sa.state == "half_open":
+                self._half.append(sa)
+            elif sa.state == "dead":
+                self._dead.append(sa)
+        self._mark(sa)
+
+    def _index_init(self, sa, addr):
+        """A responder SA found again by its IKE_SA_INIT (retransmissions)."""
+        sa.init_key = (sa.spi_i, addr)
+        self.init_idx[sa.init_key] = sa
+
+    def _identified(self, sa):
+        """sa's peer proved an identity (IKE_AUTH, or inherited in an IKE rekey):
+        index it when the method makes it more than an address (PSK, a key)."""
+        if sa.method is None or not sa.method.trusted or sa.peer_id is None:
+            return
+        k = sa.id_key = (sa.peer_id, sa.peer_pubkey)
+        lst = self.ids.get(k)
+        if lst is None:
+            self.ids[k] = [sa]
+        elif sa not in lst:
+            lst.append(sa)
+
+    def same_peer(self, sa):
+        """The SAs that may belong to sa's peer: same trusted identity, else (NULL
+        proves nothing) same address. Callers still check each one."""
+        if sa.id_key is not None:
+            return list(self.ids.get(sa.id_key, ()))
+        return list(self.hosts.get(sa.peer_addr[0], ()))
+
+    def _live(self, sa):
+        return self.sas.get(sa.local_spi) is sa
+
+    def _prune(self, lst, state):
+        """lst without the SAs that left `state` or the table (in place)."""
+        i = 0
+        while i < len(lst):
+            sa = lst[i]
+            if sa.state != state or not self._live(sa):
+                lst.pop(i)
+            else:
+                i += 1
+        return lst
+
+    def _mark(self, sa):
+        self._dirty[sa] = None
+
+    def _flush(self, now):
+        """Marked SAs into the heap (an entry no later than their earliest deadline)."""
+        if not self._dirty:
+            return
+        d = self._dirty
+        self._dirty = {}
+        for sa in d:
+            if self._live(sa):
+                t = self._due_of(sa, now)
+                if t is not None:
+                    self._timers.at(sa, t, now)
+
+    def _due_of(self, sa, now):
+        """sa's earliest deadline (a tick), or None."""
+        best = None
+        bd = 0
+        for t in self._deadlines(sa):
+            if t is not None:
+                d = diff(t, now)
+                if best is None or d < bd:
+                    best, bd = t, d
+        return best
+
     def _remove(self, sa):
         if self.sas.get(sa.local_spi) is sa:
             del self.sas[sa.local_spi]
-        for k in list(self.init_idx):
-            if self.init_idx[k] is sa:
-                del self.init_idx[k]
+            lst = self.hosts.get(sa.peer_addr[0])
+            if lst is not None:
+                if sa in lst:
+                    lst.remove(sa)
+                if not lst:
+                    del self.hosts[sa.peer_addr[0]]
+        if sa.init_key is not None and self.init_idx.get(sa.init_key) is sa:
+            del self.init_idx[sa.init_key]
+        lst = self.ids.get(sa.id_key) if sa.id_key is not None else None
+        if lst is not None and sa in lst:
+            lst.remove(sa)
+            if not lst:
+                del self.ids[sa.id_key]
+        self._timers.forget(sa)
 
     def _kill(self, sa, reason):
         """The IKE SA is gone: children down, IkeDown if the SA was ever visible."""
@@ -599,6 +770,7 @@ class Engine:
         sa.pending = None
         sa.queue = []
         for ch in sa.children:
+            self._child_gone(ch)
             if ch.state != "down":
                 ch.state = "down"
                 self._emit(ChildDown(ch))
@@ -622,6 +794,7 @@ class Engine:
 
     def _send_init(self, sa, now):
         # (a test hook: resend our IKE_SA_INIT)
+        self._mark(sa)
         x_init.send(self, sa, now)
 
     def _del_child(self, sa, child, now):
@@ -632,6 +805,7 @@ class Engine:
         """Queue a request job: job.build(now) -> payloads (None: skip) when its turn
         comes, job.done(sa, msg, now) with the answer; job.deletes_ike marks a DELETE."""
         sa.queue.append((exch, job))
+        self._mark(sa)
         self._pump(sa, now)
 
     def _pump(self, sa, now):
@@ -647,6 +821,7 @@ class Engine:
                                  sa.cfg.retransmit_tries, sa.cfg.rt_max_ms)
             if getattr(job, "deletes_ike", False):
                 sa.delete_sent = True
+            self._mark(sa)
             self.out.append((data, sa.peer_addr))
 
     def _respond(self, sa, msg, payloads):
@@ -661,6 +836,7 @@ class Engine:
         if sa is None or sa.initiator == msg.from_initiator:
             self._count("drop_unknown_spi")
             return
+        self._mark(sa)      # whatever it does may set an earlier deadline
         other = msg.spi_i if msg.from_initiator else msg.spi_r
         if other != (sa.spi_i if msg.from_initiator else sa.spi_r) and sa.state != "init_sent":
             self._count("drop_unknown_spi")
@@ -745,6 +921,10 @@ class Engine:
             sa.peer_addr = addr
             for ch in sa.children:
                 ch.peer_addr = addr
+
+
+def _order(sa):
+    return sa.n
 
 
 def _null_policy(peer_addr, peer_id, method):

@@ -123,6 +123,8 @@ class IkeSA:
     init_tries = None       # retransmissions of our IKE_SA_INIT (None: cfg's)
     proven = False          # half-open: its IKE_SA_INIT returned our cookie
     delete_sent = False     # our DELETE of this IKE SA has left
+    init_key = None         # its key in engine.init_idx (responders)
+    id_key = None           # its key in engine.ids (a trusted identity)
 
     def __init__(self, initiator, spi_i, peer_addr, cfg):
         self.initiator = initiator
@@ -138,6 +140,7 @@ class IkeSA:
         self.children = []
         self.queue = []
         self.surfaced = initiator
+        self.n = 0                # registration order in the engine's table
 
     @property
     def sk_ei(self):

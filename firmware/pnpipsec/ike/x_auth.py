@@ -76,6 +76,7 @@ def _identify(eng, sa, cfg, m, peer_id, msg):
     sa.peer_id = peer_id
     if m.signs:
         sa.peer_pubkey = cfg.peer_pubkey
+    eng._identified(sa)
     if msg.notify(_N_INITIAL_CONTACT) is not None:
         _initial_contact(eng, sa)
 
@@ -93,7 +94,7 @@ def _initial_contact(eng, sa):
     """The peer says `sa` is the only IKE SA it holds with us (RFC 7296 section
     2.4; it restarted): its other SAs of the same authenticated identity go. A
     NULL identity proves nothing, so there the identity is the address too."""
-    for o in list(eng.sas.values()):
+    for o in eng.same_peer(sa):
         if o is sa or o.state not in ("established", "rekeyed", "deleting") or \
                 o.method is not sa.method:
             continue
@@ -111,7 +112,7 @@ def _answer_and_die(eng, sa, msg, ntype, reason, now):
     eng._kill(sa, reason)
     # keep the answer for retransmissions for a while
     sa.expire_at = add(now, _DEAD_KEEP)
-    eng.sas[sa.spi_r] = sa
+    eng._add(sa)
 
 
 def request(eng, sa, msg, addr, now):

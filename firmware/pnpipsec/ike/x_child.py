@@ -80,6 +80,7 @@ def _install(eng, sa, ours, spi_in, chosen, ni, nr, shared, mode, local, remote,
     child.rekey_at = eng._jitter(now, lt)
     child.expire_at = add(now, lt) if lt else None
     sa.children.append(child)
+    eng._child_up(child)
     return child
 
 

@@ -93,6 +93,7 @@ def _ike_deleted(eng, sa):
 def drop_child(eng, sa, ch):
     if ch in sa.children:
         sa.children.remove(ch)
+    eng._child_gone(ch)
     if ch.state != "down":
         ch.state = "down"
         eng._emit(ChildDown(ch))

@@ -157,8 +157,8 @@ def request(eng, msg, addr, now):
     sa.state = "half_open"
     sa.expire_at = add(now, eng.half_open_ms)
     sa.last_rx = now
-    eng.sas[sa.spi_r] = sa
-    eng.init_idx[(sa.spi_i, addr)] = sa
+    eng._add(sa)
+    eng._index_init(sa, addr)
     eng.out.append((resp, addr))
 
 

@@ -30,7 +30,7 @@ _RETRY_LATER = const(10000)
 
 def request(eng, sa, msg, props, ni, ke, now):
     """Responder: the peer rekeys the IKE SA (x_child.request parsed the message)."""
-    if (sa.rekeying and not sa.initiator) or len(eng._owned()) >= 2 * eng.max_sas:
+    if (sa.rekeying and not sa.initiator) or eng.owned_count() >= 2 * eng.max_sas:
         eng._respond(sa, msg, [_n(_N_TEMPORARY_FAILURE)])
         return
     chosen = select(props, _PROTO_IKE, 8, "require")
@@ -50,13 +50,14 @@ def request(eng, sa, msg, props, ni, ke, now):
         (_PT_SA, codec.encode_sa([(chosen[0], _PROTO_IKE, new.spi_r, chosen[2])])),
         (_PT_NONCE, new.nr), (_PT_KE, codec.encode_ke(_DH_CURVE25519, pub))])
     _move(eng, sa, new, now)
-    eng.sas[new.spi_r] = new
+    eng._add(new)
 
 
 def _move(eng, old, new, now):
     """Finish an IKE rekey: new SA takes over the children and the identity."""
     for k in ("peer_id", "method", "peer_pubkey", "octets"):
         setattr(new, k, getattr(old, k))
+    eng._identified(new)
     new.surfaced = True
     new.state = "established"
     new.last_rx = now
@@ -121,6 +122,6 @@ class Rekey:
         new.spi_r = chosen[1]
         new.ni, new.nr = self.ni, nr
         new.keys = ike_keys(self.ni, nr, shared, new.spi_i, new.spi_r, sa.keys.sk_d)
-        eng.sas[new.spi_i] = new
+        eng._add(new)
         _move(eng, sa, new, now)
         x_info.del_ike(eng, sa, now)

@@ -30,7 +30,6 @@ from pnpipsec.ike import engine as ike
 from pnpipsec.ticks import add, age, diff, ms
 
 _IKE_SA_INIT = 34
-_FLAG_RESPONSE = 0x20
 _ESP_OVERHEAD_V6 = 40 + 8      # outer IPv6 + UDP header around the ESP packet
 _ESP_OVERHEAD_V4 = 20 + 8
 _MAX_TRACKED = 64              # per-peer tables a remote sender can grow are capped
@@ -230,7 +229,6 @@ class Node:
                       "proof_ok": 0, "proof_bad": 0, "key_changed": 0, "drop_oversize": 0,
                       "child_repair": 0, "liveness_checks": 0, "peer_table_full": 0}
         self.events = []        # notable events for the app: ("key_changed", host, key) ...
-        self._reply_via = None  # (peer addr, socket) of the request being answered now
         self._waiters = []
         self._to_probe = []     # (when, host) discovery wants probed (by the timer task)
         self.answer_probe_delay = 300   # ms
@@ -627,14 +625,10 @@ class Node:
             self.stats["bad_datagram"] += 1
 
     def _ike_in(self, msg, addr, sock, now):
-        # A response goes back on the socket its request came in on; the engine answers
-        # (or replays) within receive(), so nothing per peer needs remembering.
-        self._reply_via = (addr, sock)
-        try:
-            self.engine.receive(msg, addr, now)
-            self._pump()
-        finally:
-            self._reply_via = None
+        # The socket is the request's arrival tag: the engine copies it onto every
+        # answer (also one given later, after a held decision), which goes back on it.
+        self.engine.receive(msg, addr, now, sock)
+        self._pump()
 
     def _esp_in(self, packet, addr):
         spi = int.from_bytes(packet[0:4], "big")
@@ -882,10 +876,13 @@ class Node:
             port = p.natt_port if p else self.natt_port
         self.sock_natt.sendto(data, (host, port))
 
-    def _send_ike(self, msg, addr):
-        if msg[19] & _FLAG_RESPONSE:
-            via = self._reply_via
-            sock = via[1] if via is not None and via[0] == addr else self.sock_natt
+    def _send_ike(self, rec):
+        """Send one tagged engine record (see engine.py: data, addr, response, exch,
+        spi, via); the tag, not the header bytes, picks the socket."""
+        msg, addr, response, exch, _spi, via = rec
+        if response:
+            # back on the socket its request came in on (the arrival tag)
+            sock = via if via is not None else self.sock_natt
             if sock is self.sock_natt:
                 sock.sendto(udpencap.MARKER + msg, addr)
             else:
@@ -893,7 +890,7 @@ class Node:
             return
         host = addr[0]
         p = self.peer_for(host)
-        if msg[18] == _IKE_SA_INIT and self.sock_ike is not None and addr[1] != self.natt_port \
+        if exch == _IKE_SA_INIT and self.sock_ike is not None and addr[1] != self.natt_port \
                 and (p is None or p.ike_port != p.natt_port):
             self.sock_ike.sendto(msg, addr)
         else:
@@ -901,26 +898,26 @@ class Node:
 
     # -- engine output -------------------------------------------------------------
     def _pump(self):
-        for msg, addr in self.engine.pop_datagrams():
+        for rec in self.engine.pop_tagged():
             try:
-                self._send_ike(msg, addr)
+                self._send_ike(rec)
             except OSError as e:
-                self.log("send to %s failed: %s" % (addr[0], e))
+                self.log("send to %s failed: %s" % (rec[1][0], e))
         for ev in self.engine.pop_events():
             self._event(ev)
         self._wake.set()
 
     def _event(self, ev):
-        name = ev.__class__.__name__
-        if name == "IkeUp":
+        kind = ev.kind
+        if kind == "ike_up":
             self._ike_up(ev.sa)
-        elif name == "ChildUp":
+        elif kind == "child_up":
             self._install(ev.child)
-        elif name == "ChildRekeyed":
+        elif kind == "child_rekeyed":
             self._install(ev.new)
-        elif name == "ChildDown":
+        elif kind == "child_down":
             self._remove(ev.child)
-        elif name == "IkeRekeyed":
+        elif kind == "ike_rekeyed":
             host = _norm(ev.new.peer_addr[0])
             p = self._peer(host)
             if p is not None:
@@ -931,12 +928,12 @@ class Node:
             self._relevel(host)
             if self.keylog is not None:
                 self.keylog.ike(ev.new)
-        elif name == "NotifyReceived":
+        elif kind == "notify":
             if ev.type == proof.PROOF:
                 self._proof_in(ev.sa, ev.data)
-        elif name in ("IkeDown", "AuthFailed"):
+        elif kind == "ike_down" or kind == "auth_failed":
             self._ike_down(ev.sa, ev.reason)
-        self.log("%s %s" % (name, getattr(ev, "reason", "")))
+        self.log("%s %s" % (kind, getattr(ev, "reason", "")))
         for w in self._waiters:
             w.set()
 

@@ -22,12 +22,25 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
         new (not rekeyed) CHILD SA gets NO_ADDITIONAL_SAS.
 
     sa = eng.initiate(peer_addr, peer_cfg, now)   -> IkeSA  (queues IKE_SA_INIT)
-    eng.receive(data, peer_addr, now)              IKE message without non-ESP marker
+    eng.receive(data, peer_addr, now, via=None)    IKE message without non-ESP marker; via:
+                                                   the caller's arrival tag (the node: the
+                                                   socket), copied onto every answer to it
     eng.tick(now)                                  retransmit, give up, rekey, liveness
     eng.next_deadline(now) -> ms until the nearest timer (<= 0: due), or None
     `now` is always integer milliseconds that wrap (pnpipsec.ticks); durations in the
     constructor and PeerConfig are seconds, kept as integer ms.
-    eng.pop_datagrams() -> list of (bytes, peer_addr)   to send (node adds marker on 4500)
+    eng.pop_tagged() -> list of records (data, addr, response, exch, spi, via) to send:
+        data    the IKE message (the node adds the non-ESP marker on 4500)
+        addr    where it goes, (host, port)
+        response  True for an answer to a peer's request (it goes back the way the
+                request came: via), False for our requests (and retransmissions)
+        exch    exchange type (34 IKE_SA_INIT, 35 IKE_AUTH, 36 CREATE_CHILD_SA,
+                37 INFORMATIONAL)
+        spi     our IKE SPI of the SA it belongs to (8 bytes), None for the stateless
+                IKE_SA_INIT answers (cookie, NO_PROPOSAL_CHOSEN, INVALID_KE_PAYLOAD)
+        via     for a response: the `via` receive() got with its request; else None
+      A plain tuple: the records live only between receive/tick and the node's send.
+    eng.pop_datagrams() -> list of (data, addr)   the same, untagged (tests and tools)
     eng.pop_events() -> list of events (see Event classes below)
     eng.rekey_child(child, now); eng.rekey_ike(sa, now)
     eng.create_child(sa, now)                      a new CHILD SA over an established IKE SA
@@ -88,11 +101,12 @@ peer then always uses UDP encapsulation on 4500 and ESP-in-UDP is the only ESP w
 (raw ESP needs a raw socket MicroPython lacks). Random values also spare us SHA-1,
 which the WebAssembly MicroPython lacks. The peers' NAT-D content is ignored. As
 initiator, after IKE_SA_INIT the engine moves a peer_addr whose port is natt_ports[0]
-to natt_ports[1]. The runtime sends a datagram whose exchange type (data[18]) is
-IKE_SA_INIT (34) to a peer port other than natt_ports[1] from its port-500 socket
-without marker, every other one from its 4500 socket with the non-ESP marker. The
-responder answers to the address a request came from and follows a peer whose address
-changes (only on messages whose ICV checked).
+to natt_ports[1]. The runtime sends a request whose tag says IKE_SA_INIT (34) to a
+peer port other than natt_ports[1] from its port-500 socket without marker, every
+other request from its 4500 socket with the non-ESP marker, and a response back on
+the socket its request came in on (the tag's via). The responder answers to the
+address a request came from and follows a peer whose address changes (only on
+messages whose ICV checked).
 
 TRAFFIC SELECTORS. Tunnel mode: local_ts/remote_ts (as initiator we propose them; as
 responder we answer with ours when the proposal covers them, else TS_UNACCEPTABLE;
@@ -255,10 +269,13 @@ class Engine:
 
     # ------------------------------------------------------------ public API
 
-    def pop_datagrams(self):
+    def pop_tagged(self):
         o = self.out
         self.out = []
         return o
+
+    def pop_datagrams(self):
+        return [(r[0], r[1]) for r in self.pop_tagged()]
 
     def pop_events(self):
         e = self.events
@@ -315,9 +332,9 @@ class Engine:
             if sa.pending is not None and sa.pending.exch != _IKE_SA_INIT:
                 mids.insert(0, sa.pending.mid)
             for mid in mids:
-                self.out.append((self._encode(sa, _INFORMATIONAL, False, mid,
-                                              [(_PT_D, codec.encode_delete(_PROTO_IKE))]),
-                                 sa.peer_addr))
+                self._send(self._encode(sa, _INFORMATIONAL, False, mid,
+                                        [(_PT_D, codec.encode_delete(_PROTO_IKE))]),
+                           sa, _INFORMATIONAL)
             sa.delete_sent = True
         self._kill(sa, "deleted")
 
@@ -402,7 +419,7 @@ class Engine:
                 p.interval = min(p.interval * 2, p.cap)
                 p.next_at = add(now, p.interval)
                 self._count("retransmit")
-                self.out.append((p.data, sa.peer_addr))
+                self._send(p.data, sa, p.exch)
             if sa.expire_at is not None and diff(now, sa.expire_at) >= 0:
                 if sa.state in ("half_open", "dead", "rekeyed"):
                     # (a rekeyed SA whose DELETE answer was lost: the peer already forgot
@@ -432,16 +449,17 @@ class Engine:
                 sa.last_rx = now
                 self.check_liveness(sa, now)
 
-    def receive(self, data, peer_addr, now):
+    def receive(self, data, peer_addr, now, via=None):
         self.now = now
         self._count("rx")
-        if self._init_gate(data, peer_addr, now):
+        if self._init_gate(data, peer_addr, now, via):
             return
         try:
             msg = codec.parse(data)
         except IkeParseError:
             self._count("drop_malformed")
             return
+        msg.via = via       # every answer to this request carries it (the node: socket)
         try:
             if msg.exch == _IKE_SA_INIT and not msg.is_response:
                 x_init.request(self, msg, peer_addr, now)
@@ -459,14 +477,14 @@ class Engine:
             self._load = self.half_open() >= self.cookie_threshold
         return self._load
 
-    def _init_gate(self, data, addr, now):
+    def _init_gate(self, data, addr, now, via):
         """An IKE_SA_INIT request (from its header) while under load goes to the
         stateless cookie gate (x_cookie, imported only then). True when handled."""
         if len(data) < 28 or data[18] != _IKE_SA_INIT or (data[19] & 0x28) != _F_INITIATOR \
                 or data[8:16] != ZERO8 or not self._loaded(now):
             return False
         from pnpipsec.ike import x_cookie
-        return x_cookie.gate(self, data, addr, now)
+        return x_cookie.gate(self, data, addr, now, via)
 
     def _half_open_of(self, host):
         """Half-open responder SAs (from `host`, or all for None), oldest first."""
@@ -569,6 +587,14 @@ class Engine:
             return None
         return add(now, life_ms // 100 * (90 - self.rand(1)[0] * 10 // 255))
 
+    def _send(self, data, sa, exch):
+        """Queue our request (or its retransmission) on `sa` to the peer."""
+        self.out.append((data, sa.peer_addr, False, exch, sa.local_spi, None))
+
+    def _answer(self, data, addr, msg, spi):
+        """Queue an answer to the request `msg`, tagged with the way it came."""
+        self.out.append((data, addr, True, msg.exch, spi, msg.via))
+
     def _emit(self, ev):
         self.events.append(ev)
 
@@ -639,13 +665,13 @@ class Engine:
                                  sa.cfg.retransmit_tries, sa.cfg.rt_max_ms)
             if getattr(job, "deletes_ike", False):
                 sa.delete_sent = True
-            self.out.append((data, sa.peer_addr))
+            self._send(data, sa, exch)
 
     def _respond(self, sa, msg, payloads):
         data = self._encode(sa, msg.exch, True, msg.mid, payloads)
         sa.last_resp = (msg.mid, data)
         sa.recv_mid = msg.mid + 1
-        self.out.append((data, sa.peer_addr))
+        self._answer(data, sa.peer_addr, msg, sa.local_spi)
 
     def _dispatch(self, msg, addr, now):
         local = msg.spi_r if msg.from_initiator else msg.spi_i
@@ -691,7 +717,7 @@ class Engine:
             e, a = self._keys_in(sa)
             codec.decrypt(msg, e, a, self.aes)
             self._count("replay")
-            self.out.append((sa.last_resp[1], addr))
+            self._answer(sa.last_resp[1], addr, msg, sa.local_spi)
             return
         if msg.mid != sa.recv_mid:
             self._count("drop_mid")

@@ -216,8 +216,8 @@ class Auth:
             # tell the peer (best effort, not retransmitted), then go
             mid = sa.send_mid
             sa.send_mid += 1
-            eng.out.append((eng._encode(sa, _INFORMATIONAL, False, mid,
-                                        [_n(_N_AUTHENTICATION_FAILED)]), sa.peer_addr))
+            eng._send(eng._encode(sa, _INFORMATIONAL, False, mid,
+                                  [_n(_N_AUTHENTICATION_FAILED)]), sa, _INFORMATIONAL)
             eng._kill(sa, "AUTHENTICATION_FAILED")
             return
         _identify(eng, sa, cfg, m, peer_id, msg)

@@ -215,10 +215,19 @@ class Node:
         self._next_keepalive = None     # tick; None: due
         local = ike.LocalIdentity(ed25519_seed=identity.seed if identity else None)
         # A board may offer faster DH / signatures (the host board: OpenSSL); same API.
-        self.engine = ike.Engine(board.rand, board.aes, local, policy=self._policy,
+        # Every SA proposal goes through the DecisionPoint: its cache or the local SPD
+        # at once, or (with a policy server, decisions.ask) PENDING: the engine holds
+        # the SA, DecisionPending starts the question, and at decisions.timeout the
+        # engine falls back to the local SPD by itself.
+        dp = self.decisions
+        self.engine = ike.Engine(board.rand, board.aes, local,
+                                 policy=dp.engine_policy(self._config_for, self._now),
+                                 fallback=dp.engine_fallback(self._config_for, self._now),
+                                 decision_timeout=dp.timeout,
                                  natt_ports=(ike_port, natt_port), rank=self._rank,
                                  dh=getattr(board, "dh", None), sig=getattr(board, "sig", None),
                                  answer_sources=getattr(board, "answer_sources", 64))
+        self._asking = []       # tasks asking the policy server (at most engine.max_held)
         self._sig = getattr(board, "sig", None)
         self.children = {}      # spi_in -> _Child
         self.by_host = {}       # peer host -> Peer (bounded: see _peer)
@@ -269,9 +278,10 @@ class Node:
             self._pump()
             await asyncio.sleep(0)
         self._running = False
-        for t in self._tasks:
+        for t in self._tasks + self._asking:
             t.cancel()
         self._tasks = []
+        self._asking = []
         for s in (self.sock_ike, self.sock_natt):
             if s is not None:
                 s.close()
@@ -469,15 +479,31 @@ class Node:
             return None
         return fingerprint(key)
 
-    def _policy(self, peer_addr, peer_id, auth_method):
-        host = peer_addr[0]
-        req = pol.Request(inet.pton(host), peer_id, auth_method)
-        if not self.decisions.decide_now(req, self._now()).accept:
-            return None
-        p = self.peer_for(host)
+    def _config_for(self, req, decision):
+        """The PeerConfig for an accepted proposal: the configured peer's, else the
+        one for any peer (None: refused)."""
+        p = self.peer_for(inet.ntop(req.peer_addr))
         if p is not None:
             return p.cfg
         return self.accept_any
+
+    def _decide_held(self, ev):
+        """The engine holds ev.sa for a decision: ask the policy server in a task."""
+        # (the list only keeps the tasks referenced and cancellable by stop)
+        self._asking = [t for t in self._asking if not t.done()]
+        self._asking.append(asyncio.create_task(self._ask_held(ev.sa, ev.peer_id, ev.method)))
+
+    async def _ask_held(self, sa, peer_id, method):
+        eng = self.engine
+        try:
+            req = pol.engine_request(sa.peer_addr, peer_id, method)
+            d = await self.decisions.decide_held(req, self._now, eng.decision_ms,
+                                                 lambda: eng.holding(sa))
+            if d is not None and eng.decided(sa, self._config_for(req, d) if d.accept
+                                             else None, self._now()):
+                self._pump()
+        except Exception as e:      # the engine's deadline still answers the peer
+            self.log("decision for %s: %r" % (sa.peer_addr[0], e))
 
     def _probe(self, host, full=False):
         """Start IKE with `host` unless it is under way or impossible; with an IKE SA up
@@ -933,6 +959,8 @@ class Node:
                 self._proof_in(ev.sa, ev.data)
         elif kind == "ike_down" or kind == "auth_failed":
             self._ike_down(ev.sa, ev.reason)
+        elif kind == "decision_pending":
+            self._decide_held(ev)
         self.log("%s %s" % (kind, getattr(ev, "reason", "")))
         for w in self._waiters:
             w.set()

@@ -5,14 +5,17 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     eng = Engine(rand, aes, local, policy=None, cookie_threshold=8,
                  half_open_timeout=30, natt_ports=(500, 4500), dh=None, sig=None,
                  max_sas=32, max_children=4, max_half_open=16, rank=None,
-                 max_answer_rate=5000, answer_sources=64)
+                 max_answer_rate=5000, answer_sources=64, decision_timeout=2,
+                 fallback=None, max_held=8)
         rand(n) -> bytes; aes: an AES provider (pnpipsec.crypto.aes);
         local: LocalIdentity(ed25519_seed=None, psk_ids=None) -- our long-term identity;
         policy(peer_addr, peer_id, auth_method) -> PeerConfig or None: asked on every
         incoming IKE_SA_INIT (peer_id and auth_method None then) and again in IKE_AUTH
         with the peer's ID (id_type, bytes) and its method ("null"/"psk"/"pubkey");
         None refuses (NO_PROPOSAL_CHOSEN / AUTHENTICATION_FAILED). policy=None accepts
-        every peer with NULL authentication (PeerConfig() defaults).
+        every peer with NULL authentication (PeerConfig() defaults). In IKE_AUTH and
+        for a new CHILD SA it may also answer PENDING: see HELD DECISIONS.
+        decision_timeout, fallback, max_held: see HELD DECISIONS.
         dh / sig: optional module-like providers standing in for pnpipsec.crypto.x25519
         (keypair, x25519) and pnpipsec.crypto.ed25519 (sign, verify), e.g. the host
         board's OpenSSL-backed ones; default: the pure-Python modules.
@@ -52,11 +55,14 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     eng.auth_octets(sa, local=True) -> bytes       the octets our (peer's) AUTH covered
                                                    (kept across IKE rekeys; None before)
     eng.half_open() -> int
+    eng.decided(sa, cfg_or_None, now) -> bool      the answer for a held request
+    eng.holding(sa) -> bool                        a request of sa waits for a decision
     eng.stats: dict of counters: "rx", "drop_malformed", "drop_icv", "drop_unknown_spi",
         "drop_mid", "drop_unexpected", "drop_bad_ke", "retransmit", "replay",
         "cookie_sent", "invalid_ke_sent", "timeout", "drop_full", "drop_rate",
-        "drop_rate_source", "evict_half_open", "evict_per_host", "evict_established", "initial_contact"
-        (missing key = 0)
+        "drop_rate_source", "evict_half_open", "evict_per_host", "evict_established",
+        "initial_contact", "held", "held_absorbed", "drop_held_full", "decision_timeout",
+        "decision_late" (missing key = 0)
 
     PeerConfig(auth="null"|"psk"|"pubkey", local_id=None, remote_id=None, psk=None,
                peer_pubkey=None, mode="transport"|"tunnel", local_ts=None,
@@ -73,7 +79,8 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     Events (pnpipsec.ike.sa; each has .kind):
         IkeUp(sa), ChildUp(child), ChildRekeyed(old, new), ChildDown(child),
         IkeDown(sa, reason), AuthFailed(sa, reason), NotifyReceived(sa, type, data),
-        IkeRekeyed(old, new), ChildFailed(sa, reason).
+        IkeRekeyed(old, new), ChildFailed(sa, reason),
+        DecisionPending(sa, peer_id, method) (see HELD DECISIONS).
       - Every IkeSA that initiate() returned or that appeared in an event ends with one
         IkeDown, except an SA replaced by IkeRekeyed (its children moved to new).
         Responder half-open SAs that never authenticate vanish silently.
@@ -162,6 +169,27 @@ have separate budgets, so half-open ones never block established ones and back:
 Half-open responder SAs expire after half_open_timeout. A failed IKE_AUTH answer is
 kept 10 s for retransmissions.
 
+HELD DECISIONS (one asynchronous path; a policy server plugs in here). When the policy
+answers PENDING (pnpipsec.ike.sa.PENDING) for a peer's IKE_AUTH (the half-open SA) or
+for a new CHILD SA in its CREATE_CHILD_SA (not a rekey), the engine keeps the request,
+parsed and its ICV checked, in a Held record (eng.held, by our SPI; the SA's own
+record grows by nothing), emits DecisionPending(sa, peer_id, method) and answers
+nothing yet. Retransmissions of the held request (the same bytes) are absorbed:
+counted ("held_absorbed"), neither decrypted nor reprocessed. eng.decided(sa, cfg,
+now) then runs the exchange exactly as the synchronous path would have with that
+answer (same code, same rand calls: the same response bytes), or refuses (cfg None:
+AUTHENTICATION_FAILED in IKE_AUTH, NO_PROPOSAL_CHOSEN for a CHILD SA); the answer is
+kept as last_resp for later retransmissions, as usual, and carries the request's
+arrival tag (via). A request not decided within decision_timeout seconds (integer ms
+inside; default 2 s, inside an initiator's retransmission schedule of 0.5/1/2/4 s) is
+answered by fallback(peer_addr, peer_id, method) -> PeerConfig or None, the local
+answer (None refuses; default: refuse) ("decision_timeout"). At most max_held
+requests wait; beyond, a request is dropped unanswered ("drop_held_full"): its
+retransmission asks again. An SA that goes (deleted, evicted) forgets its held
+request; a held CHILD SA whose IKE SA is no longer established by then gets
+TEMPORARY_FAILURE. The policy must answer IKE_SA_INIT (peer_id and method None) at
+once; PENDING there proceeds with PeerConfig() until IKE_AUTH decides.
+
 ERRORS IN IKE_SA_INIT ANSWERS are unauthenticated; we act on them at once
 (NO_PROPOSAL_CHOSEN -> IkeDown) rather than waiting for a possible genuine answer.
 HASH ALGORITHMS: we announce Identity (5, RFC 8420) only.
@@ -196,7 +224,7 @@ from pnpipsec.ike import x_auth, x_child, x_info, x_init
 from pnpipsec.ike.codec import IkeParseError
 from pnpipsec.ike.props import select, IKE_SUITE, ESP_SUITE  # noqa: F401 (select: API)
 from pnpipsec.ike.sa import (LocalIdentity, PeerConfig, IkeSA, ChildSA, Pending,  # noqa: F401
-                             IkeDown, ChildDown)
+                             IkeDown, ChildDown, PENDING, Held, DecisionPending)
 from pnpipsec.crypto import x25519
 from pnpipsec.ticks import add, age, clamp, diff, ms
 
@@ -228,7 +256,8 @@ class Engine:
     def __init__(self, rand, aes, local, policy=None, cookie_threshold=8,
                  half_open_timeout=30, natt_ports=(500, 4500), dh=None, sig=None,
                  max_sas=32, max_children=4, max_half_open=16, rank=None,
-                 max_answer_rate=5000, answer_sources=64):
+                 max_answer_rate=5000, answer_sources=64, decision_timeout=2,
+                 fallback=None, max_held=8):
         self.max_sas = max_sas
         self.max_children = max_children
         self.max_per_host = 4
@@ -266,6 +295,11 @@ class Engine:
         self.ike_proposals = [(1, _PROTO_IKE, b"", IKE_SUITE)]
         self.esp_proposals = [(1, _PROTO_ESP, b"", ESP_SUITE)]
         self.first_ke_group = _DH_CURVE25519
+        # held decisions (HELD DECISIONS above)
+        self.decision_ms = ms(decision_timeout)
+        self.fallback = fallback
+        self.max_held = max_held
+        self.held = {}           # our SPI -> Held (a request waiting for a decision)
 
     # ------------------------------------------------------------ public API
 
@@ -288,6 +322,23 @@ class Engine:
             if sa.state == "half_open":
                 n += 1
         return n
+
+    def decided(self, sa, cfg, now):
+        """The answer for sa's held request: a PeerConfig completes the exchange as the
+        synchronous path would, None refuses. False (and nothing done) when nothing is
+        held for sa: decided already, fallen back at the deadline, or the SA is gone."""
+        h = self.held.get(sa.local_spi)
+        if h is None or h.sa is not sa or cfg == PENDING:
+            self._count("decision_late")
+            return False
+        del self.held[sa.local_spi]
+        self.now = now
+        self._resume(h, cfg, now)
+        return True
+
+    def holding(self, sa):
+        h = self.held.get(sa.local_spi)
+        return h is not None and h.sa is sa
 
     def initiate(self, peer_addr, cfg, now, init_tries=None):
         """Start an IKE SA. init_tries bounds the IKE_SA_INIT retransmissions of this
@@ -395,6 +446,10 @@ class Engine:
                     d = diff(t, now)
                     if best is None or d < best:
                         best = d
+        for h in self.held.values():
+            d = diff(h.until, now)
+            if best is None or d < best:
+                best = d
         return best
 
     def _default_rank(self, sa):
@@ -407,6 +462,8 @@ class Engine:
 
     def tick(self, now):
         self.now = now
+        if self.held:
+            self._held_deadlines(now)
         for sa in list(self.sas.values()):
             sa.last_rx = clamp(now, sa.last_rx)
             p = sa.pending
@@ -543,6 +600,63 @@ class Engine:
         self._count(why)
         self.abandon(sa, None)
 
+    # ------------------------------------------------------------ internals: held decisions
+
+    def _hold(self, sa, msg, addr, peer_id, method, now):
+        """The policy said PENDING for sa's request msg: keep it until decided() or the
+        deadline (nothing is answered meanwhile). Beyond max_held the request is dropped
+        unanswered; the peer's retransmission asks again."""
+        if len(self.held) >= self.max_held:
+            self._count("drop_held_full")
+            return
+        self._count("held")
+        self.held[sa.local_spi] = Held(sa, msg, addr, add(now, self.decision_ms), peer_id,
+                                       method)
+        self._emit(DecisionPending(sa, peer_id, method))
+
+    def _absorb(self, sa, msg):
+        """True when msg is a retransmission of sa's held request: swallowed (it gets
+        the answer once decided; identical bytes, so no decryption needed)."""
+        h = self.held.get(sa.local_spi)
+        if h is None or h.sa is not sa or msg.mid != h.msg.mid:
+            return False
+        if msg.raw != h.msg.raw:
+            self._count("drop_unexpected")      # same message ID, other content
+            return True
+        h.absorbed += 1
+        self._count("held_absorbed")
+        return True
+
+    def _held_deadlines(self, now):
+        """Requests undecided past decision_timeout get the local answer (fallback)."""
+        for spi in list(self.held):
+            h = self.held.get(spi)
+            if h is None or diff(now, h.until) < 0:
+                continue
+            del self.held[spi]
+            self._count("decision_timeout")
+            cfg = None
+            if self.fallback is not None:
+                cfg = self.fallback(h.sa.peer_addr, h.peer_id, h.method)
+                if cfg == PENDING:
+                    cfg = None
+            self._resume(h, cfg, now)
+
+    def _resume(self, h, cfg, now):
+        """Run the held request again with the policy's answer cfg, through the same
+        code as the synchronous path (which then asks nobody)."""
+        sa, msg = h.sa, h.msg
+        try:
+            if msg.exch == _IKE_AUTH:
+                if sa.state == "half_open":
+                    x_auth.request(self, sa, msg, h.addr, now, cfg)
+            elif sa.state == "established":
+                x_child.request(self, sa, msg, now, cfg)
+            elif sa.state in ("rekeyed", "deleting"):
+                self._respond(sa, msg, [codec.notify(_N_TEMPORARY_FAILURE)])
+        except IkeParseError:
+            self._count("drop_malformed")
+
     # ------------------------------------------------------------ internals: SA table
 
     def _count(self, key):
@@ -604,6 +718,8 @@ class Engine:
     def _remove(self, sa):
         if self.sas.get(sa.local_spi) is sa:
             del self.sas[sa.local_spi]
+        if self.held and self.holding(sa):
+            del self.held[sa.local_spi]     # the SA went: its request waits for nothing
         for k in list(self.init_idx):
             if self.init_idx[k] is sa:
                 del self.init_idx[k]
@@ -718,6 +834,8 @@ class Engine:
             codec.decrypt(msg, e, a, self.aes)
             self._count("replay")
             self._answer(sa.last_resp[1], addr, msg, sa.local_spi)
+            return
+        if self.held and self._absorb(sa, msg):
             return
         if msg.mid != sa.recv_mid:
             self._count("drop_mid")

@@ -9,7 +9,7 @@ from pnpipsec.ike import x_auth
 from pnpipsec.ike.codec import IkeParseError, notify as _n
 from pnpipsec.ike.keys import ike_keys
 from pnpipsec.ike.props import select
-from pnpipsec.ike.sa import IkeSA, Pending
+from pnpipsec.ike.sa import IkeSA, Pending, PeerConfig, PENDING
 from pnpipsec.ticks import add
 
 try:
@@ -120,6 +120,8 @@ def request(eng, msg, addr, now):
             return
         proven = True
     cfg = eng.policy(addr, None, None)
+    if cfg == PENDING:
+        cfg = PeerConfig()      # no identity yet: IKE_AUTH decides (and may hold)
     chosen = select(props, _PROTO_IKE, 0, "require") if cfg is not None else None
     if chosen is None:
         _plain_reply(eng, msg, addr, _N_NO_PROPOSAL_CHOSEN, b"")

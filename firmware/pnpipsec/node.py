@@ -31,7 +31,6 @@ from pnpipsec.ticks import add, age, diff, ms
 from pnpipsec.timers import Timers
 
 _IKE_SA_INIT = 34
-_FLAG_RESPONSE = 0x20
 _ESP_OVERHEAD_V6 = 40 + 8      # outer IPv6 + UDP header around the ESP packet
 _ESP_OVERHEAD_V4 = 20 + 8
 _MAX_TRACKED = 64              # per-peer tables a remote sender can grow are capped
@@ -230,10 +229,19 @@ class Node:
         self._next_keepalive = None     # tick; None: due
         local = ike.LocalIdentity(ed25519_seed=identity.seed if identity else None)
         # A board may offer faster DH / signatures (the host board: OpenSSL); same API.
-        self.engine = ike.Engine(board.rand, board.aes, local, policy=self._policy,
+        # Every SA proposal goes through the DecisionPoint: its cache or the local SPD
+        # at once, or (with a policy server, decisions.ask) PENDING: the engine holds
+        # the SA, DecisionPending starts the question, and at decisions.timeout the
+        # engine falls back to the local SPD by itself.
+        dp = self.decisions
+        self.engine = ike.Engine(board.rand, board.aes, local,
+                                 policy=dp.engine_policy(self._config_for, self._now),
+                                 fallback=dp.engine_fallback(self._config_for, self._now),
+                                 decision_timeout=dp.timeout,
                                  natt_ports=(ike_port, natt_port), rank=self._rank,
                                  dh=getattr(board, "dh", None), sig=getattr(board, "sig", None),
                                  answer_sources=getattr(board, "answer_sources", 64))
+        self._asking = []       # tasks asking the policy server (at most engine.max_held)
         self._sig = getattr(board, "sig", None)
         # tick of our last use of the pure-Python Ed25519 (see _sig_idle); the identity
         # may have loaded it just before, to derive its public key
@@ -251,7 +259,6 @@ class Node:
                       "proof_ok": 0, "proof_bad": 0, "key_changed": 0, "drop_oversize": 0,
                       "child_repair": 0, "liveness_checks": 0, "peer_table_full": 0}
         self.events = []        # notable events for the app: ("key_changed", host, key) ...
-        self._reply_via = None  # (peer addr, socket) of the request being answered now
         self._waiters = []
         self._to_probe = []     # (when, host) discovery wants probed (by the timer task)
         self.answer_probe_delay = 300   # ms
@@ -292,9 +299,10 @@ class Node:
             self._pump()
             await asyncio.sleep(0)
         self._running = False
-        for t in self._tasks:
+        for t in self._tasks + self._asking:
             t.cancel()
         self._tasks = []
+        self._asking = []
         for s in (self.sock_ike, self.sock_natt):
             if s is not None:
                 s.close()
@@ -534,15 +542,31 @@ class Node:
             return None
         return fingerprint(key)
 
-    def _policy(self, peer_addr, peer_id, auth_method):
-        host = peer_addr[0]
-        req = pol.Request(inet.pton(host), peer_id, auth_method)
-        if not self.decisions.decide_now(req, self._now()).accept:
-            return None
-        p = self.peer_for(host)
+    def _config_for(self, req, decision):
+        """The PeerConfig for an accepted proposal: the configured peer's, else the
+        one for any peer (None: refused)."""
+        p = self.peer_for(inet.ntop(req.peer_addr))
         if p is not None:
             return p.cfg
         return self.accept_any
+
+    def _decide_held(self, ev):
+        """The engine holds ev.sa for a decision: ask the policy server in a task."""
+        # (the list only keeps the tasks referenced and cancellable by stop)
+        self._asking = [t for t in self._asking if not t.done()]
+        self._asking.append(asyncio.create_task(self._ask_held(ev.sa, ev.peer_id, ev.method)))
+
+    async def _ask_held(self, sa, peer_id, method):
+        eng = self.engine
+        try:
+            req = pol.engine_request(sa.peer_addr, peer_id, method)
+            d = await self.decisions.decide_held(req, self._now, eng.decision_ms,
+                                                 lambda: eng.holding(sa))
+            if d is not None and eng.decided(sa, self._config_for(req, d) if d.accept
+                                             else None, self._now()):
+                self._pump()
+        except Exception as e:      # the engine's deadline still answers the peer
+            self.log("decision for %s: %r" % (sa.peer_addr[0], e))
 
     def _probe(self, host, full=False):
         """Start IKE with `host` unless it is under way or impossible; with an IKE SA up
@@ -690,14 +714,10 @@ class Node:
             self.stats["bad_datagram"] += 1
 
     def _ike_in(self, msg, addr, sock, now):
-        # A response goes back on the socket its request came in on; the engine answers
-        # (or replays) within receive(), so nothing per peer needs remembering.
-        self._reply_via = (addr, sock)
-        try:
-            self.engine.receive(msg, addr, now)
-            self._pump()
-        finally:
-            self._reply_via = None
+        # The socket is the request's arrival tag: the engine copies it onto every
+        # answer (also one given later, after a held decision), which goes back on it.
+        self.engine.receive(msg, addr, now, sock)
+        self._pump()
         # (an answer may have cleared the request its idle check waited behind)
         self._idle_mark(self.by_host.get(_norm(addr[0])))
 
@@ -992,10 +1012,13 @@ class Node:
             port = p.natt_port if p else self.natt_port
         self.sock_natt.sendto(data, (host, port))
 
-    def _send_ike(self, msg, addr):
-        if msg[19] & _FLAG_RESPONSE:
-            via = self._reply_via
-            sock = via[1] if via is not None and via[0] == addr else self.sock_natt
+    def _send_ike(self, rec):
+        """Send one tagged engine record (see engine.py: data, addr, response, exch,
+        spi, via); the tag, not the header bytes, picks the socket."""
+        msg, addr, response, exch, _spi, via = rec
+        if response:
+            # back on the socket its request came in on (the arrival tag)
+            sock = via if via is not None else self.sock_natt
             if sock is self.sock_natt:
                 sock.sendto(udpencap.MARKER + msg, addr)
             else:
@@ -1003,7 +1026,7 @@ class Node:
             return
         host = addr[0]
         p = self.peer_for(host)
-        if msg[18] == _IKE_SA_INIT and self.sock_ike is not None and addr[1] != self.natt_port \
+        if exch == _IKE_SA_INIT and self.sock_ike is not None and addr[1] != self.natt_port \
                 and (p is None or p.ike_port != p.natt_port):
             self.sock_ike.sendto(msg, addr)
         else:
@@ -1011,26 +1034,26 @@ class Node:
 
     # -- engine output -------------------------------------------------------------
     def _pump(self):
-        for msg, addr in self.engine.pop_datagrams():
+        for rec in self.engine.pop_tagged():
             try:
-                self._send_ike(msg, addr)
+                self._send_ike(rec)
             except OSError as e:
-                self.log("send to %s failed: %s" % (addr[0], e))
+                self.log("send to %s failed: %s" % (rec[1][0], e))
         for ev in self.engine.pop_events():
             self._event(ev)
         self._wake.set()
 
     def _event(self, ev):
-        name = ev.__class__.__name__
-        if name == "IkeUp":
+        kind = ev.kind
+        if kind == "ike_up":
             self._ike_up(ev.sa)
-        elif name == "ChildUp":
+        elif kind == "child_up":
             self._install(ev.child)
-        elif name == "ChildRekeyed":
+        elif kind == "child_rekeyed":
             self._install(ev.new)
-        elif name == "ChildDown":
+        elif kind == "child_down":
             self._remove(ev.child)
-        elif name == "IkeRekeyed":
+        elif kind == "ike_rekeyed":
             host = _norm(ev.new.peer_addr[0])
             p = self._peer(host)
             if p is not None:
@@ -1042,12 +1065,14 @@ class Node:
             self._relevel(host)
             if self.keylog is not None:
                 self.keylog.ike(ev.new)
-        elif name == "NotifyReceived":
+        elif kind == "notify":
             if ev.type == proof.PROOF:
                 self._proof_in(ev.sa, ev.data)
-        elif name in ("IkeDown", "AuthFailed"):
+        elif kind == "ike_down" or kind == "auth_failed":
             self._ike_down(ev.sa, ev.reason)
-        self.log("%s %s" % (name, getattr(ev, "reason", "")))
+        elif kind == "decision_pending":
+            self._decide_held(ev)
+        self.log("%s %s" % (kind, getattr(ev, "reason", "")))
         for w in self._waiters:
             w.set()
 

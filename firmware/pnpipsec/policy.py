@@ -534,16 +534,61 @@ class DecisionPoint:
 
     def engine_policy(self, config_for, now_fn):
         """Adapter for ike.Engine(policy=...): policy(peer_addr, peer_id, auth_method)
-        -> PeerConfig or None. config_for(request, decision) -> PeerConfig or None picks
-        the config when accepted. Uses the sync path (cache, else local)."""
-        from pnpipsec import inet
+        -> PeerConfig, None or PENDING. config_for(request, decision) -> PeerConfig or
+        None picks the config when accepted. Without `ask` (and for IKE_SA_INIT, which
+        has no identity yet) the sync path answers (cache, else local). With `ask`,
+        IKE_AUTH and new CHILD SAs get begin(): a fresh cached answer, else PENDING --
+        the engine holds the SA and emits DecisionPending; the runtime then asks
+        (decide_held) and hands the answer to engine.decided()."""
+        from pnpipsec.ike.sa import PENDING
 
         def policy(peer_addr, peer_id, auth_method):
-            host = peer_addr[0]
-            addr = host if isinstance(host, bytes) else inet.pton(host)
-            req = Request(addr, peer_id, auth_method, None, IN)
-            d = self.decide_now(req, now_fn())
-            if not d.accept:
-                return None
-            return config_for(req, d)
+            req = engine_request(peer_addr, peer_id, auth_method)
+            if self.ask is None or auth_method is None:
+                d = self.decide_now(req, now_fn())
+            else:
+                d = self.begin(req, now_fn())
+                if d is None:
+                    return PENDING
+            return config_for(req, d) if d.accept else None
         return policy
+
+    def engine_fallback(self, config_for, now_fn):
+        """Adapter for ike.Engine(fallback=...): the answer for a held SA whose decision
+        did not come within the engine's decision_timeout -- the local SPD's, counted
+        and cached as a timed-out remote decision ("fallback")."""
+        def fallback(peer_addr, peer_id, auth_method):
+            req = engine_request(peer_addr, peer_id, auth_method)
+            d = self.finish(req, now_fn(), None, "timeout")
+            return config_for(req, d) if d.accept else None
+        return fallback
+
+    async def decide_held(self, request, now_fn, within_ms, still_held):
+        """Ask the server for a request the engine holds (after PENDING), for at most
+        within_ms ms: the Decision, or None when the engine stopped waiting meanwhile
+        (its deadline fell back; a late real answer is still cached for next time)."""
+        import asyncio
+        ans, err = None, None
+        try:
+            f = getattr(asyncio, "wait_for_ms", None)    # MicroPython: no float
+            aw = self.ask(request)
+            ans = await (f(aw, within_ms) if f is not None
+                         else asyncio.wait_for(aw, within_ms / 1000))
+        except asyncio.TimeoutError:
+            err = "timeout"
+        except Exception as e:
+            err = e
+        if not still_held():
+            if err is None:
+                self.finish(request, now_fn(), ans)     # too late for this SA: cache it
+            return None
+        return self.finish(request, now_fn(), ans, err)
+
+
+def engine_request(peer_addr, peer_id, auth_method):
+    """The Request for the engine's policy question about peer_addr (host text or
+    packed bytes, port)."""
+    from pnpipsec import inet
+    host = peer_addr[0]
+    addr = host if isinstance(host, bytes) else inet.pton(host)
+    return Request(addr, peer_id, auth_method, None, IN)

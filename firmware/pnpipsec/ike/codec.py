@@ -60,6 +60,7 @@ class Message:
         self.payloads = []
         self.crit = None       # first unknown payload type with the critical bit
         self.sk = None         # (first_inner_type, offset of SK body) or None
+        self.via = None        # the receiver's arrival tag (engine.receive's via)
 
     @property
     def is_response(self):

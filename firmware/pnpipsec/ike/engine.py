@@ -5,14 +5,17 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     eng = Engine(rand, aes, local, policy=None, cookie_threshold=8,
                  half_open_timeout=30, natt_ports=(500, 4500), dh=None, sig=None,
                  max_sas=32, max_children=4, max_half_open=16, rank=None,
-                 max_answer_rate=5000, answer_sources=64)
+                 max_answer_rate=5000, answer_sources=64, decision_timeout=2,
+                 fallback=None, max_held=8)
         rand(n) -> bytes; aes: an AES provider (pnpipsec.crypto.aes);
         local: LocalIdentity(ed25519_seed=None, psk_ids=None) -- our long-term identity;
         policy(peer_addr, peer_id, auth_method) -> PeerConfig or None: asked on every
         incoming IKE_SA_INIT (peer_id and auth_method None then) and again in IKE_AUTH
         with the peer's ID (id_type, bytes) and its method ("null"/"psk"/"pubkey");
         None refuses (NO_PROPOSAL_CHOSEN / AUTHENTICATION_FAILED). policy=None accepts
-        every peer with NULL authentication (PeerConfig() defaults).
+        every peer with NULL authentication (PeerConfig() defaults). In IKE_AUTH and
+        for a new CHILD SA it may also answer PENDING: see HELD DECISIONS.
+        decision_timeout, fallback, max_held: see HELD DECISIONS.
         dh / sig: optional module-like providers standing in for pnpipsec.crypto.x25519
         (keypair, x25519) and pnpipsec.crypto.ed25519 (sign, verify), e.g. the host
         board's OpenSSL-backed ones; default: the pure-Python modules.
@@ -22,12 +25,25 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
         new (not rekeyed) CHILD SA gets NO_ADDITIONAL_SAS.
 
     sa = eng.initiate(peer_addr, peer_cfg, now)   -> IkeSA  (queues IKE_SA_INIT)
-    eng.receive(data, peer_addr, now)              IKE message without non-ESP marker
+    eng.receive(data, peer_addr, now, via=None)    IKE message without non-ESP marker; via:
+                                                   the caller's arrival tag (the node: the
+                                                   socket), copied onto every answer to it
     eng.tick(now)                                  retransmit, give up, rekey, liveness
     eng.next_deadline(now) -> ms until the nearest timer (<= 0: due), or None
     `now` is always integer milliseconds that wrap (pnpipsec.ticks); durations in the
     constructor and PeerConfig are seconds, kept as integer ms.
-    eng.pop_datagrams() -> list of (bytes, peer_addr)   to send (node adds marker on 4500)
+    eng.pop_tagged() -> list of records (data, addr, response, exch, spi, via) to send:
+        data    the IKE message (the node adds the non-ESP marker on 4500)
+        addr    where it goes, (host, port)
+        response  True for an answer to a peer's request (it goes back the way the
+                request came: via), False for our requests (and retransmissions)
+        exch    exchange type (34 IKE_SA_INIT, 35 IKE_AUTH, 36 CREATE_CHILD_SA,
+                37 INFORMATIONAL)
+        spi     our IKE SPI of the SA it belongs to (8 bytes), None for the stateless
+                IKE_SA_INIT answers (cookie, NO_PROPOSAL_CHOSEN, INVALID_KE_PAYLOAD)
+        via     for a response: the `via` receive() got with its request; else None
+      A plain tuple: the records live only between receive/tick and the node's send.
+    eng.pop_datagrams() -> list of (data, addr)   the same, untagged (tests and tools)
     eng.pop_events() -> list of events (see Event classes below)
     eng.rekey_child(child, now); eng.rekey_ike(sa, now)
     eng.create_child(sa, now)                      a new CHILD SA over an established IKE SA
@@ -39,11 +55,14 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     eng.auth_octets(sa, local=True) -> bytes       the octets our (peer's) AUTH covered
                                                    (kept across IKE rekeys; None before)
     eng.half_open() -> int
+    eng.decided(sa, cfg_or_None, now) -> bool      the answer for a held request
+    eng.holding(sa) -> bool                        a request of sa waits for a decision
     eng.stats: dict of counters: "rx", "drop_malformed", "drop_icv", "drop_unknown_spi",
         "drop_mid", "drop_unexpected", "drop_bad_ke", "retransmit", "replay",
         "cookie_sent", "invalid_ke_sent", "timeout", "drop_full", "drop_rate",
-        "drop_rate_source", "evict_half_open", "evict_per_host", "evict_established", "initial_contact"
-        (missing key = 0)
+        "drop_rate_source", "evict_half_open", "evict_per_host", "evict_established",
+        "initial_contact", "held", "held_absorbed", "drop_held_full", "decision_timeout",
+        "decision_late" (missing key = 0)
 
     PeerConfig(auth="null"|"psk"|"pubkey", local_id=None, remote_id=None, psk=None,
                peer_pubkey=None, mode="transport"|"tunnel", local_ts=None,
@@ -60,7 +79,8 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     Events (pnpipsec.ike.sa; each has .kind):
         IkeUp(sa), ChildUp(child), ChildRekeyed(old, new), ChildDown(child),
         IkeDown(sa, reason), AuthFailed(sa, reason), NotifyReceived(sa, type, data),
-        IkeRekeyed(old, new), ChildFailed(sa, reason).
+        IkeRekeyed(old, new), ChildFailed(sa, reason),
+        DecisionPending(sa, peer_id, method) (see HELD DECISIONS).
       - Every IkeSA that initiate() returned or that appeared in an event ends with one
         IkeDown, except an SA replaced by IkeRekeyed (its children moved to new).
         Responder half-open SAs that never authenticate vanish silently.
@@ -88,11 +108,12 @@ peer then always uses UDP encapsulation on 4500 and ESP-in-UDP is the only ESP w
 (raw ESP needs a raw socket MicroPython lacks). Random values also spare us SHA-1,
 which the WebAssembly MicroPython lacks. The peers' NAT-D content is ignored. As
 initiator, after IKE_SA_INIT the engine moves a peer_addr whose port is natt_ports[0]
-to natt_ports[1]. The runtime sends a datagram whose exchange type (data[18]) is
-IKE_SA_INIT (34) to a peer port other than natt_ports[1] from its port-500 socket
-without marker, every other one from its 4500 socket with the non-ESP marker. The
-responder answers to the address a request came from and follows a peer whose address
-changes (only on messages whose ICV checked).
+to natt_ports[1]. The runtime sends a request whose tag says IKE_SA_INIT (34) to a
+peer port other than natt_ports[1] from its port-500 socket without marker, every
+other request from its 4500 socket with the non-ESP marker, and a response back on
+the socket its request came in on (the tag's via). The responder answers to the
+address a request came from and follows a peer whose address changes (only on
+messages whose ICV checked).
 
 TRAFFIC SELECTORS. Tunnel mode: local_ts/remote_ts (as initiator we propose them; as
 responder we answer with ours when the proposal covers them, else TS_UNACCEPTABLE;
@@ -148,6 +169,27 @@ have separate budgets, so half-open ones never block established ones and back:
 Half-open responder SAs expire after half_open_timeout. A failed IKE_AUTH answer is
 kept 10 s for retransmissions.
 
+HELD DECISIONS (one asynchronous path; a policy server plugs in here). When the policy
+answers PENDING (pnpipsec.ike.sa.PENDING) for a peer's IKE_AUTH (the half-open SA) or
+for a new CHILD SA in its CREATE_CHILD_SA (not a rekey), the engine keeps the request,
+parsed and its ICV checked, in a Held record (eng.held, by our SPI; the SA's own
+record grows by nothing), emits DecisionPending(sa, peer_id, method) and answers
+nothing yet. Retransmissions of the held request (the same bytes) are absorbed:
+counted ("held_absorbed"), neither decrypted nor reprocessed. eng.decided(sa, cfg,
+now) then runs the exchange exactly as the synchronous path would have with that
+answer (same code, same rand calls: the same response bytes), or refuses (cfg None:
+AUTHENTICATION_FAILED in IKE_AUTH, NO_PROPOSAL_CHOSEN for a CHILD SA); the answer is
+kept as last_resp for later retransmissions, as usual, and carries the request's
+arrival tag (via). A request not decided within decision_timeout seconds (integer ms
+inside; default 2 s, inside an initiator's retransmission schedule of 0.5/1/2/4 s) is
+answered by fallback(peer_addr, peer_id, method) -> PeerConfig or None, the local
+answer (None refuses; default: refuse) ("decision_timeout"). At most max_held
+requests wait; beyond, a request is dropped unanswered ("drop_held_full"): its
+retransmission asks again. An SA that goes (deleted, evicted) forgets its held
+request; a held CHILD SA whose IKE SA is no longer established by then gets
+TEMPORARY_FAILURE. The policy must answer IKE_SA_INIT (peer_id and method None) at
+once; PENDING there proceeds with PeerConfig() until IKE_AUTH decides.
+
 ERRORS IN IKE_SA_INIT ANSWERS are unauthenticated; we act on them at once
 (NO_PROPOSAL_CHOSEN -> IkeDown) rather than waiting for a possible genuine answer.
 HASH ALGORITHMS: we announce Identity (5, RFC 8420) only.
@@ -186,7 +228,7 @@ from pnpipsec.ike import x_auth, x_child, x_info, x_init
 from pnpipsec.ike.codec import IkeParseError
 from pnpipsec.ike.props import select, IKE_SUITE, ESP_SUITE  # noqa: F401 (select: API)
 from pnpipsec.ike.sa import (LocalIdentity, PeerConfig, IkeSA, ChildSA, Pending,  # noqa: F401
-                             IkeDown, ChildDown)
+                             IkeDown, ChildDown, PENDING, Held, DecisionPending)
 from pnpipsec.crypto import x25519
 from pnpipsec.ticks import AGE_CAP, add, age, clamp, diff, ms
 from pnpipsec.timers import Timers
@@ -221,7 +263,8 @@ class Engine:
     def __init__(self, rand, aes, local, policy=None, cookie_threshold=8,
                  half_open_timeout=30, natt_ports=(500, 4500), dh=None, sig=None,
                  max_sas=32, max_children=4, max_half_open=16, rank=None,
-                 max_answer_rate=5000, answer_sources=64):
+                 max_answer_rate=5000, answer_sources=64, decision_timeout=2,
+                 fallback=None, max_held=8):
         self.max_sas = max_sas
         self.max_children = max_children
         self.max_per_host = 4
@@ -273,13 +316,21 @@ class Engine:
         self.ike_proposals = [(1, _PROTO_IKE, b"", IKE_SUITE)]
         self.esp_proposals = [(1, _PROTO_ESP, b"", ESP_SUITE)]
         self.first_ke_group = _DH_CURVE25519
+        # held decisions (HELD DECISIONS above)
+        self.decision_ms = ms(decision_timeout)
+        self.fallback = fallback
+        self.max_held = max_held
+        self.held = {}           # our SPI -> Held (a request waiting for a decision)
 
     # ------------------------------------------------------------ public API
 
-    def pop_datagrams(self):
+    def pop_tagged(self):
         o = self.out
         self.out = []
         return o
+
+    def pop_datagrams(self):
+        return [(r[0], r[1]) for r in self.pop_tagged()]
 
     def pop_events(self):
         e = self.events
@@ -288,6 +339,23 @@ class Engine:
 
     def half_open(self):
         return len(self._prune(self._half, "half_open"))
+
+    def decided(self, sa, cfg, now):
+        """The answer for sa's held request: a PeerConfig completes the exchange as the
+        synchronous path would, None refuses. False (and nothing done) when nothing is
+        held for sa: decided already, fallen back at the deadline, or the SA is gone."""
+        h = self.held.get(sa.local_spi)
+        if h is None or h.sa is not sa or cfg == PENDING:
+            self._count("decision_late")
+            return False
+        del self.held[sa.local_spi]
+        self.now = now
+        self._resume(h, cfg, now)
+        return True
+
+    def holding(self, sa):
+        h = self.held.get(sa.local_spi)
+        return h is not None and h.sa is sa
 
     def initiate(self, peer_addr, cfg, now, init_tries=None):
         """Start an IKE SA. init_tries bounds the IKE_SA_INIT retransmissions of this
@@ -332,9 +400,9 @@ class Engine:
             if sa.pending is not None and sa.pending.exch != _IKE_SA_INIT:
                 mids.insert(0, sa.pending.mid)
             for mid in mids:
-                self.out.append((self._encode(sa, _INFORMATIONAL, False, mid,
-                                              [(_PT_D, codec.encode_delete(_PROTO_IKE))]),
-                                 sa.peer_addr))
+                self._send(self._encode(sa, _INFORMATIONAL, False, mid,
+                                        [(_PT_D, codec.encode_delete(_PROTO_IKE))]),
+                           sa, _INFORMATIONAL)
             sa.delete_sent = True
         self._kill(sa, "deleted")
 
@@ -400,7 +468,16 @@ class Engine:
     def next_deadline(self, now):
         """Milliseconds from now to the nearest timer (<= 0: due), or None. Exact: the
         heap's top is checked against its SA's real deadlines (an entry left early by a
-        deadline that moved later is set right first)."""
+        deadline that moved later is set right first); held decisions (at most
+        max_held) have their own deadlines."""
+        best = self._heap_next(now)
+        for h in self.held.values():
+            d = diff(h.until, now)
+            if best is None or d < best:
+                best = d
+        return best
+
+    def _heap_next(self, now):
         self._flush(now)
         tq = self._timers
         while True:
@@ -433,6 +510,8 @@ class Engine:
         deadline has come (the timer heap), in registration order as a scan of the
         table would; then a few SAs get their old stamps clamped (_sweep)."""
         self.now = now
+        if self.held:
+            self._held_deadlines(now)
         self._flush(now)
         due = self._timers.pop_due(now)
         if len(due) > 1:
@@ -457,7 +536,7 @@ class Engine:
             p.interval = min(p.interval * 2, p.cap)
             p.next_at = add(now, p.interval)
             self._count("retransmit")
-            self.out.append((p.data, sa.peer_addr))
+            self._send(p.data, sa, p.exch)
         if sa.expire_at is not None and diff(now, sa.expire_at) >= 0:
             if sa.state in ("half_open", "dead", "rekeyed"):
                 # (a rekeyed SA whose DELETE answer was lost: the peer already forgot
@@ -503,16 +582,17 @@ class Engine:
             if sa is not None:
                 sa.last_rx = clamp(now, sa.last_rx)
 
-    def receive(self, data, peer_addr, now):
+    def receive(self, data, peer_addr, now, via=None):
         self.now = now
         self._count("rx")
-        if self._init_gate(data, peer_addr, now):
+        if self._init_gate(data, peer_addr, now, via):
             return
         try:
             msg = codec.parse(data)
         except IkeParseError:
             self._count("drop_malformed")
             return
+        msg.via = via       # every answer to this request carries it (the node: socket)
         try:
             if msg.exch == _IKE_SA_INIT and not msg.is_response:
                 x_init.request(self, msg, peer_addr, now)
@@ -530,14 +610,14 @@ class Engine:
             self._load = self.half_open() >= self.cookie_threshold
         return self._load
 
-    def _init_gate(self, data, addr, now):
+    def _init_gate(self, data, addr, now, via):
         """An IKE_SA_INIT request (from its header) while under load goes to the
         stateless cookie gate (x_cookie, imported only then). True when handled."""
         if len(data) < 28 or data[18] != _IKE_SA_INIT or (data[19] & 0x28) != _F_INITIATOR \
                 or data[8:16] != ZERO8 or not self._loaded(now):
             return False
         from pnpipsec.ike import x_cookie
-        return x_cookie.gate(self, data, addr, now)
+        return x_cookie.gate(self, data, addr, now, via)
 
     def _half_open_of(self, host):
         """Half-open responder SAs (from `host`, or all for None), oldest first."""
@@ -601,6 +681,63 @@ class Engine:
         self._count(why)
         self.abandon(sa, None)
 
+    # ------------------------------------------------------------ internals: held decisions
+
+    def _hold(self, sa, msg, addr, peer_id, method, now):
+        """The policy said PENDING for sa's request msg: keep it until decided() or the
+        deadline (nothing is answered meanwhile). Beyond max_held the request is dropped
+        unanswered; the peer's retransmission asks again."""
+        if len(self.held) >= self.max_held:
+            self._count("drop_held_full")
+            return
+        self._count("held")
+        self.held[sa.local_spi] = Held(sa, msg, addr, add(now, self.decision_ms), peer_id,
+                                       method)
+        self._emit(DecisionPending(sa, peer_id, method))
+
+    def _absorb(self, sa, msg):
+        """True when msg is a retransmission of sa's held request: swallowed (it gets
+        the answer once decided; identical bytes, so no decryption needed)."""
+        h = self.held.get(sa.local_spi)
+        if h is None or h.sa is not sa or msg.mid != h.msg.mid:
+            return False
+        if msg.raw != h.msg.raw:
+            self._count("drop_unexpected")      # same message ID, other content
+            return True
+        h.absorbed += 1
+        self._count("held_absorbed")
+        return True
+
+    def _held_deadlines(self, now):
+        """Requests undecided past decision_timeout get the local answer (fallback)."""
+        for spi in list(self.held):
+            h = self.held.get(spi)
+            if h is None or diff(now, h.until) < 0:
+                continue
+            del self.held[spi]
+            self._count("decision_timeout")
+            cfg = None
+            if self.fallback is not None:
+                cfg = self.fallback(h.sa.peer_addr, h.peer_id, h.method)
+                if cfg == PENDING:
+                    cfg = None
+            self._resume(h, cfg, now)
+
+    def _resume(self, h, cfg, now):
+        """Run the held request again with the policy's answer cfg, through the same
+        code as the synchronous path (which then asks nobody)."""
+        sa, msg = h.sa, h.msg
+        try:
+            if msg.exch == _IKE_AUTH:
+                if sa.state == "half_open":
+                    x_auth.request(self, sa, msg, h.addr, now, cfg)
+            elif sa.state == "established":
+                x_child.request(self, sa, msg, now, cfg)
+            elif sa.state in ("rekeyed", "deleting"):
+                self._respond(sa, msg, [codec.notify(_N_TEMPORARY_FAILURE)])
+        except IkeParseError:
+            self._count("drop_malformed")
+
     # ------------------------------------------------------------ internals: SA table
 
     def _count(self, key):
@@ -646,6 +783,14 @@ class Engine:
         if not life_ms:
             return None
         return add(now, life_ms // 100 * (90 - self.rand(1)[0] * 10 // 255))
+
+    def _send(self, data, sa, exch):
+        """Queue our request (or its retransmission) on `sa` to the peer."""
+        self.out.append((data, sa.peer_addr, False, exch, sa.local_spi, None))
+
+    def _answer(self, data, addr, msg, spi):
+        """Queue an answer to the request `msg`, tagged with the way it came."""
+        self.out.append((data, addr, True, msg.exch, spi, msg.via))
 
     def _emit(self, ev):
         self.events.append(ev)
@@ -760,6 +905,8 @@ class Engine:
             if not lst:
                 del self.ids[sa.id_key]
         self._timers.forget(sa)
+        if self.held and self.holding(sa):
+            del self.held[sa.local_spi]     # the SA went: its request waits for nothing
 
     def _kill(self, sa, reason):
         """The IKE SA is gone: children down, IkeDown if the SA was ever visible."""
@@ -822,13 +969,13 @@ class Engine:
             if getattr(job, "deletes_ike", False):
                 sa.delete_sent = True
             self._mark(sa)
-            self.out.append((data, sa.peer_addr))
+            self._send(data, sa, exch)
 
     def _respond(self, sa, msg, payloads):
         data = self._encode(sa, msg.exch, True, msg.mid, payloads)
         sa.last_resp = (msg.mid, data)
         sa.recv_mid = msg.mid + 1
-        self.out.append((data, sa.peer_addr))
+        self._answer(data, sa.peer_addr, msg, sa.local_spi)
 
     def _dispatch(self, msg, addr, now):
         local = msg.spi_r if msg.from_initiator else msg.spi_i
@@ -875,7 +1022,9 @@ class Engine:
             e, a = self._keys_in(sa)
             codec.decrypt(msg, e, a, self.aes)
             self._count("replay")
-            self.out.append((sa.last_resp[1], addr))
+            self._answer(sa.last_resp[1], addr, msg, sa.local_spi)
+            return
+        if self.held and self._absorb(sa, msg):
             return
         if msg.mid != sa.recv_mid:
             self._count("drop_mid")

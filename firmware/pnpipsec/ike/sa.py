@@ -93,6 +93,28 @@ class Pending:
         self.next_at = add(now, base)
 
 
+# A policy's answer "not yet": the engine holds the request (see engine.py, HELD
+# DECISIONS) until eng.decided() or its deadline. A string, compared with ==, so a
+# PeerConfig or None never equals it.
+PENDING = "pending"
+
+
+class Held:
+    """A peer's request waiting for a decision (transient: at most max_held exist, and
+    none outlives decision_timeout). msg is parsed and its ICV checked; addr where it
+    came from; until the deadline (tick); peer_id and method (name) what the policy was
+    asked with; absorbed counts the retransmissions swallowed meanwhile."""
+
+    def __init__(self, sa, msg, addr, until, peer_id, method):
+        self.sa = sa
+        self.msg = msg
+        self.addr = addr
+        self.until = until
+        self.peer_id = peer_id
+        self.method = method
+        self.absorbed = 0
+
+
 class IkeSA:
     # Defaults live in the class (see ChildSA): an established SA's map holds about
     # half of these fields.
@@ -230,3 +252,11 @@ class ChildFailed(Event):
 class NotifyReceived(Event):
     kind = "notify"
     _f = ("sa", "type", "data")
+
+
+class DecisionPending(Event):
+    """The policy answered PENDING for sa (IKE_AUTH or a new CHILD SA): ask whoever
+    decides, then eng.decided(sa, cfg_or_None, now); the engine falls back at its
+    deadline. peer_id and method are what the policy was asked with."""
+    kind = "decision_pending"
+    _f = ("sa", "peer_id", "method")

@@ -8,7 +8,7 @@ from pnpipsec.ike import auth as A
 from pnpipsec.ike import codec
 from pnpipsec.ike import x_child
 from pnpipsec.ike.codec import IkeParseError, notify as _n
-from pnpipsec.ike.sa import AuthFailed, ChildUp, IkeUp
+from pnpipsec.ike.sa import AuthFailed, ChildUp, IkeUp, PENDING
 from pnpipsec.ticks import add
 
 try:
@@ -115,8 +115,10 @@ def _answer_and_die(eng, sa, msg, ntype, reason, now):
     eng._add(sa)
 
 
-def request(eng, sa, msg, addr, now):
-    """Responder: the peer's IKE_AUTH request on a half-open SA."""
+def request(eng, sa, msg, addr, now, cfg=PENDING):
+    """Responder: the peer's IKE_AUTH request on a half-open SA. cfg: the policy's
+    answer when the engine resumes a held request (PENDING: ask the policy now; if it
+    says PENDING too, the engine holds the request and we answer nothing yet)."""
     idb, ab = msg.get(_PT_IDI), msg.get(_PT_AUTH)
     if idb is None or ab is None:
         raise IkeParseError("IKE_AUTH lacks IDi or AUTH")
@@ -136,7 +138,13 @@ def request(eng, sa, msg, addr, now):
     sa.last_rx = now
     eng._surface(sa)
     m = A.BY_NUM.get(num)
-    cfg = eng.policy(sa.peer_addr, peer_id, m.name) if m is not None else None
+    if m is None:
+        cfg = None
+    elif cfg == PENDING:
+        cfg = eng.policy(sa.peer_addr, peer_id, m.name)
+        if cfg == PENDING:
+            eng._hold(sa, msg, addr, peer_id, m.name, now)
+            return
     peer_octets = None
     if cfg is None:
         why = "refused by policy" if m is not None else "unsupported AUTH method %d" % num
@@ -217,8 +225,8 @@ class Auth:
             # tell the peer (best effort, not retransmitted), then go
             mid = sa.send_mid
             sa.send_mid += 1
-            eng.out.append((eng._encode(sa, _INFORMATIONAL, False, mid,
-                                        [_n(_N_AUTHENTICATION_FAILED)]), sa.peer_addr))
+            eng._send(eng._encode(sa, _INFORMATIONAL, False, mid,
+                                  [_n(_N_AUTHENTICATION_FAILED)]), sa, _INFORMATIONAL)
             eng._kill(sa, "AUTHENTICATION_FAILED")
             return
         _identify(eng, sa, cfg, m, peer_id, msg)

@@ -10,7 +10,7 @@ from pnpipsec.ike import x_info
 from pnpipsec.ike.codec import IkeParseError, notify as _n
 from pnpipsec.ike.keys import child_keys
 from pnpipsec.ike.props import select, T_DH31
-from pnpipsec.ike.sa import ChildSA, ChildFailed, ChildRekeyed, ChildUp
+from pnpipsec.ike.sa import ChildSA, ChildFailed, ChildRekeyed, ChildUp, PENDING
 from pnpipsec.ticks import add
 
 try:
@@ -180,8 +180,10 @@ def answer_ke(eng, sa, msg, ke):
 
 # ------------------------------------------------------------------ CREATE_CHILD_SA
 
-def request(eng, sa, msg, now):
-    """Responder: a peer's CREATE_CHILD_SA (new CHILD SA, CHILD rekey or IKE rekey)."""
+def request(eng, sa, msg, now, cfg=PENDING):
+    """Responder: a peer's CREATE_CHILD_SA (new CHILD SA, CHILD rekey or IKE rekey).
+    cfg: the policy's answer when the engine resumes a held request for a new CHILD SA
+    (PENDING: ask the policy now; if it says PENDING too, the engine holds it)."""
     sab, nb = msg.get(_PT_SA), msg.get(_PT_NONCE)
     if sab is None or nb is None:
         raise IkeParseError("CREATE_CHILD_SA lacks SA or Nonce")
@@ -218,10 +220,16 @@ def request(eng, sa, msg, now):
     elif len(sa.children) >= eng.max_children:
         eng._respond(sa, msg, [_n(_N_NO_ADDITIONAL_SAS)])
         return
-    elif eng.policy(sa.peer_addr, sa.peer_id, sa.method.name) is None:
+    else:
         # a new CHILD SA is a new proposal: the policy may have changed its mind
-        eng._respond(sa, msg, [_n(_N_NO_PROPOSAL_CHOSEN)])
-        return
+        if cfg == PENDING:
+            cfg = eng.policy(sa.peer_addr, sa.peer_id, sa.method.name)
+            if cfg == PENDING:
+                eng._hold(sa, msg, sa.peer_addr, sa.peer_id, sa.method.name, now)
+                return
+        if cfg is None:
+            eng._respond(sa, msg, [_n(_N_NO_PROPOSAL_CHOSEN)])
+            return
     shared = None
     nr = eng.rand(32)
     mid = [(_PT_NONCE, nr)]

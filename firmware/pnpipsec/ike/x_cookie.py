@@ -43,7 +43,7 @@ def _ok(eng, cookie, addr, spi_i):
     return codec.ct_eq(cookie, _cookie_for(cookie[0], s, addr, spi_i))
 
 
-def _reply(eng, spi_i, addr, now):
+def _reply(eng, spi_i, addr, now, via):
     """N(COOKIE) for this SPIi and address, within the answer budget."""
     if not _source_budget(eng, addr[0], now):
         eng._count("drop_rate_source")
@@ -53,8 +53,10 @@ def _reply(eng, spi_i, addr, now):
         return
     _rotate(eng, now)
     eng._count("cookie_sent")
+    # (stateless: no SPI of ours; via: the request's arrival tag, see engine.py)
     eng.out.append((codec.encode(spi_i, ZERO8, _IKE_SA_INIT, _F_RESPONSE, 0, [_n(
-        _N_COOKIE, _cookie_for(eng._secret_ver, eng._secret, addr, spi_i))]), addr))
+        _N_COOKIE, _cookie_for(eng._secret_ver, eng._secret, addr, spi_i))]), addr,
+        True, _IKE_SA_INIT, None, via))
 
 
 def _source_budget(eng, host, now):
@@ -96,7 +98,7 @@ def _rotate(eng, now):
         eng._secret_at = now
 
 
-def gate(eng, data, addr, now):
+def gate(eng, data, addr, now, via=None):
     """Under load (the engine checked that and that `data` is an IKE_SA_INIT request
     with SPIr 0): a request without a valid cookie costs a few byte checks and one
     HMAC: answered with N(COOKIE) from its header alone (no parse, no state, no DH),
@@ -105,7 +107,7 @@ def gate(eng, data, addr, now):
             data[33] == 0 and data[34:36] == b"\x40\x06" and \
             _ok(eng, data[36:53], addr, data[0:8]):
         return False        # proven: the full path takes it (and checks it again)
-    _reply(eng, data[0:8], addr, now)
+    _reply(eng, data[0:8], addr, now, via)
     return True
 
 
@@ -127,7 +129,7 @@ def admit(eng, msg, addr, mine, now):
     first = msg.payloads[0]
     c = codec.parse_notify(first[1]) if first[0] == _PT_N else None
     if c is None or c[0] != _N_COOKIE or not _ok(eng, c[3], addr, msg.spi_i):
-        _reply(eng, msg.spi_i, addr, now)
+        _reply(eng, msg.spi_i, addr, now, msg.via)
         return False
     # A proven sender takes the place of the oldest half-open SA (unproven ones
     # first): spoofed IKE_SA_INITs can never lock out an address's real owner.

@@ -9,7 +9,7 @@ from pnpipsec.ike import x_auth
 from pnpipsec.ike.codec import IkeParseError, notify as _n
 from pnpipsec.ike.keys import ike_keys
 from pnpipsec.ike.props import select
-from pnpipsec.ike.sa import IkeSA, Pending
+from pnpipsec.ike.sa import IkeSA, Pending, PeerConfig, PENDING
 from pnpipsec.ticks import add
 
 try:
@@ -75,7 +75,7 @@ def send(eng, sa, now):
     tries = sa.init_tries if sa.init_tries is not None else sa.cfg.retransmit_tries
     sa.pending = Pending(0, _IKE_SA_INIT, data, lambda s, m, t: response(eng, s, m, t), now,
                          sa.cfg.rt_base_ms, tries, sa.cfg.rt_max_ms)
-    eng.out.append((data, sa.peer_addr))
+    eng._send(data, sa, _IKE_SA_INIT)
 
 
 def parts(msg):
@@ -88,8 +88,8 @@ def parts(msg):
 
 
 def _plain_reply(eng, msg, addr, ntype, data):
-    eng.out.append((codec.encode(msg.spi_i, ZERO8, _IKE_SA_INIT, _F_RESPONSE, 0,
-                                 [_n(ntype, data)]), addr))
+    eng._answer(codec.encode(msg.spi_i, ZERO8, _IKE_SA_INIT, _F_RESPONSE, 0,
+                             [_n(ntype, data)]), addr, msg, None)
 
 
 def request(eng, msg, addr, now):
@@ -101,7 +101,7 @@ def request(eng, msg, addr, now):
     if old is not None:
         if old.init_req == msg.raw and old.last_resp is not None:
             eng._count("replay")
-            eng.out.append((old.init_resp, addr))
+            eng._answer(old.init_resp, addr, msg, old.spi_r)
         else:
             eng._count("drop_unexpected")
         return
@@ -120,6 +120,8 @@ def request(eng, msg, addr, now):
             return
         proven = True
     cfg = eng.policy(addr, None, None)
+    if cfg == PENDING:
+        cfg = PeerConfig()      # no identity yet: IKE_AUTH decides (and may hold)
     chosen = select(props, _PROTO_IKE, 0, "require") if cfg is not None else None
     if chosen is None:
         _plain_reply(eng, msg, addr, _N_NO_PROPOSAL_CHOSEN, b"")
@@ -159,7 +161,7 @@ def request(eng, msg, addr, now):
     sa.last_rx = now
     eng._add(sa)
     eng._index_init(sa, addr)
-    eng.out.append((resp, addr))
+    eng._answer(resp, addr, msg, sa.spi_r)
 
 
 def _refused(sa, reason):

@@ -442,12 +442,12 @@ def role_victim(a):
         eng = node.engine
         orig = eng.receive
 
-        def receive(data, peer_addr, now):
+        def receive(data, peer_addr, now, via=None):
             # Instrumentation only: the exact maximum of half-open SAs, checked after
             # every IKE datagram that changed the SA table or evicted a half-open SA.
             n, ev = len(eng.sas), eng.stats.get("evict_half_open", 0)
             try:
-                return orig(data, peer_addr, now)
+                return orig(data, peer_addr, now, via)
             finally:
                 if len(eng.sas) != n or eng.stats.get("evict_half_open", 0) != ev:
                     track["checks"] += 1

@@ -27,6 +27,7 @@ DATEFMT = "%Y-%m-%d %H:%M:%S"
 
 _WARN = ("KEY CHANGED", "AuthFailed", "ChildFailed", "proof from", "send to")
 _DEBUG = ("dropped ",)
+_FAILURES = ("(from the peer)", "(we refused)", "no answer")
 
 
 def setup(verbosity: int = 0, stream=None) -> logging.Handler:
@@ -44,7 +45,7 @@ def level_of(msg: str) -> int:
     """The logging level of one of the node's own lines (pnpipsec.node logs strings)."""
     if msg.startswith("timer:"):
         return logging.ERROR
-    if msg.startswith(_WARN) or (msg.startswith("IkeDown") and "(" in msg):
+    if msg.startswith(_WARN) or (msg.startswith("IkeDown") and any(f in msg for f in _FAILURES)):
         return logging.WARNING
     if msg.startswith(_DEBUG):
         return logging.DEBUG

@@ -8,6 +8,12 @@ over such a file: the user decides what to do with it.
 
 import os
 import stat
+import threading
+
+try:
+    import fcntl
+except ImportError:     # not POSIX: one writer per state folder
+    fcntl = None
 
 # The largest file a store may hold. The identity is 106 bytes and a full pin store
 # (64 pins) about 17 KB; a bigger file is not ours, and reading it whole would only
@@ -104,10 +110,42 @@ class DirStorage:
             raise StoreError(p, "too large (more than %d bytes)" % self.max_size)
         return data
 
+    def stamp(self, name):
+        """What changes whenever `name` is replaced (inode, size, mtime), None when it is
+        missing: a store shared with another process re-reads only after a change."""
+        try:
+            st = os.stat(self.path(name))
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def lock(self, name):
+        """Take the advisory lock of `name` (flock on the file NAME.lock beside it),
+        waiting for another process's read-modify-write to end; returns the token for
+        unlock(). Every writer of a shared store (a node, `pnp pins`) takes it."""
+        if fcntl is None:
+            return None
+        p = self.path(name) + ".lock"
+        try:
+            fd = os.open(p, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except OSError as e:
+            raise StoreError(p, "cannot lock: " + _why(e)) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            os.close(fd)
+            raise StoreError(p, "cannot lock: " + _why(e)) from None
+        return fd
+
+    def unlock(self, token):
+        if token is not None:
+            os.close(token)       # closing the descriptor releases the flock
+
     def write(self, name, data):
-        """Replace `name` atomically: a crash leaves the old or the new content, never half."""
+        """Replace `name` atomically: a crash leaves the old or the new content, never half.
+        The temporary file's name is this thread's own, so two writers never share one."""
         final = self.path(name)
-        tmp = final + ".tmp"
+        tmp = "%s.%d-%d.tmp" % (final, os.getpid(), threading.get_ident())
         try:
             with open(tmp, "wb") as f:
                 f.write(data)

@@ -716,8 +716,14 @@ class Node:
     def _ike_in(self, msg, addr, sock, now):
         # The socket is the request's arrival tag: the engine copies it onto every
         # answer (also one given later, after a held decision), which goes back on it.
-        self.engine.receive(msg, addr, now, sock)
-        self._pump()
+        # _rx_answer only labels a failure's reason in the log ("from the peer" or "we
+        # refused", see _why); nothing is routed by it.
+        self._rx_answer = len(msg) > 19 and bool(msg[19] & 0x20)
+        try:
+            self.engine.receive(msg, addr, now, sock)
+            self._pump()
+        finally:
+            self._rx_answer = None
         # (an answer may have cleared the request its idle check waited behind)
         self._idle_mark(self.by_host.get(_norm(addr[0])))
 
@@ -1072,9 +1078,66 @@ class Node:
             self._ike_down(ev.sa, ev.reason)
         elif kind == "decision_pending":
             self._decide_held(ev)
-        self.log("%s %s" % (kind, getattr(ev, "reason", "")))
+        self.log(self._note(ev.__class__.__name__, ev))
         for w in self._waiters:
             w.set()
+
+    # -- what happened, for the log, status and error messages -----------------------
+    _rx_answer = None     # while an IKE message is handled: True an answer, False a request
+    _auth_failed = None   # the IKE SA of the last AuthFailed (its IkeDown says less)
+
+    def _note(self, name, ev):
+        """The log line of an engine event: its name, the peer, what came up or why it
+        failed and who said so. A failure's reason also goes on the peer's record
+        (Peer.failed); SAs coming up are stamped (.up_at, a tick) for their age."""
+        if name in ("ChildUp", "ChildDown"):
+            sa, child = ev.child.ike, ev.child
+        elif name == "ChildRekeyed":
+            sa, child = ev.new.ike, ev.new
+        elif name == "IkeRekeyed":
+            sa, child = ev.new, None
+        else:
+            sa, child = getattr(ev, "sa", None), None
+        if sa is None:
+            return name
+        host = _norm(sa.peer_addr[0])
+        text = "%s %s" % (name, host)
+        if name in ("IkeUp", "IkeRekeyed"):
+            sa.up_at = self._now()
+            return "%s: auth %s, SPIs %s %s" % (text, sa.auth, _hex(sa.spi_i), _hex(sa.spi_r))
+        if name in ("ChildUp", "ChildRekeyed"):
+            child.up_at = self._now()
+            return "%s: %s, SPIs in %08x out %08x" % (text, child.mode, child.spi_in, child.spi_out)
+        if name == "ChildDown":
+            return "%s: SPIs in %08x out %08x" % (text, child.spi_in, child.spi_out)
+        if name == "NotifyReceived":
+            return "%s: type %d" % (text, ev.type)
+        if name not in ("IkeDown", "AuthFailed", "ChildFailed"):
+            return text
+        why = self._why(name, ev.reason)
+        p = self.by_host.get(host)
+        keep = name == "IkeDown" and self._auth_failed is sa   # AuthFailed said more
+        if name == "AuthFailed":
+            self._auth_failed = sa
+        if p is not None and not keep and (name != "ChildFailed" or p.out is None):
+            p.failed = why
+        return "%s: %s" % (text, why)
+
+    def _why(self, name, reason):
+        """A failure's reason and who said so: a notify the peer sent ("... (from the
+        peer)"), our refusal of its request ("... (we refused)"), or our own verdict."""
+        reason = str(reason)
+        if reason == "timeout":
+            return "no answer (timeout)"
+        if reason.startswith("peer: "):
+            return reason[6:] + " (from the peer)"
+        if name == "AuthFailed":
+            return reason + " (we refused)"
+        if reason.upper() != reason or " " in reason:
+            return reason           # our own verdict: "deleted", "bad KE", ...
+        # A notify name: in an answer to our request (or the IKE_SA_INIT answer behind a
+        # give-up) it is the peer's; while we handle its request, it is ours.
+        return reason + (" (we refused)" if self._rx_answer is False else " (from the peer)")
 
     def _ike_up(self, sa):
         host = _norm(sa.peer_addr[0])

@@ -34,6 +34,13 @@ plain "match"):
 A file that does not parse or whose check fails raises PinError (with .path, the file,
 and .problem: "truncated", "checksum ...", ...) and is left as it is: the store refuses
 to start rather than forget who it trusted.
+
+Several writers (the host: a running node and `pnp pins` on the same file). When the
+storage offers stamp(name) (something that changes whenever the file is replaced) the
+store re-reads the file before every decision that a change there would alter, and
+every change is a merge: under the storage's lock(name)/unlock(token) when it has them,
+re-read, apply this one change, write. So neither writer ever writes back a stale copy
+over the other's change. A storage without stamp() (a board: one writer) is read once.
 """
 
 import binascii
@@ -175,27 +182,76 @@ class PinStore:
         self.storage = storage
         self.name = name
         self.limit = limit
-        blob = storage.read(name)
-        try:
-            self._pins = {} if blob is None else decode(blob, limit)
-        except PinError as e:
-            raise PinError(e.problem, _where(storage, name))
+        self._stamp = None
+        self._pins = self._load()
         self.counters = {"new": 0, "match": 0, "changed": 0, "full": 0, "approved": 0,
                          "forgotten": 0, "writes": 0, "evicted": 0}
         self._used = {}     # peer id -> when last seen (RAM only: a counter, no clock)
         self._tick = 0
 
     def __len__(self):
+        self._sync()
         return len(self._pins)
+
+    def _load(self):
+        """The pins in the file (its stamp first: a write after it is seen next time)."""
+        st = getattr(self.storage, "stamp", None)
+        self._stamp = st(self.name) if st is not None else None
+        blob = self.storage.read(self.name)
+        try:
+            return {} if blob is None else decode(blob, self.limit)
+        except PinError as e:
+            raise PinError(e.problem, _where(self.storage, self.name))
+
+    def _sync(self, strict=False):
+        """Re-read the file when another writer replaced it. A file that became unusable
+        raises PinError when strict (before a write: never write over it), else the
+        pins known so far stay in force."""
+        st = getattr(self.storage, "stamp", None)
+        if st is None or st(self.name) == self._stamp:
+            return
+        try:
+            self._pins = self._load()
+        except PinError:
+            if strict:
+                raise
+
+    def _begin(self):
+        """Start a change: take the storage's lock (if any), then the latest pins."""
+        lock = getattr(self.storage, "lock", None)
+        token = lock(self.name) if lock is not None else None
+        try:
+            self._sync(True)
+        except Exception:
+            self._end(token)
+            raise
+        return token
+
+    def _end(self, token):
+        if token is not None:
+            self.storage.unlock(token)
 
     def _save(self):
         self.storage.write(self.name, encode(self._pins))
+        st = getattr(self.storage, "stamp", None)
+        if st is not None:
+            self._stamp = st(self.name)
         self.counters["writes"] += 1
 
     def observe(self, peer_id, pubkey, now=None):
         """Record that peer_id presented pubkey (a verified key); returns the verdict."""
         pid = _id(peer_id)
         key = _key(pubkey)
+        self._sync()
+        if pid not in self._pins or self._pins[pid][0] != key and self._pins[pid][2] != key:
+            token = self._begin()       # a write may follow: merge under the lock
+            try:
+                return self._observe(pid, key)
+            finally:
+                self._end(token)
+        return self._observe(pid, key)
+
+    def _observe(self, pid, key):
         p = self._pins.get(pid)
         self._tick += 1
         if p is None:
@@ -235,6 +291,7 @@ class PinStore:
         return True
 
     def is_trusted(self, peer_id, pubkey):
+        self._sync()
         p = self._pins.get(_id(peer_id))
         return p is not None and p[0] == bytes(pubkey)
 
@@ -242,23 +299,32 @@ class PinStore:
         """Pin pubkey for peer_id as approved (replacing any other key); clears a report."""
         pid = _id(peer_id)
         key = _key(pubkey)
-        p = self._pins.get(pid)
-        if p is None and len(self._pins) >= self.limit:
-            raise PinError("pin store full (%d pins): forget one first" % self.limit)
-        self._pins[pid] = [key, True, None]
-        self._save()
+        token = self._begin()
+        try:
+            p = self._pins.get(pid)
+            if p is None and len(self._pins) >= self.limit:
+                raise PinError("pin store full (%d pins): forget one first" % self.limit)
+            self._pins[pid] = [key, True, None]
+            self._save()
+        finally:
+            self._end(token)
         self.counters["approved"] += 1
 
     def forget(self, peer_id):
         pid = _id(peer_id)
-        if pid not in self._pins:
-            return False
-        del self._pins[pid]
-        self._save()
+        token = self._begin()
+        try:
+            if pid not in self._pins:
+                return False
+            del self._pins[pid]
+            self._save()
+        finally:
+            self._end(token)
         self.counters["forgotten"] += 1
         return True
 
     def get(self, peer_id):
+        self._sync()
         p = self._pins.get(_id(peer_id))
         if p is None:
             return None
@@ -270,11 +336,13 @@ class PinStore:
         return APPROVED if p[1] else TOFU
 
     def state(self, peer_id):
+        self._sync()
         p = self._pins.get(_id(peer_id))
         return None if p is None else self._state(p)
 
     def changes(self):
         """Peers whose key changed: list of (peer_id, pinned_key, seen_key)."""
+        self._sync()
         out = []
         for pid in self._pins:
             p = self._pins[pid]
@@ -284,4 +352,5 @@ class PinStore:
 
     def items(self):
         """(peer_id, key, state) for every pin."""
+        self._sync()
         return [(pid, self._pins[pid][0], self._state(self._pins[pid])) for pid in self._pins]

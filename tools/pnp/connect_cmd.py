@@ -18,6 +18,7 @@ import sys
 from pnp import config
 from pnp.problems import STORE_ERRORS, refuse, store_problem
 from pnp.runtime import start_node, stop_node
+from pnp.send_cmd import no_sa
 from pnpipsec import LEVEL_NAMES, ENCRYPTED, AUTHENTICATED
 from pnpipsec.node import NodeError
 
@@ -38,13 +39,16 @@ async def _main(args) -> int:
             async with asyncio.timeout_at(deadline):
                 sa = await node.connect_ike(args.addr, timeout=args.timeout)
         except TimeoutError:
-            print(f"pnp connect: no SA with {args.addr} within {args.timeout} s", file=sys.stderr)
+            print(f"pnp connect: {no_sa(node, args.addr, None, args.timeout)}", file=sys.stderr)
+            return 1
+        except NodeError as e:
+            print(f"pnp connect: {no_sa(node, args.addr, e)}", file=sys.stderr)
             return 1
         level = AUTHENTICATED if sa.auth in ("psk", "pubkey") else ENCRYPTED
         kids = len(sa.children)
         print(f"IKE SA up with {args.addr}: SPIi {binascii.hexlify(sa.spi_i).decode()} "
               f"SPIr {binascii.hexlify(sa.spi_r).decode()}, auth {sa.auth}, "
-              f"level {LEVEL_NAMES[level]}, {kids} CHILD SA(s)")
+              f"level {LEVEL_NAMES[level]}, {kids} CHILD SA(s)", flush=True)
         if args.hold:
             await asyncio.sleep(args.hold)
         return 0

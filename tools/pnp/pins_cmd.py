@@ -1,7 +1,13 @@
-"""`pnp pins --state DIR list|approve|forget`: the trust-on-first-use pin store.
+"""`pnp pins --state DIR list|approve|revoke|forget`: the trust-on-first-use pin store.
 
 Pins are keyed by the peer's address; a peer whose key changed stays at ENCRYPTED until
 its new key is approved here (or with Node.approve from the app).
+
+When a node runs on the state folder (its control socket answers, pnp.control),
+approve and revoke/forget act on the running node: its peers change level at once and
+the node writes the store. Otherwise they change the store; either way the store is
+changed by merging (pnpipsec.pins), so a node and this command never erase each
+other's changes.
 
 Exit status: 0 done, 1 refused (no such pin, nothing pending, the store is full),
 2 bad arguments, or a state folder or pin store that is unusable (one line naming the
@@ -13,6 +19,7 @@ from __future__ import annotations
 import binascii
 import sys
 
+from pnp import control
 from pnp.problems import STORE_ERRORS, refuse, store_problem
 from pnp_hostboard.storage import DirStorage
 from pnpipsec import inet
@@ -31,8 +38,29 @@ def add_arguments(p):
     g.add_argument("--pending", action="store_true", help="approve the changed key the peer last proved")
     g.add_argument("--key", help="the key as 64 hex digits")
     g.add_argument("--pem", help="the key as a PEM public key file (pnp keygen writes one)")
-    f = sub.add_parser("forget", help="drop a peer's pin (next proof pins again)")
-    f.add_argument("addr")
+    for name in ("revoke", "forget"):
+        f = sub.add_parser(name, help="drop a peer's pin (next proof pins again; a running "
+                           "node's SA with it falls below AUTHENTICATED)")
+        f.add_argument("addr")
+
+
+def _on_node(args):
+    """Do approve/revoke on the running node: its answer, or None when none runs."""
+    path = control.path_for(args.state)
+    if control.probe(path) != "running":
+        return None
+    if args.action == "approve":
+        req = {"op": "approve", "addr": args.addr}
+        if args.pending:
+            req["pending"] = True
+        else:
+            req["key"] = binascii.hexlify(_key(args, None, None)).decode()
+    else:
+        req = {"op": "revoke", "addr": args.addr}
+    try:
+        return control.request(path, req)
+    except control.ControlError:
+        return None
 
 
 def _key(args, store, pid):
@@ -65,7 +93,18 @@ def run(args) -> int:
                 print(line)
             return 0
         pid = inet.pton(args.addr)
-        if args.action == "forget":
+        ans = _on_node(args)
+        if ans is not None:
+            if not ans.get("ok"):
+                print(f"pnp pins: {ans.get('error')}", file=sys.stderr)
+                return 2 if ans.get("usage") else 1
+            if args.action == "approve":
+                print(f"approved {ans['fingerprint']} for {args.addr} on the running node: "
+                      f"level {ans['level']}")
+            else:
+                print(f"revoked the pin of {args.addr} on the running node: level {ans['level']}")
+            return 0
+        if args.action in ("forget", "revoke"):
             if not store.forget(pid):
                 print(f"pnp pins: no pin for {args.addr}", file=sys.stderr)
                 return 1

@@ -4,8 +4,8 @@ and `pnp connect`."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
-import sys
 
 from pnp_hostboard.board import HostBoard
 from pnp_hostboard.storage import DirStorage
@@ -13,6 +13,7 @@ from pnpipsec import identity
 from pnpipsec.node import Node
 from pnpipsec.pins import PinStore
 
+from pnp import logs
 from pnp.keylogdir import KeylogDir
 
 # node.stop() sends DELETEs and waits for their answers, at most its own timeout (1 s by
@@ -23,8 +24,9 @@ from pnp.keylogdir import KeylogDir
 STOP_LIMIT = 1.25
 
 
-def log_stderr(msg: str) -> None:
-    print("pnp: " + msg, file=sys.stderr, flush=True)
+def log_stderr(msg: str, level: int = logging.INFO) -> None:
+    """A line of the command's own (through the "pnp" logger: see pnp.logs)."""
+    logs.LOG.log(level, "%s", msg)
 
 
 async def start_node(cfg, verbose=True) -> Node:
@@ -39,8 +41,10 @@ async def start_node(cfg, verbose=True) -> Node:
     board = HostBoard(cfg.state)
     node = Node(board, ident, peers=cfg.peers, ike_port=cfg.ike_port, natt_port=cfg.natt_port,
                 addresses=cfg.addresses, keylog=KeylogDir(cfg.keylog) if cfg.keylog else None,
-                log=log_stderr if verbose else None, accept_any=cfg.accept_any,
+                log=logs.node_log if verbose else None, accept_any=cfg.accept_any,
                 spd=cfg.spd, tofu=cfg.tofu, pins=pins)
+    if verbose:
+        node.on_level(logs.on_level)
     await node.start()
     return node
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from pnp import config
+from pnp import config, status
 from pnp.problems import STORE_ERRORS, refuse, store_problem
 from pnp.runtime import start_node, stop_node
 from pnpipsec import LEVEL_NAMES
@@ -40,6 +40,19 @@ def _level_name(node, addr):
         return LEVEL_NAMES[node.level(addr)]
     except Exception:  # noqa: BLE001 - only for the message
         return "unknown"
+
+
+def no_sa(node, addr, err, timeout=None) -> str:
+    """"no SA with ADDR[ within T s]: WHY": why from the node's record of the peer (the
+    peer's notify, our refusal, no answer), else the node's error."""
+    try:
+        why = status.why_not(node, addr)
+    except Exception:  # noqa: BLE001 - only for the message
+        why = None
+    head = f"no SA with {addr}" + (f" within {timeout} s" if timeout is not None else "")
+    if why and why not in ("no SA", "no SA yet"):
+        return f"{head}: {why}"
+    return f"{head}: {err}" if err is not None else head
 
 
 async def _main(args) -> int:
@@ -66,11 +79,14 @@ async def _main(args) -> int:
         print(f"reply from {addr[0]} port {addr[1]} at level {LEVEL_NAMES[lvl]}", file=sys.stderr)
         return 0
     except NodeError as e:
-        print(f"pnp send: {e}", file=sys.stderr)
+        if phase == "sa":
+            print(f"pnp send: {no_sa(node, args.addr, e)}", file=sys.stderr)
+        else:
+            print(f"pnp send: {e}", file=sys.stderr)
         return 1
     except TimeoutError:
         if phase == "sa":
-            why = f"no SA with {args.addr} within {args.timeout} s"
+            why = no_sa(node, args.addr, None, args.timeout)
         elif phase == "send":
             why = (f"not sent to {args.addr}: the SA stayed at level {_level_name(node, args.addr)}, "
                    f"below what the policy requires, for {args.timeout} s; nothing sent in clear")

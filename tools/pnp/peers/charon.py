@@ -161,10 +161,14 @@ class Charon:
     """
 
     def __init__(self, ns, workdir, name="charon", log_levels=None, extra_conf="",
-                 plugins=None, plugin_dir=None):
+                 plugins=None, plugin_dir=None, conf_text=None):
         """``plugins``: the ``load`` list (default :data:`LOAD`); ``plugin_dir``: a
         directory bind-mounted over :data:`PLUGIN_DIR` in charon's mount namespace
-        (the set-up verifier's tests use it to hide plugins)."""
+        (the set-up verifier's tests use it to hide plugins). ``conf_text``: a
+        strongswan.conf written as it is instead of the harness's (the README's, in
+        host_tests/test_readme_linux_peer.py); without a ``vici { socket }`` setting
+        charon listens on its default /var/run/charon.vici, which is ``run/`` here, and
+        without a filelog there is no charon.log (charon.out has what it prints)."""
         self.ns = ns
         self.workdir = os.path.abspath(workdir)
         self.name = name
@@ -180,6 +184,9 @@ class Charon:
         self.extra_conf = extra_conf
         self.plugins = plugins or LOAD
         self.plugin_dir = plugin_dir
+        self.conf_text = conf_text
+        if conf_text is not None and "vici" in conf_text and "socket =" not in conf_text:
+            self.vici = os.path.join(self.rundir, "charon.vici")
         self.proc = None
         self.conns = {}
         self.secrets = {}
@@ -190,6 +197,10 @@ class Charon:
 
     # -- daemon -------------------------------------------------------------
     def write_strongswan_conf(self):
+        if self.conf_text is not None:
+            with open(self.conf_path, "w") as f:
+                f.write(self.conf_text)
+            return
         levels = "\n            ".join("%s = %s" % kv for kv in self.log_levels.items())
         text = """charon {
     load_modular = no

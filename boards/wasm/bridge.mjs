@@ -26,7 +26,7 @@
 //                           {t:"log", s}               diagnostics for stderr
 
 import { parentPort, workerData } from "node:worker_threads";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import path from "node:path";
 import fs from "node:fs";
 import dgram from "node:dgram";
@@ -105,7 +105,9 @@ WebAssembly.instantiate = async function (src, imports) {
   if (inst && inst.exports && inst.exports.memory) memory = inst.exports.memory;
   return r;
 };
-const { loadMicroPython } = await import("@micropython/micropython-webassembly-pyscript/micropython.mjs");
+const { loadMicroPython } = await import(process.env.PNP_WASM_PKG
+  ? pathToFileURL(path.join(process.env.PNP_WASM_PKG, "micropython.mjs")).href
+  : "@micropython/micropython-webassembly-pyscript/micropython.mjs");
 const mp = await loadMicroPython({
   heapsize: opts.heapsize,
   linebuffer: false,

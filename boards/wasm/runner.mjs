@@ -33,7 +33,7 @@
 // (its traceback goes to stderr); SystemExit(n) -> n; 124 timeout; 2 usage error.
 
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import path from "node:path";
 import fs from "node:fs";
 import { webcrypto } from "node:crypto";
@@ -173,7 +173,9 @@ async function workerThread() {
     return r;
   };
 
-  const { loadMicroPython } = await import("@micropython/micropython-webassembly-pyscript/micropython.mjs");
+  const { loadMicroPython } = await import(process.env.PNP_WASM_PKG
+    ? pathToFileURL(path.join(process.env.PNP_WASM_PKG, "micropython.mjs")).href
+    : "@micropython/micropython-webassembly-pyscript/micropython.mjs");
   const mp = await loadMicroPython({ heapsize: opts.heapsize, stdout: out, stderr: err });
   WebAssembly.instantiate = origInstantiate;
 

@@ -1,7 +1,9 @@
 """Real peers for interop tests: network namespaces, strongSwan charon, libreswan
 pluto, tcpdump captures and tshark as the judge.
 
-Everything needs root (network namespaces).  Facts behind the settings:
+Everything needs root (network namespaces). netns, charon, pluto and capture live in
+``tools/pnp/peers`` (``pnp.peers``, so that ``pnp wirebench`` runs from an installed
+package); ``host_tests.peers.<name>`` is the same module object.  Facts behind the settings:
 ``shared/recipes/strongswan.md`` and ``shared/recipes/libreswan.md``.
 Self-check (and usage example): ``host_tests/test_peers_selfcheck.py``.
 

@@ -31,9 +31,11 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+from pnp import paths
+
+REPO = paths.ROOT   # the checkout, or the installed package data (pnp/paths.py)
 RUNNER_MJS = os.path.join(REPO, "boards", "wasm", "runner.mjs")
-WASM_PKG = os.path.join(REPO, "node_modules", "@micropython", "micropython-webassembly-pyscript")
+WASM_PKG = paths.wasm_package() or os.path.join(REPO, "node_modules", "@micropython", "micropython-webassembly-pyscript")
 
 
 # ------------------------------------------------------------------ measurements
@@ -416,6 +418,7 @@ def _wasm_results(ctx):
                 capture_output=True,
                 text=True,
                 timeout=ctx.wasm_timeout + 30,
+                env=paths.node_env(),
             )
             line = [ln for ln in p.stdout.splitlines() if ln.startswith("PNPBENCH ")]
             if p.returncode != 0 or not line:

@@ -56,7 +56,9 @@ import subprocess
 import sys
 import tempfile
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+from pnp import paths
+
+REPO = paths.ROOT   # the checkout, or the installed package data (pnp/paths.py)
 FIRMWARE = os.path.join(REPO, "firmware", "pnpipsec")
 COMMON = os.path.join(REPO, "boards", "common", "pnpboard")
 BOARDS = ("esp32", "rp2", "wasm", "qemu")

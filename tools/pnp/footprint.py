@@ -78,10 +78,12 @@ import subprocess
 import sys
 import tempfile
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+from pnp import paths
+
+REPO = paths.ROOT   # the checkout, or the installed package data (pnp/paths.py)
 FIRMWARE = os.path.join(REPO, "firmware", "pnpipsec")
 MEASURE_MJS = os.path.join(REPO, "tools", "pnp", "mpy_measure.mjs")
-WASM_PKG = os.path.join(REPO, "node_modules", "@micropython", "micropython-webassembly-pyscript")
+WASM_PKG = paths.wasm_package() or os.path.join(REPO, "node_modules", "@micropython", "micropython-webassembly-pyscript")
 
 # issue 10, item 2 (docs/architecture.md "Budgets")
 MPY_BUDGET = 64 * 1024           # all of firmware/ as .mpy
@@ -147,7 +149,23 @@ def mpy_sizes(compact=False):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class NoFirmware(RuntimeError):
+    """No firmware sources where they should be: nothing to measure (exit status 2)."""
+
+
+def check_firmware():
+    """Raise NoFirmware unless FIRMWARE holds the package's sources (a count of 0 files
+    would otherwise sum to 0 bytes and pass every budget)."""
+    srcs = _sources()
+    if not srcs or not os.path.isfile(os.path.join(FIRMWARE, "__init__.py")):
+        raise NoFirmware("no firmware sources under %s (%d .py files): nothing to measure; run it from a "
+                         "checkout or an installed pnpipsec package that carries firmware/pnpipsec"
+                         % (FIRMWARE, len(srcs)))
+    return srcs
+
+
 def size_report():
+    check_firmware()
     plain = mpy_sizes(False)
     compact = mpy_sizes(True)
     return {
@@ -275,7 +293,7 @@ def _run_steps(steps, compact, timeout):
         with open(plan, "w") as f:
             json.dump({"mpy_dir": tmp, "steps": steps, "heapsize": 4 * 1024 * 1024}, f)
         p = subprocess.run([node, MEASURE_MJS, plan], capture_output=True, text=True,
-                           timeout=timeout, cwd=REPO)
+                           timeout=timeout, cwd=REPO, env=paths.node_env())
         if p.returncode != 0:
             raise RuntimeError("heap measurement failed (exit %d):\n%s%s" % (p.returncode, p.stdout[-3000:], p.stderr[-3000:]))
         return sizes, parse_fp(p.stdout.splitlines())
@@ -288,7 +306,7 @@ def _node():
     if node is None:
         raise RuntimeError("node not found (Node.js >= 20 runs the MicroPython WebAssembly port)")
     if not os.path.isdir(WASM_PKG):
-        raise RuntimeError("node_modules missing: run scripts/setup.sh (npm ci)")
+        raise RuntimeError(paths.WASM_MISSING)
     return node
 
 
@@ -731,6 +749,11 @@ def add_arguments(p):
 
 
 def run(args):
+    try:
+        check_firmware()
+    except NoFirmware as e:
+        print("pnp footprint: %s" % e, file=sys.stderr)
+        return 2
     return report(as_json=args.json, heap=not args.no_heap, days=getattr(args, "days", 1.0))
 
 

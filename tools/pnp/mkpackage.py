@@ -22,7 +22,9 @@ import json
 import os
 import sys
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+from pnp import paths
+
+REPO = paths.ROOT   # the checkout, or the installed package data (pnp/paths.py)
 FIRMWARE = os.path.join(REPO, "firmware")
 PACKAGE_JSON = os.path.join(FIRMWARE, "package.json")
 

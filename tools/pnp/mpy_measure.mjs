@@ -17,6 +17,7 @@
 
 import fs from "node:fs";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 
 function die(msg, code) {
   process.stderr.write(`mpy_measure.mjs: ${msg}\n`);
@@ -33,7 +34,9 @@ try {
 }
 if (!plan.mpy_dir || !fs.existsSync(plan.mpy_dir)) die(`no such mpy_dir ${plan.mpy_dir}`, 2);
 
-const { loadMicroPython } = await import("@micropython/micropython-webassembly-pyscript/micropython.mjs");
+const { loadMicroPython } = await import(process.env.PNP_WASM_PKG
+  ? pathToFileURL(path.join(process.env.PNP_WASM_PKG, "micropython.mjs")).href
+  : "@micropython/micropython-webassembly-pyscript/micropython.mjs");
 const mp = await loadMicroPython({
   heapsize: plan.heapsize || 4 * 1024 * 1024,
   stdout: (line) => process.stdout.write(line + "\n"),

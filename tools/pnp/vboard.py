@@ -38,9 +38,11 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+from pnp import paths
+
+REPO = paths.ROOT   # the checkout, or the installed package data (pnp/paths.py)
 BOARD_MJS = os.path.join(REPO, "boards", "wasm", "board.mjs")
-WASM_PKG = os.path.join(REPO, "node_modules", "@micropython", "micropython-webassembly-pyscript")
+WASM_PKG = paths.wasm_package() or os.path.join(REPO, "node_modules", "@micropython", "micropython-webassembly-pyscript")
 
 
 class VboardError(Exception):
@@ -53,7 +55,7 @@ def prerequisites() -> list[str]:
     if shutil.which("node") is None:
         missing.append("node (Node.js >= 20) not on PATH")
     if not os.path.isdir(WASM_PKG):
-        missing.append("node_modules/@micropython/micropython-webassembly-pyscript missing (run `npm ci` or make setup)")
+        missing.append(paths.WASM_MISSING)
     if shutil.which("socat") is None:
         missing.append("socat not on PATH (Debian package socat)")
     return missing
@@ -68,7 +70,7 @@ def command(state: str, link: str, watchdog: float = 2.0, safe: bool = False,
     for ch in ",:!\"'\\ ":
         if ch in link:
             raise VboardError("the pty path %r contains %r, which socat's address syntax cannot carry" % (link, ch))
-    env = dict(os.environ)
+    env = paths.node_env()
     env["VBOARD_NODE"] = shutil.which("node") or "node"
     env["VBOARD_MJS"] = BOARD_MJS
     env["VBOARD_STATE"] = state

@@ -1,7 +1,8 @@
 """`pnp wirebench`: handshakes on the wire, ours beside strongSwan's and libreswan's.
 
-Needs root and a repository checkout (it drives the real daemons through the test
-harness in host_tests/peers, in two network namespaces). Every figure comes from a
+Needs root, strongSwan, libreswan (unpacked by `python -m pnp.peers.pluto --ensure`) and
+tcpdump; it drives the real daemons through pnp.peers (the harness the interop tests
+use, in two network namespaces). Every figure comes from a
 tcpdump capture on the veth: wire time = IKE_SA_INIT request -> IKE_AUTH response,
 bytes = UDP payloads of the four messages (non-ESP markers included), medians of N.
 Same suite everywhere: AES-CBC-128 / HMAC-SHA2-256-128 / PRF-SHA2-256 / Curve25519.
@@ -16,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PSK = "wirebench-psk-0123456789abcdef"
 
 
@@ -42,7 +42,7 @@ def _our_config(tmp, me, peer, auth, childless=False, transport=True, names=("a"
 
 
 def _connect(ns, cfg, peer, runs):
-    from host_tests.peers import netns as nn
+    from pnp.peers import netns as nn
     for _ in range(runs):
         r = ns.run([nn.VENV_PYTHON, "-m", "pnp.cli", "connect", "--config", cfg, peer], check=False)
         if r.returncode != 0:
@@ -50,7 +50,7 @@ def _connect(ns, cfg, peer, runs):
 
 
 def _captured(ns, tmp, name, work):
-    from host_tests.peers import capture as cap
+    from pnp.peers import capture as cap
     pcap = os.path.join(tmp, name + ".pcap")
     with cap.Capture(ns, "veth0", "udp", pcap):
         work()
@@ -58,8 +58,8 @@ def _captured(ns, tmp, name, work):
 
 
 def scenarios(net, tmp, runs):
-    from host_tests.peers import charon as ch
-    from host_tests.peers import pluto as pl
+    from pnp.peers import charon as ch
+    from pnp.peers import pluto as pl
     a, b = net.ns
     out = {}
 
@@ -149,13 +149,7 @@ def run(args) -> int:
     if os.geteuid() != 0:
         print("pnp wirebench: needs root (network namespaces, tcpdump)", file=sys.stderr)
         return 2
-    if REPO not in sys.path:
-        sys.path.insert(0, REPO)
-    try:
-        from host_tests.peers import netns as nn
-    except ImportError as e:
-        print("pnp wirebench: needs the repository checkout (host_tests/peers): %s" % e, file=sys.stderr)
-        return 2
+    from pnp.peers import netns as nn
     with tempfile.TemporaryDirectory() as tmp, nn.Netns(2, net_id=9) as net:
         rows = summarize(scenarios(net, tmp, args.runs))
     if args.json:

@@ -1,8 +1,10 @@
 """`pnp node --config FILE [--echo PORT]`: run a node until stopped.
 
-Exit status: 0 stopped by SIGTERM/SIGINT, 1 could not start (a port in use...), 2 the
+Exit status: 0 stopped by SIGTERM/SIGINT, 1 could not start for another reason, 2 the
 config, the state folder, the identity or the pin store is unusable (one line naming
-the file and the problem; the file is left as it is)."""
+the file and the problem; the file is left as it is), or a port is taken (one line
+naming the address and the port: no SO_REUSEADDR, so a second node on the same ports
+does not start)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import sys
 from pnp import config
 from pnp.problems import STORE_ERRORS, refuse, store_problem
 from pnp.runtime import log_stderr, start_node, stop_node
+from pnp_hostboard.board import BindError
 
 
 def add_arguments(p):
@@ -35,6 +38,9 @@ async def _main(args) -> int:
     cfg = config.load(args.config)
     try:
         node = await start_node(cfg)
+    except BindError as e:
+        print(f"pnp node: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"pnp node: {e}", file=sys.stderr)
         return 1

@@ -3,6 +3,9 @@
 Pins are keyed by the peer's address; a peer whose key changed stays at ENCRYPTED until
 its new key is approved here (or with Node.approve from the app).
 
+The state folder must exist: pins never creates one (a typo in --state is an error,
+not a new empty store).
+
 Exit status: 0 done, 1 refused (no such pin, nothing pending, the store is full),
 2 bad arguments, or a state folder or pin store that is unusable (one line naming the
 file and the problem; the file is left as it is).
@@ -21,7 +24,7 @@ from pnpipsec.pins import PinError, PinStore
 
 
 def add_arguments(p):
-    p.add_argument("--state", required=True, help="the node's state folder")
+    p.add_argument("--state", required=True, help="the node's state folder (must exist)")
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
     sub.add_parser("list", help="show every pinned peer")
@@ -52,7 +55,7 @@ def _key(args, store, pid):
 
 def run(args) -> int:
     try:
-        store = PinStore(DirStorage(args.state))
+        store = PinStore(DirStorage(args.state, create=False))
         if args.action == "list":
             items = sorted(store.items())
             if not items:

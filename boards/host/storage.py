@@ -9,7 +9,7 @@ Modes: the state folder is created 0700 and every stored file is written 0600
 (os.open with the mode, then fchmod, so no umask widens it): the identity holds the
 node's private key, and the pin store decides whom the node trusts. An identity
 that is readable or writable by group or others when loaded is warned about loudly
-(stderr, or the `warn` callable), not refused: the node still starts, the user fixes it.
+(check_private: stderr, or the `warn` callable), not refused: the node still starts, the user fixes it.
 """
 
 import os
@@ -19,8 +19,6 @@ import stat
 # (64 pins) about 17 KB; a bigger file is not ours, and reading it whole would only
 # waste memory.
 MAX_SIZE = 1 << 20
-# Files that hold a secret: loading one that others may read gets a warning.
-SECRET_NAMES = ("identity",)
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
@@ -133,11 +131,22 @@ class DirStorage:
             raise StoreError(p, "cannot read: " + _why(e)) from None
         if len(data) > self.max_size:
             raise StoreError(p, "too large (more than %d bytes)" % self.max_size)
-        if name in SECRET_NAMES and st.st_mode & 0o077:
-            self.warn("WARNING: %s holds a private key but its mode is %04o (group/others may %s it); "
-                      "run: chmod 600 %s" % (p, stat.S_IMODE(st.st_mode),
-                                              "read" if st.st_mode & 0o044 else "change", p))
         return data
+
+    def check_private(self, name="identity"):
+        """Warn (loudly, not an error) when the secret `name` may be read or changed by
+        group or others. Called once the secret has loaded: a corrupt file is refused
+        with its own one line and no warning."""
+        p = self.path(name)
+        try:
+            m = os.stat(p).st_mode
+        except OSError:
+            return False
+        if not m & 0o077:
+            return False
+        self.warn("WARNING: %s holds a private key but its mode is %04o (group/others may %s it); "
+                  "run: chmod 600 %s" % (p, stat.S_IMODE(m), "read" if m & 0o044 else "change", p))
+        return True
 
     def write(self, name, data):
         """Replace `name` atomically: a crash leaves the old or the new content, never half."""

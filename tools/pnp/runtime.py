@@ -35,6 +35,7 @@ async def start_node(cfg, verbose=True) -> Node:
     storage = DirStorage(cfg.state)
     pins = PinStore(storage)
     ident, created = identity.load_or_create(storage, os.urandom)
+    storage.check_private(identity.FILE)
     if created and verbose:
         log_stderr(f"created identity {ident.fingerprint} in {cfg.state}")
     board = HostBoard.binding(getattr(cfg, "bind", None) or [], state_dir=cfg.state,

@@ -311,6 +311,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        st = os.path.abspath(args.state)
+        if os.path.lexists(st) and not os.path.isdir(st):     # before any prerequisite
+            raise VboardError("--state %s: not a directory (a file is there)" % st)
         if getattr(args, "board", "wasm") == "qemu":
             proc, link = start_qemu(args.state, args.link, profile=args.profile, frozen=args.frozen,
                                     firmware=args.firmware, icount=args.icount,

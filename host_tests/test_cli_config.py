@@ -77,13 +77,13 @@ keylog = "keys"
 [[peer]]
 address = "fd00:1::2"
 auth = "psk"
-psk = "s3cret"
+psk = "s3cret-s3cret-s3cret"
 local_id = "fqdn:alice"
 remote_id = "fqdn:bob"
 mode = "tunnel"
 """))
     (p,) = cfg.peers
-    assert p.host == "fd00:1::2" and p.cfg.psk == b"s3cret" and p.cfg.mode == "tunnel"
+    assert p.host == "fd00:1::2" and p.cfg.psk == b"s3cret-s3cret-s3cret" and p.cfg.mode == "tunnel"
     assert p.cfg.local_id == (2, b"alice")
     assert p.cfg.local_ts == [(bytes.fromhex("fd000001" + "00" * 11 + "01"),) * 2]
     assert p.cfg.remote_ts[0][0][-1] == 2

@@ -97,6 +97,14 @@ def world(tmp_path):
             "tmp": tmp_path, "spare": c}
 
 
+def _port_of(cfg):
+    """The node's own ike_port in a config _write made (its first line with one)."""
+    for line in open(cfg):
+        if line.startswith("ike_port = "):
+            return int(line.split("=")[1])
+    raise AssertionError(cfg)
+
+
 def status(state):
     r = pnp("status", "--state", state, "--json")
     assert r.returncode == 0, r.stderr
@@ -158,7 +166,13 @@ def test_status_then_approve_a_changed_key_on_the_running_node(world, procs):
                                                           "presents": None}
 
     # the node's next pin save (another peer, ::1, pinned on first sight) keeps the approval
-    r = pnp("connect", "--config", world["peer"], "::1", "--timeout", "5")
+    # (another port and state: the holding peer keeps its port, and unicast binds are
+    # exclusive, no SO_REUSEADDR)
+    peer2 = _write(world["tmp"] / "peer2.toml", open(world["peer"]).read().replace(
+        'state = "pst"', 'state = "pst2"').replace("ike_port = %d\nnatt_port = %d\n[[peer]]" % (
+            _port_of(world["peer"]), _port_of(world["peer"])),
+        "ike_port = %d\nnatt_port = %d\n[[peer]]" % (world["spare"], world["spare"]), 1))
+    r = pnp("connect", "--config", peer2, "::1", "--timeout", "5")
     assert r.returncode == 0, r.stderr
     assert wait_for(lambda: any(p["address"] == "::1" and p["pin"]
                                 for p in status(world["state"])["peers"]))

@@ -6,6 +6,7 @@ over MicroPython boards whose sockets look the same.
 """
 
 import asyncio
+import errno
 import os
 import socket
 import time
@@ -112,13 +113,29 @@ class UdpSocket:
             tr.close()
 
 
+class BindError(OSError):
+    """A port we need is taken (or not ours to bind): one line naming address and port."""
+
+    def __str__(self):
+        return self.strerror or OSError.__str__(self)
+
+
+# Errors that mean "this host has no such family / address here", not "port taken": with
+# the default wildcard binds, a host without IPv6 (or IPv4) runs on the other family.
+_NO_FAMILY = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT)
+
+
+def _hostport(host, port):
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+
 class HostBoard:
     name = "host"
     # Source addresses whose cookie answers are counted per second under a flood
     # (engine COOKIES AND BUDGETS); a board keeps the engine's small default.
     answer_sources = 4096
 
-    def __init__(self, state_dir=None, bind6="::", bind4="0.0.0.0", pure=False):
+    def __init__(self, state_dir=None, bind6="::", bind4="0.0.0.0", pure=False, log=None):
         self.aes = CryptographyAES()
         # DESIGN section 9: the host may swap OpenSSL in for the pure-Python X25519 and
         # Ed25519 (same API, same vectors); pure=True keeps the device's code path.
@@ -127,6 +144,23 @@ class HostBoard:
         self.storage = DirStorage(state_dir) if state_dir else None
         self.bind6 = bind6
         self.bind4 = bind4
+        self.log = log
+
+    @classmethod
+    def binding(cls, addresses, **kw):
+        """A board bound to `addresses` (at most one IPv6 and one IPv4; the families not
+        named are not bound); empty: every address of both families."""
+        if not addresses:
+            return cls(**kw)
+        b6 = [a for a in addresses if ":" in a]
+        b4 = [a for a in addresses if ":" not in a]
+        if len(b6) > 1 or len(b4) > 1:
+            raise ValueError("bind: at most one IPv6 and one IPv4 address")
+        return cls(bind6=b6[0] if b6 else None, bind4=b4[0] if b4 else None, **kw)
+
+    def bound(self):
+        """The addresses the sockets bind ("::" / "0.0.0.0": all of that family)."""
+        return [h for h in (self.bind6, self.bind4) if h is not None]
 
     def rand(self, n):
         return os.urandom(n)
@@ -139,12 +173,20 @@ class HostBoard:
         return time.monotonic()
 
     async def udp(self, port):
-        """Bind `port` on IPv6 and IPv4; raises OSError when neither family binds."""
+        """Bind `port` on the board's IPv6 and IPv4 addresses.
+
+        Unicast sockets never set SO_REUSEADDR: with it a second node on the same ports
+        also binds (and steals datagrams), so a taken port is a BindError naming the
+        address and the port. A family whose address is missing on this host (no IPv6,
+        an address not configured here) is skipped with a log line when the other
+        family binds with the default wildcard addresses; an explicitly configured
+        address that does not bind is an error. Raises BindError (an OSError) when a
+        port is taken or nothing binds."""
         loop = asyncio.get_running_loop()
         queue = _Queue()
         transports = {}
         errors = []
-        for fam, host in ((socket.AF_INET6, self.bind6), (socket.AF_INET, self.bind4)):
+        for fam, host, wild in ((socket.AF_INET6, self.bind6, "::"), (socket.AF_INET, self.bind4, "0.0.0.0")):
             if host is None:
                 continue
             sock = None
@@ -152,16 +194,40 @@ class HostBoard:
                 sock = socket.socket(fam, socket.SOCK_DGRAM)
                 if fam == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
                 sock.bind((host, port))
                 sock.setblocking(False)
             except OSError as e:
                 if sock is not None:
                     sock.close()
-                errors.append(e)
-                continue
+                if e.errno in _NO_FAMILY and host == wild:
+                    errors.append((host, e))
+                    continue
+                for tr in transports.values():
+                    tr.close()
+                raise BindError(e.errno, _bind_text(host, port, e)) from None
             transports[fam] = _Reader(loop, sock, queue)
         if not transports:
-            raise OSError("cannot bind UDP port %d: %s" % (port, errors[0] if errors else "no family"))
+            host, e = errors[0] if errors else ("?", None)
+            raise BindError(e.errno if e else errno.EINVAL,
+                            _bind_text(host, port, e) if e else "UDP port %d: no address to bind" % port)
+        for host, e in errors:
+            if self.log is not None:
+                self.log("UDP port %d: %s not bound (%s); the other family only" % (port, host, _why(e)))
         return UdpSocket(transports, queue, port)
+
+
+def _why(e):
+    text = e.strerror or str(e)
+    return text[:1].lower() + text[1:]
+
+
+def _bind_text(host, port, e):
+    where = "UDP %s" % _hostport(host, port)
+    if e.errno == errno.EADDRINUSE:
+        return "%s: address already in use (another node or program has this port)" % where
+    if e.errno == errno.EACCES:
+        return "%s: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)" % where
+    if e.errno == errno.EADDRNOTAVAIL:
+        return "%s: cannot bind: the address is not one of this host's" % where
+    return "%s: cannot bind: %s" % (where, _why(e))

@@ -4,6 +4,12 @@ A stored file that exists but cannot be used -- a directory or a FIFO where the 
 should be, a dangling symlink, an unreadable or absurdly large file, a state folder that
 is a file -- raises StoreError naming the path and the problem. Nothing is ever written
 over such a file: the user decides what to do with it.
+
+Modes: the state folder is created 0700 and every stored file is written 0600
+(os.open with the mode, then fchmod, so no umask widens it): the identity holds the
+node's private key, and the pin store decides whom the node trusts. An identity
+that is readable or writable by group or others when loaded is warned about loudly
+(check_private: stderr, or the `warn` callable), not refused: the node still starts, the user fixes it.
 """
 
 import os
@@ -19,6 +25,13 @@ except ImportError:     # not POSIX: one writer per state folder
 # (64 pins) about 17 KB; a bigger file is not ours, and reading it whole would only
 # waste memory.
 MAX_SIZE = 1 << 20
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def _stderr_warn(msg):
+    import sys
+    print(msg, file=sys.stderr, flush=True)
 
 
 class StoreError(Exception):
@@ -52,11 +65,27 @@ def _kind(mode):
 
 
 class DirStorage:
-    def __init__(self, root, max_size=MAX_SIZE):
+    """create=False: the folder must exist (read-only commands never create state)."""
+
+    def __init__(self, root, max_size=MAX_SIZE, create=True, warn=None):
         self.root = root
         self.max_size = max_size
+        self.warn = warn or _stderr_warn
+        if not create:
+            try:
+                st = os.stat(root)
+            except FileNotFoundError:
+                raise StoreError(root, "no such state folder") from None
+            except OSError as e:
+                raise StoreError(root, "cannot use the state folder: " + _why(e)) from None
+            if not stat.S_ISDIR(st.st_mode):
+                raise StoreError(root, "not a directory (the state folder is a file)")
+            return
         try:
-            os.makedirs(root, exist_ok=True)
+            made = not os.path.lexists(root)
+            os.makedirs(root, mode=DIR_MODE, exist_ok=True)
+            if made:
+                os.chmod(root, DIR_MODE)    # makedirs' mode passes through the umask
         except FileExistsError:
             raise StoreError(root, "not a directory (the state folder is a file)") from None
         except NotADirectoryError:
@@ -141,13 +170,34 @@ class DirStorage:
         if token is not None:
             os.close(token)       # closing the descriptor releases the flock
 
+    def check_private(self, name="identity"):
+        """Warn (loudly, not an error) when the secret `name` may be read or changed by
+        group or others. Called once the secret has loaded: a corrupt file is refused
+        with its own one line and no warning."""
+        p = self.path(name)
+        try:
+            m = os.stat(p).st_mode
+        except OSError:
+            return False
+        if not m & 0o077:
+            return False
+        self.warn("WARNING: %s holds a private key but its mode is %04o (group/others may %s it); "
+                  "run: chmod 600 %s" % (p, stat.S_IMODE(m), "read" if m & 0o044 else "change", p))
+        return True
+
     def write(self, name, data):
         """Replace `name` atomically: a crash leaves the old or the new content, never half.
         The temporary file's name is this thread's own, so two writers never share one."""
         final = self.path(name)
         tmp = "%s.%d-%d.tmp" % (final, os.getpid(), threading.get_ident())
         try:
-            with open(tmp, "wb") as f:
+            try:
+                os.unlink(tmp)      # a stale temp file (another mode, another owner)
+            except FileNotFoundError:
+                pass
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), FILE_MODE)
+            with open(fd, "wb") as f:
+                os.fchmod(f.fileno(), FILE_MODE)    # whatever the umask
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())

@@ -257,7 +257,8 @@ class Node:
                       "no_sa": 0, "inner_refused": 0, "keepalive_in": 0, "keepalive_out": 0,
                       "clear_in": 0, "clear_out": 0, "clear_refused": 0, "proof_sent": 0,
                       "proof_ok": 0, "proof_bad": 0, "key_changed": 0, "drop_oversize": 0,
-                      "child_repair": 0, "liveness_checks": 0, "peer_table_full": 0}
+                      "child_repair": 0, "liveness_checks": 0, "peer_table_full": 0,
+                      "own_init": 0}
         self.events = []        # notable events for the app: ("key_changed", host, key) ...
         self._waiters = []
         self._to_probe = []     # (when, host) discovery wants probed (by the timer task)
@@ -714,6 +715,8 @@ class Node:
             self.stats["bad_datagram"] += 1
 
     def _ike_in(self, msg, addr, sock, now):
+        if self._own_init(msg, addr):
+            return
         # The socket is the request's arrival tag: the engine copies it onto every
         # answer (also one given later, after a held decision), which goes back on it.
         # _rx_answer only labels a failure's reason in the log ("from the peer" or "we
@@ -726,6 +729,26 @@ class Node:
             self._rx_answer = None
         # (an answer may have cleared the request its idle check waited behind)
         self._idle_mark(self.by_host.get(_norm(addr[0])))
+
+    def _own_init(self, msg, addr):
+        """Our own IKE_SA_INIT request came back: the "peer" is this node (an address of
+        ours, a NAT hairpin...). Answering it would make an SA with ourselves and report
+        a peer that does not exist as ENCRYPTED. Its SPIi is the SPI of an SA we are
+        initiating (64 random bits, so never a real peer's by chance): drop the request
+        and end that attempt, whose failure names the reason."""
+        if len(msg) < 28 or msg[18] != 34 or msg[19] & 0x28 != 0x08 or bytes(msg[8:16]) != ike.ZERO8:
+            return False
+        sa = self.engine.sas.get(bytes(msg[0:8]))
+        if sa is None or not sa.initiator or sa.state != "init_sent":
+            return False
+        self.stats["own_init"] += 1
+        self.engine.abandon(sa, self._now())
+        self._pump()
+        p = self.by_host.get(_norm(sa.peer_addr[0]))
+        if p is not None:
+            p.failed = "%s is this node itself (our own IKE_SA_INIT came back)" % sa.peer_addr[0]
+        self.log("IKE_SA_INIT to %s came back to us: that address is ours, no SA" % sa.peer_addr[0])
+        return True
 
     def _esp_in(self, packet, addr):
         spi = int.from_bytes(packet[0:4], "big")

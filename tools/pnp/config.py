@@ -25,11 +25,16 @@ ID_NULL = 13
 PEER_KEYS = {"address", "auth", "psk", "local_id", "remote_id", "peer_pubkey", "mode",
              "local_ts", "remote_ts", "proposals", "esp_proposals", "childless",
              "ike_port", "natt_port"}
-TOP_KEYS = {"state", "addresses", "ike_port", "natt_port", "keylog", "peer", "accept_any",
+TOP_KEYS = {"state", "addresses", "bind", "ike_port", "natt_port", "keylog", "peer", "accept_any",
             "zero_config", "tofu", "spd"}
 # [accept_any] describes any peer, so it has no address or ports of its own.
 ACCEPT_ANY_KEYS = PEER_KEYS - {"address", "ike_port", "natt_port"}
 MAX_CONFIG = 1 << 20
+# A PSK shorter than this is refused: IKEv2 PSK authentication falls to an offline
+# dictionary attack by anyone who sees (or is) the other end of one handshake, so the
+# key must carry real entropy. 16 bytes (of UTF-8) is the floor, not a target:
+# use a long random secret (`openssl rand -base64 24`).
+MIN_PSK = 16
 
 
 class ConfigError(Exception):
@@ -41,6 +46,7 @@ class NodeConfig:
     path: str
     state: str
     addresses: list = field(default_factory=list)
+    bind: list = field(default_factory=list)    # addresses to bind (empty: all, both families)
     ike_port: int = 500
     natt_port: int = 4500
     keylog: str | None = None
@@ -104,6 +110,10 @@ def _load(path, raw) -> NodeConfig:
         raise ConfigError(where(f"unknown key(s) {sorted(unknown)}; known: {sorted(TOP_KEYS)}"))
     cfg = NodeConfig(path=path, state=_path(base, _str(raw.get("state", "state"), where("state"))))
     cfg.addresses = [_addr(a, where("addresses")) for a in _list(raw.get("addresses", []), where("addresses"))]
+    cfg.bind = [_addr(a, where("bind")) for a in _list(raw.get("bind", []), where("bind"))]
+    fams = [len(inet.pton(a)) for a in cfg.bind]
+    if len(set(fams)) != len(fams):
+        raise ConfigError(where("bind: at most one IPv6 and one IPv4 address (%s)" % ", ".join(cfg.bind)))
     cfg.ike_port = _port(raw.get("ike_port", 500), where("ike_port"))
     cfg.natt_port = _port(raw.get("natt_port", 4500), where("natt_port"))
     if raw.get("keylog") is not None:
@@ -111,8 +121,16 @@ def _load(path, raw) -> NodeConfig:
     peers = raw.get("peer", [])
     if not isinstance(peers, list):
         raise ConfigError(where("peer must be an array of tables: [[peer]]"))
+    seen = {}
     for i, p in enumerate(peers):
-        cfg.peers.append(_peer(p, base, f"{path}: peer[{i}]", cfg))
+        entry = _peer(p, base, f"{path}: peer[{i}]", cfg)
+        if entry.host in seen:
+            raise ConfigError(f"{path}: peer[{i}].address: {entry.host} is already peer[{seen[entry.host]}]"
+                              " (one [[peer]] per address)")
+        if entry.host in cfg.bind:
+            raise ConfigError(f"{path}: peer[{i}].address: {entry.host} is our own address (in 'bind')")
+        seen[entry.host] = i
+        cfg.peers.append(entry)
     if raw.get("accept_any") is not None:
         aa = raw["accept_any"]
         if not isinstance(aa, dict):
@@ -121,7 +139,9 @@ def _load(path, raw) -> NodeConfig:
         if unknown:
             raise ConfigError(where(f"accept_any: unknown key(s) {sorted(unknown)}; known: {sorted(ACCEPT_ANY_KEYS)}"))
         cfg.accept_any = _peer_cfg(aa, base, where("accept_any"), cfg, None)
-    zc = raw.get("zero_config", False)
+    # Plug and play: zero_config is on unless the file says otherwise (or describes
+    # unknown peers itself with [accept_any]).
+    zc = raw.get("zero_config", cfg.accept_any is None)
     if not isinstance(zc, bool):
         raise ConfigError(where("zero_config must be true or false"))
     if zc:
@@ -154,6 +174,8 @@ def _peer(p, base, where, cfg):
     if "address" not in p:
         raise ConfigError(f"{where}: missing 'address'")
     host = _addr(p["address"], f"{where}.address")
+    if host in ("::", "0.0.0.0"):
+        raise ConfigError(f"{where}.address: {host} is the unspecified address, not a peer")
     pc = _peer_cfg(p, base, where, cfg, host)
     ike_port = _port(p.get("ike_port", 500), f"{where}.ike_port")
     natt_port = _port(p.get("natt_port", 4500), f"{where}.natt_port")
@@ -170,9 +192,14 @@ def _peer_cfg(p, base, where, cfg, host):
                 raise ConfigError(f"{where}.{key}: {prop!r} unsupported; supported: {', '.join(supported)}")
     psk = None
     if auth == "psk":
-        if not p.get("psk"):
+        if "psk" not in p or p["psk"] == "":
             raise ConfigError(f"{where}.psk: auth = \"psk\" needs a non-empty psk")
         psk = _str(p["psk"], f"{where}.psk").encode()
+        if len(psk) < MIN_PSK:
+            raise ConfigError(f"{where}.psk: too short ({len(psk)} bytes; at least {MIN_PSK}: "
+                              "use a long random secret)")
+    elif "psk" in p:
+        raise ConfigError(f"{where}.psk: set, but auth is {auth!r} (psk needs auth = \"psk\")")
     pub = None
     if auth == "pubkey":
         if not p.get("peer_pubkey"):
@@ -265,9 +292,12 @@ def _pton(text, where):
 
 
 def _addr(text, where):
-    if text == "any":
-        return "any"
-    return inet.ntop(_pton(text, where))
+    if not isinstance(text, str):
+        raise ConfigError(f"{where}: {text!r} is not an IPv4 or IPv6 address (a string)")
+    b = _pton(text, where)
+    if len(b) == 16 and b[:12] == bytes(10) + b"\xff\xff":
+        raise ConfigError(f"{where}: {text!r} is an IPv4-mapped address: write the IPv4 address")
+    return inet.ntop(b)
 
 
 def _port(v, where):

@@ -17,8 +17,9 @@ import sys
 
 from pnp import config
 from pnp.problems import STORE_ERRORS, refuse, store_problem
-from pnp.runtime import start_node, stop_node
+from pnp.runtime import is_own_address, parse_peer_address, start_node, stop_node
 from pnp.send_cmd import no_sa
+from pnp_hostboard.board import BindError
 from pnpipsec import LEVEL_NAMES, ENCRYPTED, AUTHENTICATED
 from pnpipsec.node import NodeError
 
@@ -33,6 +34,10 @@ def add_arguments(p):
 async def _main(args) -> int:
     deadline = asyncio.get_running_loop().time() + args.timeout
     cfg = config.load(args.config)
+    if is_own_address(cfg, args.addr):
+        print(f"pnp connect: {args.addr} is this node's own address (its IKE port is ours): "
+              "refusing to negotiate with ourselves", file=sys.stderr)
+        return 2
     node = await start_node(cfg, verbose=False)
     try:
         try:
@@ -64,7 +69,15 @@ def run(args) -> int:
         print("pnp connect: --timeout must be more than 0 s", file=sys.stderr)
         return 2
     try:
+        args.addr = parse_peer_address(args.addr)
+    except ValueError as e:
+        print(f"pnp connect: address: {e}", file=sys.stderr)
+        return 2
+    try:
         return asyncio.run(_main(args))
+    except BindError as e:
+        print(f"pnp connect: {e}", file=sys.stderr)
+        return 2
     except config.ConfigError as e:
         return refuse("pnp connect", e)
     except STORE_ERRORS as e:

@@ -45,7 +45,8 @@ not used.
 
 Exit status: 0 deployed and self-test ok; 1 the self-test failed or mpremote failed
 while copying; 2 usage or environment errors (mpremote or mpy-cross missing, device not
-found, unknown board, a file that does not compile -- named).
+found, unknown board, --board naming another type than the device says it is, a file
+that does not compile -- named).
 """
 
 from __future__ import annotations
@@ -342,20 +343,38 @@ def _explain_failure(port, lines):
     return None
 
 
-def detect_board(port, timeout=30, log=print):
+def device_platform(port, timeout=30, log=print):
+    """The device's sys.platform (DeployError when mpremote fails, None when it says nothing)."""
     rc, lines = _run_mpremote(["connect", port, "exec", "import sys; print('PLATFORM', sys.platform)"],
                               timeout, log, echo=False)
     if rc != 0:
         raise _explain_failure(port, lines) or DeployError("mpremote failed on %s:\n%s" % (port, "\n".join(lines)))
     for line in lines:
         if line.startswith("PLATFORM "):
-            plat = line.split(None, 1)[1].strip()
-            board = PLATFORM_TO_BOARD.get(plat)
-            if board is None:
-                raise DeployError("board type unknown: the device says sys.platform = %r; pass --board (%s)"
-                                  % (plat, ", ".join(BOARDS)))
-            return board
-    raise DeployError("board type unknown: no answer from the device; pass --board")
+            return line.split(None, 1)[1].strip()
+    return None
+
+
+def detect_board(port, timeout=30, log=print):
+    plat = device_platform(port, timeout, log)
+    if plat is None:
+        raise DeployError("board type unknown: no answer from the device; pass --board")
+    board = PLATFORM_TO_BOARD.get(plat)
+    if board is None:
+        raise DeployError("board type unknown: the device says sys.platform = %r; pass --board (%s)"
+                          % (plat, ", ".join(BOARDS)))
+    return board
+
+
+def check_board(port, board, timeout=30, log=print):
+    """--board given: refuse when the device says it is another known board type (its
+    sys.platform), before anything is copied; a platform we do not know is let through."""
+    plat = device_platform(port, timeout, log)
+    found = PLATFORM_TO_BOARD.get(plat)
+    if found is not None and found != board:
+        raise DeployError("--board %s, but the device at %s is a %s board (sys.platform = %r); "
+                          "nothing was changed: pass --board %s, or leave --board out to ask the device"
+                          % (board, port, found, plat, found))
 
 
 # ------------------------------------------------------------------ command
@@ -364,7 +383,8 @@ def add_arguments(p):
                    help="the device as mpremote names it: /dev/ttyACM0, a pty path of the virtual board, "
                         "a0/u0 shortcuts, 'auto', id:SERIAL")
     p.add_argument("--board", choices=BOARDS, default=None,
-                   help="board type (default: asked from the device's sys.platform)")
+                   help="board type (default: asked from the device's sys.platform; when given, "
+                        "a device that says it is another type is refused)")
     p.add_argument("--no-compile", action="store_true", help="copy .py sources instead of .mpy")
     p.add_argument("--lines", action="store_true",
                    help="keep source line numbers in the .mpy files (larger; tracebacks show lines)")
@@ -401,6 +421,8 @@ def deploy(args, log=print):
             raise DeployError("--dry-run needs --board (%s): there is no device to ask" % ", ".join(BOARDS))
         board = detect_board(args.port, log=log)
         log("board: %s (from the device)" % board)
+    elif not args.dry_run:
+        check_board(args.port, board, log=log)
     items, dirs = make_plan(board, compile_=not args.no_compile, main=args.main)
     march = getattr(args, "native_arch", None)
     romfs = getattr(args, "romfs", False)

@@ -23,6 +23,7 @@ def run(args) -> int:
     try:
         store = DirStorage(args.state)
         ident, created = identity.load_or_create(store, os.urandom)
+        store.check_private(identity.FILE)
         pem_path = store.path("identity.pub.pem")
         store.write("identity.pub.pem", identity.spki_pem(ident.public))
     except STORE_ERRORS as e:

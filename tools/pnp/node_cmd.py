@@ -5,10 +5,12 @@ why a handshake failed) to stderr: -q warnings only, -v also per-packet detail. 
 it runs, its control socket STATE/control.sock (mode 0600, pnp.control) answers
 `pnp status`, `pnp events` and `pnp pins approve|revoke`.
 
-Exit status: 0 stopped by SIGTERM/SIGINT, 1 could not start (a port in use...), 2 the
+Exit status: 0 stopped by SIGTERM/SIGINT, 1 could not start for another reason, 2 the
 config, the state folder, the identity or the pin store is unusable (one line naming
-the file and the problem; the file is left as it is), or a node already runs on this
-state folder (its control socket answers)."""
+the file and the problem; the file is left as it is), a node already runs on this
+state folder (its control socket answers), or a port is taken (one line naming the
+address and the port: no SO_REUSEADDR, so a second node on the same ports does not
+start)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from pnp import config, control, logs
 from pnp.problems import STORE_ERRORS, refuse, store_problem
 from pnp.runtime import log_stderr, start_node, stop_node
 from pnpipsec import LEVEL_NAMES
+from pnp_hostboard.board import BindError
 
 
 def add_arguments(p):
@@ -57,6 +60,9 @@ async def _main(args) -> int:
         return 2
     try:
         node = await start_node(cfg)
+    except BindError as e:
+        print(f"pnp node: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         print(f"pnp node: {e}", file=sys.stderr)
         return 1

@@ -9,6 +9,9 @@ the node writes the store. Otherwise they change the store; either way the store
 changed by merging (pnpipsec.pins), so a node and this command never erase each
 other's changes.
 
+The state folder must exist: pins never creates one (a typo in --state is an error,
+not a new empty store).
+
 Exit status: 0 done, 1 refused (no such pin, nothing pending, the store is full),
 2 bad arguments, or a state folder or pin store that is unusable (one line naming the
 file and the problem; the file is left as it is).
@@ -28,7 +31,7 @@ from pnpipsec.pins import PinError, PinStore
 
 
 def add_arguments(p):
-    p.add_argument("--state", required=True, help="the node's state folder")
+    p.add_argument("--state", required=True, help="the node's state folder (must exist)")
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
     sub.add_parser("list", help="show every pinned peer")
@@ -80,7 +83,7 @@ def _key(args, store, pid):
 
 def run(args) -> int:
     try:
-        store = PinStore(DirStorage(args.state))
+        store = PinStore(DirStorage(args.state, create=False))
         if args.action == "list":
             items = sorted(store.items())
             if not items:

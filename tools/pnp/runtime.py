@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
+import sys
 
 from pnp_hostboard.board import HostBoard
 from pnp_hostboard.storage import DirStorage
-from pnpipsec import identity
+from pnpipsec import identity, inet
 from pnpipsec.node import Node
 from pnpipsec.pins import PinStore
 
@@ -36,9 +38,11 @@ async def start_node(cfg, verbose=True) -> Node:
     storage = DirStorage(cfg.state)
     pins = PinStore(storage)
     ident, created = identity.load_or_create(storage, os.urandom)
+    storage.check_private(identity.FILE)
     if created and verbose:
         log_stderr(f"created identity {ident.fingerprint} in {cfg.state}")
-    board = HostBoard(cfg.state)
+    board = HostBoard.binding(getattr(cfg, "bind", None) or [], state_dir=cfg.state,
+                              log=log_stderr if verbose else None)
     node = Node(board, ident, peers=cfg.peers, ike_port=cfg.ike_port, natt_port=cfg.natt_port,
                 addresses=cfg.addresses, keylog=KeylogDir(cfg.keylog) if cfg.keylog else None,
                 log=logs.node_log if verbose else None, accept_any=cfg.accept_any,
@@ -47,6 +51,51 @@ async def start_node(cfg, verbose=True) -> Node:
         node.on_level(logs.on_level)
     await node.start()
     return node
+
+
+def parse_peer_address(text):
+    """The peer address argument as canonical text; ValueError with a message if it is not one."""
+    try:
+        b = inet.pton(text)
+    except (ValueError, IndexError):
+        raise ValueError("%r is not an IPv4 or IPv6 address" % text) from None
+    if b == bytes(len(b)):
+        raise ValueError("%s is the unspecified address, not a peer" % text)
+    return inet.ntop(b)
+
+
+def _is_local(host):
+    """True when `host` is an address of this machine (binding to it works)."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(fam, socket.SOCK_DGRAM) as s:
+            s.bind((host, 0))
+        return True
+    except OSError:
+        return False
+
+
+def is_own_address(cfg, host):
+    """True when IKE sent to `host` would come back to this node's own sockets: it is an
+    address we bind, or one of this machine's addresses while we bind all addresses of
+    its family, and the peer's IKE port is one of ours. (Without SO_REUSEADDR no other
+    socket can hold that port on a local address while we hold it on all of them.)
+    The node itself also drops its own IKE_SA_INIT coming back (pnpipsec.node), which
+    catches any other way round (NAT hairpin, an alias); this check says so before
+    anything is sent."""
+    peer = next((p for p in cfg.peers if p.host == host), None)
+    port = (peer.ike_port if peer.ike_port != peer.natt_port else peer.natt_port) if peer else cfg.natt_port
+    if port not in (cfg.ike_port, cfg.natt_port):
+        return False
+    bind = list(getattr(cfg, "bind", None) or [])
+    if host in bind:
+        return True
+    fam6 = ":" in host
+    mine = [a for a in bind if (":" in a) == fam6]
+    wild = "::" if fam6 else "0.0.0.0"
+    if bind and mine != [wild]:
+        return False        # that family not bound, or bound to another address
+    return _is_local(host)
 
 
 async def stop_node(node, limit=STOP_LIMIT) -> None:

@@ -19,7 +19,8 @@ import sys
 
 from pnp import config, status
 from pnp.problems import STORE_ERRORS, refuse, store_problem
-from pnp.runtime import start_node, stop_node
+from pnp.runtime import is_own_address, parse_peer_address, start_node, stop_node
+from pnp_hostboard.board import BindError
 from pnpipsec import LEVEL_NAMES
 from pnpipsec.node import NodeError
 
@@ -59,6 +60,10 @@ async def _main(args) -> int:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + args.timeout
     cfg = config.load(args.config)
+    if is_own_address(cfg, args.addr):
+        print(f"pnp send: {args.addr} is this node's own address (its IKE port is ours): "
+              "refusing to negotiate with ourselves", file=sys.stderr)
+        return 2
     node = await start_node(cfg, verbose=False)
     phase = "sa"
     try:
@@ -106,7 +111,15 @@ def run(args) -> int:
         print("pnp send: --timeout must be more than 0 s", file=sys.stderr)
         return 2
     try:
+        args.addr = parse_peer_address(args.addr)
+    except ValueError as e:
+        print(f"pnp send: address: {e}", file=sys.stderr)
+        return 2
+    try:
         return asyncio.run(_main(args))
+    except BindError as e:
+        print(f"pnp send: {e}", file=sys.stderr)
+        return 2
     except config.ConfigError as e:
         return refuse("pnp send", e)
     except STORE_ERRORS as e:

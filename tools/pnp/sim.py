@@ -277,6 +277,7 @@ class Sim:
         self.elapsed = 0.0
         self.t0 = None
         self.interrupted = False
+        self.final_view = None     # (nodes, legacy) when the scenario ended
 
     def t(self):
         return time.monotonic() - self.t0
@@ -312,7 +313,9 @@ class Sim:
         self.tap = Tap(os.path.join(self.out, "sim.pcap"))
         self.t0 = time.monotonic()
         for n in NODES:
-            ident, created = identity.load_or_create(DirStorage(os.path.join(self.out, n)), os.urandom)
+            store = DirStorage(os.path.join(self.out, n))
+            ident, created = identity.load_or_create(store, os.urandom)
+            store.check_private(identity.FILE)
             self.idents[n] = {"fingerprint": ident.fingerprint, "created": created}
             node = Node(SimBoard(self.addrs[n], self.tap), ident, ike_port=self.port,
                         natt_port=self.port, keylog=keylog, accept_any=zero_config())
@@ -510,9 +513,11 @@ class Sim:
                          "replied": th.replied, "replies_at_laptop": at_laptop, "ike_probes": probes}}
 
     def table(self, final=False):
-        nodes = self.view()
+        # The final table is the view taken when the scenario ended, before the nodes
+        # stopped: stopping deletes every SA, so the live nodes would then read CLEAR.
+        nodes = self.final_view[0] if final and self.final_view else self.view()
         head = "pnp sim  %s  t=%.1f s of %.1f s   NAT-T port %d   out: %s" % (
-            "final" if final else "live ", self.t(), self.duration, self.port, self.out)
+            "final" if final else "live ", self.elapsed if final and self.final_view else self.t(), self.duration, self.port, self.out)
         lines = [head, "%-8s %-11s %-18s %13s %13s" % ("NODE", "PEER", "LEVEL", "CLEAR in/out", "ESP in/out")]
         for n in NODES:
             for peer, e in nodes[n].items():
@@ -521,7 +526,7 @@ class Sim:
                     lvl += " (%s)" % e["discovery"]
                 lines.append("%-8s %-11s %-18s %6d/%-6d %6d/%-6d" % (
                     n, peer, lvl, e["clear_in"], e["clear_out"], e["esp_in"], e["esp_out"]))
-        lg = self.legacy_view()[LEGACY]
+        lg = (self.final_view[1] if final and self.final_view else self.legacy_view())[LEGACY]
         lines.append("%-8s %s: got %d of the %d datagrams sent to it, replied %d; IKE probes sent to it %d"
                      % ("legacy", LEGACY, lg["received"], lg["sent_to"], lg["replied"], lg["ike_probes"]))
         lines.append("events:")
@@ -616,6 +621,10 @@ class Sim:
                 await asyncio.sleep(DRAIN)
             self.elapsed = self.t()
             nodes, legacy = self.view(), self.legacy_view()
+            # The scenario ends here: what the levels do from now on (the SAs deleted as
+            # the nodes stop) is shutdown, not a level change of the run.
+            self.stopping = True
+            self.final_view = (nodes, legacy)
             for tk in receivers + shows:
                 tk.cancel()
             await asyncio.gather(*(senders + receivers + shows), return_exceptions=True)

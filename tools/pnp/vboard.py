@@ -49,6 +49,19 @@ class VboardError(Exception):
     pass
 
 
+def _state_dir(state: str) -> str:
+    """The state folder as an absolute path, created if missing; VboardError if it is
+    something else (a file, a path through a file, no permission)."""
+    state = os.path.abspath(state)
+    if os.path.lexists(state) and not os.path.isdir(state):
+        raise VboardError("--state %s: not a directory (a file is there)" % state)
+    try:
+        os.makedirs(state, exist_ok=True)
+    except OSError as e:
+        raise VboardError("--state %s: cannot create the folder: %s" % (state, e.strerror or e))
+    return state
+
+
 def prerequisites() -> list[str]:
     """What is missing to run a virtual board (empty when nothing is)."""
     missing = []
@@ -95,8 +108,7 @@ def start(state: str, link: str | None = None, watchdog: float = 2.0, safe: bool
     missing = prerequisites()
     if missing:
         raise VboardError("; ".join(missing))
-    state = os.path.abspath(state)
-    os.makedirs(state, exist_ok=True)
+    state = _state_dir(state)
     link = os.path.abspath(link or os.path.join(state, "tty"))
     if os.path.lexists(link):
         os.unlink(link)
@@ -229,8 +241,7 @@ def start_qemu(state: str, link: str | None = None, profile: str = "esp32", froz
     missing = [m for m in qemu_prerequisites() if m.startswith("qemu-system-arm")]
     if missing:
         raise VboardError("; ".join(missing))
-    state = os.path.abspath(state)
-    os.makedirs(state, exist_ok=True)
+    state = _state_dir(state)
     fw = firmware or qemu_firmware(profile, frozen, log=log, romfs=romfs)
     link = os.path.abspath(link or os.path.join(state, "tty"))
     if os.path.lexists(link):
@@ -302,6 +313,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        st = os.path.abspath(args.state)
+        if os.path.lexists(st) and not os.path.isdir(st):     # before any prerequisite
+            raise VboardError("--state %s: not a directory (a file is there)" % st)
         if getattr(args, "board", "wasm") == "qemu":
             proc, link = start_qemu(args.state, args.link, profile=args.profile, frozen=args.frozen,
                                     firmware=args.firmware, icount=args.icount,

@@ -91,7 +91,8 @@ def decode(blob):
 
 class Identity:
     def __init__(self, seed):
-        # imported here: the node unloads Ed25519 between proofs (crypto.unload)
+        # imported here, not at module level: tools that only read fingerprints or
+        # PEM files never load the Ed25519 code
         from pnpipsec.crypto import ed25519
         self.seed = seed
         self.public = ed25519.public_key(seed)

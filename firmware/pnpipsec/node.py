@@ -35,7 +35,6 @@ _ESP_OVERHEAD_V6 = 40 + 8      # outer IPv6 + UDP header around the ESP packet
 _ESP_OVERHEAD_V4 = 20 + 8
 _MAX_TRACKED = 64              # per-peer tables a remote sender can grow are capped
 _SA_SLOTS = 4                  # IKE SAs one peer may hold (the engine's max_per_host)
-_SIG_KEEP = 10000              # ms Ed25519 stays loaded after its last use
 _MAX_DATAGRAM = 2048           # IKE and ESP we speak fit the 1280-byte MTU; larger: dropped
 
 
@@ -243,9 +242,6 @@ class Node:
                                  answer_sources=getattr(board, "answer_sources", 64))
         self._asking = []       # tasks asking the policy server (at most engine.max_held)
         self._sig = getattr(board, "sig", None)
-        # tick of our last use of the pure-Python Ed25519 (see _sig_idle); the identity
-        # may have loaded it just before, to derive its public key
-        self._sig_used = self._now() if self._sig is None else None
         self.children = {}      # spi_in -> _Child
         self.by_host = {}       # peer host -> Peer (bounded: see _peer)
         self.by_id = {}         # Peer.fp -> Peer (the latest record with that identity)
@@ -1237,18 +1233,11 @@ class Node:
         self._relevel(host)
 
     def _ed25519(self):
+        # Imported on first use and kept: its workspace is one 6 KB block, which a
+        # fragmented board heap may not find again (unloading it between proofs made
+        # the ESP32-heap simulation fail with MemoryError).
         from pnpipsec.crypto import ed25519
-        self._sig_used = self._now()
         return ed25519
-
-    def _sig_idle(self, now):
-        # Pure-Python Ed25519 (its module, SHA-512 and the base-point comb: ~7 KB frozen,
-        # ~20 KB from .mpy) is needed only around proofs. 10 s after the last one it
-        # goes, so a board's steady-state heap holds only what traffic needs.
-        if self._sig_used is not None and diff(now, self._sig_used) >= _SIG_KEEP:
-            self._sig_used = None
-            from pnpipsec import crypto
-            crypto.unload("ed25519", "sha512")
 
     def _event_out(self, ev):
         """Notable events for the app (bounded: the oldest go first)."""
@@ -1311,7 +1300,6 @@ class Node:
                                diff(now, self._next_keepalive) >= 0):
             self._send_keepalives(now)
         self._idle_checks(now)
-        self._sig_idle(now)
         dl = self.next_due(now)
         return 1000 if dl is None else max(1, min(1000, dl))
 
@@ -1324,8 +1312,6 @@ class Node:
                        self._next_keepalive is not None else None)
         for t, _ in self._to_probe:
             dl = _earliest(dl, diff(t, now))
-        if self._sig_used is not None:
-            dl = _earliest(dl, _SIG_KEEP - age(now, self._sig_used))
         return _earliest(dl, self._idle_next(now))
 
     def _send_keepalives(self, now):

@@ -322,28 +322,3 @@ def test_an_idle_sa_is_checked_rarely_and_a_vanished_peer_is_noticed():
     what, probe, why = w.a.discovery.on_send(inet.pton(B), Action(OPPORTUNISTIC), 0, w.tick())
     assert what != SEND_CLEAR and why == "sticky", (what, why)
 
-
-def test_ed25519_leaves_the_heap_between_proofs():
-    # Pure-Python Ed25519 (module, SHA-512, comb table) is loaded for the proofs only:
-    # 10 s after the last one the node unloads it; the next proof loads it again.
-    import sys
-    name = "pnpipsec.crypto.ed25519"
-    w = World(ticks.MASK - 5000, _aes())
-    w.quiet = True
-    w.a._probe(B, True)
-    w.settle()
-    w.run(0, end=5000)
-    assert w.a.level(B) == 2 and name in sys.modules
-    w.run(0, end=20000)
-    assert name not in sys.modules and "pnpipsec.crypto.sha512" not in sys.modules
-    assert w.a.level(B) == 2
-    # a new IKE SA needs new proofs: they load it again and succeed
-    sa = w.a.by_host[B].ike
-    w.a.engine.delete(sa, w.tick())
-    w.a._pump()
-    w.settle()
-    assert w.a.level(B) < 2
-    w.a._probe(B, True)
-    w.settle()
-    w.run(0, end=w.t + 5000)
-    assert w.a.level(B) == 2 and w.a.stats["proof_ok"] == 2

@@ -42,6 +42,7 @@ def _fail(e):
     try:
         gc.collect()
         _out("X MemoryError %r\n" % (e,))
+        sys.print_exception(e, sys.stdout)   # where it ran out (MicroPython)
     except BaseException:
         pass
     sys.exit(3)
@@ -143,6 +144,11 @@ def main():
         from pnpipsec.crypto.aes import default_provider
         a0 = sample()
         board.aes = default_provider()
+        if hasattr(board.aes, "_CACHE_MAX"):
+            # PureAES keeps the schedules of the last keys it used (about 0.9 KB each,
+            # 8 of them, churning with 4 SAs); cryptolib on ESP32/RP2 keeps none. One
+            # is kept, so the board's heap is not charged with a cache it will not have.
+            board.aes._CACHE_MAX = 1
         aes_holder.append(board.aes)
         a = sample()
         # this port has no cryptolib: the pure-Python AES it loads instead is not on an

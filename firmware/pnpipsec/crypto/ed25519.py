@@ -393,7 +393,7 @@ class _Fast:
         while i >= 0:
             run(ws, ws, ws, ws, dbl, len(dbl))
             if i < nd:
-                dg = digits[i]
+                dg = digits[i] - 8
                 if dg > 0:
                     c = self.sub_odd[dg >> 1]
                     run(ws, ws, ws, ws, c, len(c))
@@ -423,8 +423,11 @@ def _fast():
 
 
 def _wnaf(n):
-    # signed digits (LSB first) of width 4: each nonzero digit odd in -7..7
-    out = []
+    # signed digits (LSB first) of width 4, each nonzero digit odd in -7..7, stored as
+    # digit + 8 in a bytearray: 256 bytes in one allocation, where a growing list of
+    # ints needs a kilobyte block that a fragmented board heap may not have
+    out = bytearray(257)     # n < 2^256 here (k mod L; no int.bit_length on MicroPython)
+    i = 0
     while n:
         if n & 1:
             dgt = n & 15
@@ -433,9 +436,10 @@ def _wnaf(n):
             n -= dgt
         else:
             dgt = 0
-        out.append(dgt)
+        out[i] = dgt + 8
+        i += 1
         n >>= 1
-    return out
+    return memoryview(out)[:i]
 
 
 def _expand(seed):
@@ -473,9 +477,13 @@ def sign(seed, msg):
 
 
 def verify(pub, msg, sig):
-    """True when sig is a valid signature of msg under pub; False otherwise (never raises)."""
+    """True when sig is a valid signature of msg under pub; False otherwise. Bad input
+    never raises; running out of memory does (MemoryError), so that a board short of
+    heap is not mistaken for a forged signature."""
     try:
         return _verify(pub, msg, sig)
+    except MemoryError:
+        raise
     except Exception:
         return False
 
@@ -515,7 +523,7 @@ def _verify(pub, msg, sig):
     while i >= 0:
         q = _dbl(q)
         if i < nd:
-            dg = digits[i]
+            dg = digits[i] - 8
             if dg > 0:
                 q = _sub_cached(q, odd[dg >> 1])
             elif dg < 0:

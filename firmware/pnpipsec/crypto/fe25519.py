@@ -337,9 +337,20 @@ _FINAL = program(((CSWAP, 0, _X2, _X3), (CSWAP, 0, _Z2, _Z3))) + inv_program(
     _A, _Z2, _B, _C, _D, _E) + program(((MUL, _T, _X2, _A),))
 
 
+_ladder_ws = None
+
+
 def x25519_ladder(run, k, x1):
     """x-coordinate of [k](x1) for a clamped scalar k and 0 <= x1 < p (a Python int)."""
-    ws = workspace(_SLOTS)
+    # One workspace for every ladder, made at the first: a new 1.4 KB block per DH (and
+    # its bytes() twin) is what a board's fragmented heap fails to find.
+    global _ladder_ws
+    ws = _ladder_ws
+    if ws is None:
+        ws = _ladder_ws = workspace(_SLOTS)
+    else:
+        for i in range(len(ws)):
+            ws[i] = 0
     put(ws, _X1, x1)
     put(ws, _X2, 1)
     put(ws, _X3, x1)

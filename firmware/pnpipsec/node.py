@@ -347,7 +347,7 @@ class Node:
         p = self.by_host[host] = Peer(host, self._peers_made)
         p.level = self.levels.level(host)
         p.since = self.levels.since(host)
-        p.disc = self.discovery.entry(inet.pton(host))
+        p.disc = self.discovery.entry(inet.key(host))
         return p
 
     def _drop_peer(self, p):
@@ -454,9 +454,9 @@ class Node:
             p.level = lv
             p.since = self._now()
         self.levels.set(host, lv, self._now())
-        self.discovery.seen_level(inet.pton(host), lv, self._now())
-        if p is not None:
-            p.disc = self.discovery.entry(inet.pton(host))
+        self.discovery.seen_level(inet.key(host), lv, self._now())
+        if p is not None and host == p.host:
+            p.disc = self.discovery.entry(inet.key(host))
 
     def _drop_level(self, host, p):
         p.level = CLEAR
@@ -499,7 +499,7 @@ class Node:
     def approve(self, host, key):
         """Trust `key` for `host` from now on (the user's word, e.g. after a QR scan)."""
         host = _norm(host)
-        self.pins.approve(inet.pton(host), key)
+        self.pins.approve(inet.key(host), key)
         self._relevel(host)
 
     def _relevel(self, host):
@@ -524,11 +524,17 @@ class Node:
 
     # -- peers and SAs -----------------------------------------------------------
     def peer_for(self, host):
-        key = inet.pton(host)
+        key = inet.key(host)
+        loose = None
         for p in self.peers:
-            if p.host != "any" and inet.pton(p.host) == key:
+            if p.host == "any":
+                continue
+            k = inet.key(p.host)
+            if k == key:
                 return p
-        return None
+            if loose is None and len(key) <= 16 and k[:16] == key:
+                loose = p       # a zoned peer asked about without its zone (packed form)
+        return loose
 
     def _fp(self, host):
         """Fingerprint of the key the peer authenticated with on its current SA (a
@@ -578,7 +584,7 @@ class Node:
         if rec is None or rec.initiating is not None:
             return
         now = self._now()
-        key = inet.pton(host)
+        key = inet.key(host)
         sa = rec.ike
         if sa is not None and sa.state == "established":
             # A live IKE SA: the peer speaks IKE and is never legacy. Missing only a
@@ -681,9 +687,9 @@ class Node:
 
     def _clear_in(self, ep, data, addr):
         host = _norm(addr[0])
-        key = inet.pton(host)
-        action = self.decisions.spd.match(key, self._fp(host), ep.port, addr[1]).with_min(ep.min_level)
-        deliver, probe = self.discovery.on_clear_inbound(key, action, self._now())
+        action = self.decisions.spd.match(inet.pton(host), self._fp(host), ep.port,
+                                          addr[1]).with_min(ep.min_level)
+        deliver, probe = self.discovery.on_clear_inbound(inet.key(host), action, self._now())
         if probe:
             # Later than the sender's own probe, which is usually on its way: then the
             # engine already has its SA and we do not start a second, duplicate one.
@@ -818,7 +824,7 @@ class Node:
         if (p is not None and (p.ike is not None or p.initiating is not None)) or \
                 host in self._to_probe_hosts():
             return
-        if self.discovery.state(inet.pton(host), self._now()) == IPSEC:
+        if self.discovery.state(inet.key(host), self._now()) == IPSEC:
             self._probe_soon(host, self.answer_probe_delay)
 
     def _to_probe_hosts(self):
@@ -833,7 +839,7 @@ class Node:
         if gw != host:
             # behind a gateway's tunnel: that network is only ever reached through it
             action = action.with_min(ENCRYPTED)
-        key = inet.pton(gw)
+        key = inet.key(gw)
         timeout = self.send_timeout if timeout is None else timeout
         deadline = add(self._now(), ms(timeout, True))
         while True:
@@ -1192,7 +1198,7 @@ class Node:
             if p.initiating is sa:
                 p.initiating = None
                 up = p.ike
-                self.discovery.probe_result(inet.pton(host), PROBE_OK if up is not None and
+                self.discovery.probe_result(inet.key(host), PROBE_OK if up is not None and
                                             up is not sa else PROBE_TIMEOUT, self._now())
             if p.ike is sa:
                 p.ike = None
@@ -1267,7 +1273,7 @@ class Node:
             p.failed = None
             p.initiating = None
         if started:
-            self.discovery.probe_result(inet.pton(c.host), PROBE_OK, self._now())
+            self.discovery.probe_result(inet.key(c.host), PROBE_OK, self._now())
         self._relevel(c.host)
         if self.keylog is not None:
             self.keylog.esp(child)
@@ -1306,7 +1312,7 @@ class Node:
         self.levels.tick(now)
         self.decisions.tick(now)
         for key in self.discovery.tick(now):
-            self.log("%s: no IKE answer, treated as legacy" % inet.ntop(key))
+            self.log("%s: no IKE answer, treated as legacy" % inet.unkey(key))
         if self.keepalive and (self._next_keepalive is None or
                                diff(now, self._next_keepalive) >= 0):
             self._send_keepalives(now)
@@ -1393,7 +1399,7 @@ def _earliest(*times):
 
 
 def _norm(host):
-    return inet.ntop(inet.pton(host))
+    return inet.norm(host)
 
 
 def _in_ts(addr, ts_list):

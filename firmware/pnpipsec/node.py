@@ -992,6 +992,15 @@ class Node:
                 self._gain(c.peer, host)
         return host
 
+    def sa_moved(self, sa):
+        """The engine may have moved `sa` (its peer_addr): its CHILD SAs follow, and
+        the peer's record gains the new address. Called on every engine event about
+        an SA; cheap when nothing moved."""
+        for ch in getattr(sa, "children", ()):
+            c = self.children.get(ch.spi_in)
+            if c is not None:
+                self._track(c)
+
     def _label(self, p, sa):
         """The identity `sa` proved or was configured with (p's fp), or None."""
         if p is None or p.fp is None:
@@ -1287,6 +1296,9 @@ class Node:
 
     def _event(self, ev):
         kind = ev.kind
+        sa = getattr(ev, "sa", None)
+        if sa is not None and kind != "ike_down" and kind != "auth_failed":
+            self.sa_moved(sa)       # e.g. MOBIKE's event after UPDATE_SA_ADDRESSES
         if kind == "ike_up":
             self._ike_up(ev.sa)
         elif kind == "child_up":

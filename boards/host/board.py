@@ -66,7 +66,10 @@ class _Reader:
                 # ICMP port unreachable and friends: counted (DESIGN section 5).
                 self.errors += 1
                 continue
-            self.queue.put((bytes(self.view[:n]), (_unmap(addr[0]), addr[1])))
+            host = _unmap(addr[0])
+            if len(addr) > 3 and addr[3] and "%" not in host:
+                host = "%s%%%d" % (host, addr[3])   # link-local: the zone (scope id) too
+            self.queue.put((bytes(self.view[:n]), (host, addr[1])))
 
     def sendto(self, data, addr):
         try:

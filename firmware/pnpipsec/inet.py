@@ -268,7 +268,8 @@ def _groups(part):
 
 
 def ip6_pton(text):
-    """Textual IPv6 (with "::" and optional trailing dotted IPv4) -> 16 bytes."""
+    """Textual IPv6 (with "::" and optional trailing dotted IPv4) -> 16 bytes (no
+    zone here: pton drops one, key and norm keep it)."""
     if "%" in text:
         raise ValueError("zone index not supported")
     dc = text.find("::")
@@ -318,8 +319,60 @@ def ip6_ntop(b):
     return head + "::" + tail
 
 
+def split_zone(text):
+    """"fe80::1%2" -> ("fe80::1", "2"); no zone: (text, None). The zone (RFC 4007
+    section 11) names the link of a link-local address: a number, or an interface
+    name on hosts that have names."""
+    i = text.find("%")
+    if i < 0:
+        return text, None
+    zone = text[i + 1:]
+    if not zone or ":" not in text[:i]:
+        raise ValueError("bad zone in %r" % text)
+    return text[:i], zone
+
+
+def _zone(zone):
+    """A zone in one spelling: an interface name becomes its index where the platform
+    can say (CPython: socket.if_nametoindex), so "%eth0" and "%2" are one zone."""
+    if _isdigits(zone):
+        return str(int(zone))
+    try:
+        import socket
+        return str(socket.if_nametoindex(zone))
+    except Exception:       # MicroPython, or no such interface: the name is the zone
+        return zone
+
+
+def norm(text):
+    """Address text in one spelling (RFC 5952 for IPv6), its zone kept: two zones are
+    two addresses ("fe80::1%2" and "fe80::1%3" are different peers)."""
+    if "%" not in text:
+        return ntop(pton(text))
+    addr, zone = split_zone(text)
+    return ntop(ip6_pton(addr)) + "%" + _zone(zone)
+
+
+def key(text):
+    """Packed bytes that tell addresses apart, zone included: pton's 16 bytes, then
+    "%zone" for a zoned address (so at most 16 + 1 + the zone's length)."""
+    if "%" not in text:
+        return pton(text)
+    addr, zone = split_zone(text)
+    return ip6_pton(addr) + b"%" + _zone(zone).encode()
+
+
+def unkey(b):
+    """The text of key(text)'s bytes."""
+    if len(b) > 16 and b[16:17] == b"%":
+        return ip6_ntop(b[:16]) + "%" + bytes(b[17:]).decode()
+    return ntop(b)
+
+
 def pton(text):
-    """IPv6 or IPv4 text -> packed bytes (16 or 4)."""
+    """IPv6 or IPv4 text -> packed bytes (16 or 4; a zone is dropped: see key)."""
+    if "%" in text:
+        text = split_zone(text)[0]
     if ":" in text:
         return ip6_pton(text)
     return ip4_pton(text)

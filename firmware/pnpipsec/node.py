@@ -36,6 +36,7 @@ _ESP_OVERHEAD_V4 = 20 + 8
 _MAX_TRACKED = 64              # per-peer tables a remote sender can grow are capped
 _SA_SLOTS = 4                  # IKE SAs one peer may hold (the engine's max_per_host)
 _MAX_DATAGRAM = 2048           # IKE and ESP we speak fit the 1280-byte MTU; larger: dropped
+_MAX_ADDRS = 4                 # addresses one peer record keeps (most recent first)
 
 
 class NodeError(Exception):
@@ -93,7 +94,45 @@ class _Child:
         self.out = esp.EspOut(child.spi_out, child.enc_out, child.int_out, aes, rand,
                               soft_packets=soft_packets)
         self.inp = esp.EspIn(child.spi_in, child.enc_in, child.int_in, aes)
-        self.host = _norm(child.peer_addr[0])
+        self.host = _norm(child.peer_addr[0])   # the SA's address (moves with MOBIKE)
+        self._pa = child.ike.peer_addr        # the engine's tuple host was read from
+        self._src = child.peer_addr[0]        # the last ESP source seen (raw text)
+        self._src_host = self.host            # ... normalized
+        self.peer = None                      # its Peer record
+
+
+class Datagram:
+    """What Endpoint.recv() returns: unpacks as before, `data, (host, port), level =
+    item`, and also carries `peer`: the identity of the sender (Peer.fp, the
+    fingerprint of the key the SA it came on proved or was configured with), or None
+    (clear datagrams, and SAs that proved none). `addr` is the address it came from
+    now, which may be a new one of a known peer."""
+
+    def __init__(self, data, addr, level, peer=None):
+        self.data = data
+        self.addr = addr
+        self.level = level
+        self.peer = peer
+
+    def _t(self):
+        return (self.data, self.addr, self.level)
+
+    def __iter__(self):
+        return iter(self._t())
+
+    def __getitem__(self, i):
+        return self._t()[i]
+
+    def __len__(self):
+        return 3
+
+    def __eq__(self, other):
+        if isinstance(other, Datagram):
+            return self._t() == other._t() and self.peer == other.peer
+        return self._t() == other
+
+    def __repr__(self):
+        return "Datagram(%r, %r, %r, peer=%r)" % (self.data, self.addr, self.level, self.peer)
 
 
 class Peer:
@@ -112,10 +151,16 @@ class Peer:
     disc: discovery's entry for its address (discovery keeps the logic, bounds and
     counters; None until discovery tracks it). fp: its identity, the fingerprint of
     the key it authenticated with (a configured key, or a proof that verified) or of
-    its PSK identity, once known. children: the _Child records installed with it."""
+    its PSK identity, once known. children: the _Child records installed with it.
+
+    Once its identity is known the record is the peer, whatever its address: addrs
+    (at most _MAX_ADDRS, most recent first; host is addrs[0]) all map to it in
+    node.by_host, and a new SA that proves the same identity from another address
+    joins it (Node._merge). Level, sticky security, stats and trust are the record's."""
 
     def __init__(self, host, n=0):
-        self.host = host
+        self.host = host          # its most recent address (addrs[0])
+        self.addrs = [host]       # every address it was seen at, most recent first
         self.n = n                # creation order (timer passes handle peers in it)
         self.fp = None
         self.level = CLEAR
@@ -343,28 +388,132 @@ class Node:
         p = self.by_host[host] = Peer(host, self._peers_made)
         p.level = self.levels.level(host)
         p.since = self.levels.since(host)
-        p.disc = self.discovery.entry(inet.pton(host))
+        p.disc = self.discovery.entry(inet.key(host))
         return p
 
     def _drop_peer(self, p):
-        del self.by_host[p.host]
+        for h in p.addrs:
+            if self.by_host.get(h) is p:
+                del self.by_host[h]
         if p.fp is not None and self.by_id.get(p.fp) is p:
             del self.by_id[p.fp]
         self._idle.forget(p)
+
+    def peer_at(self, host):
+        """The record of the peer seen at `host` (any of its addresses), or None."""
+        return self.by_host.get(_norm(host))
+
+    def _records(self):
+        """Each record once (by_host maps every address of a peer to its record)."""
+        out = []
+        seen = {}
+        for p in self.by_host.values():
+            if id(p) not in seen:
+                seen[id(p)] = None
+                out.append(p)
+        return out
+
+    def _gain(self, p, host):
+        """Peer p is seen at `host`: the address goes first in p.addrs and maps to p,
+        and gets p's level (so sticky security covers it). Another record at that
+        address is dropped when it holds nothing, joined when it is the same identity
+        or none yet and holds no SA; otherwise the address stays with it (False)."""
+        q = self.by_host.get(host)
+        if q is not None and q is not p:
+            if q.busy() or (q.fp is not None and q.fp != p.fp):
+                return False
+            self._drop_peer(q)
+        if host in p.addrs:
+            p.addrs.remove(host)
+        p.addrs.insert(0, host)
+        p.host = host
+        self.by_host[host] = p
+        if len(p.addrs) > _MAX_ADDRS:
+            used = [c.host for c in p.children]
+            for sa in (p.ike, p.initiating):
+                if sa is not None:
+                    used.append(_norm(sa.peer_addr[0]))
+            for h in reversed(p.addrs):
+                if h not in used:
+                    p.addrs.remove(h)
+                    if self.by_host.get(h) is p:
+                        del self.by_host[h]
+                    self.levels.drop(h, self._now())
+                    break
+        p.disc = self.discovery.entry(inet.key(host))
+        if p.level > CLEAR:
+            self.levels.set(host, p.level, self._now())
+            self.discovery.seen_level(inet.key(host), p.level, self._now())
+        return True
+
+    def _merge(self, q, p):
+        """q (the record of an identity) takes in p (a record at another address that
+        just proved the same identity): p's addresses, SAs, proofs and counters. The
+        newest SA is p's, so q's IKE SA becomes p's. Returns q."""
+        self._drop_peer(p)
+        for c in p.children:
+            c.peer = q
+            q.children.append(c)
+        for x in p.proofs:
+            _bounded_add(q.proofs, x)
+        for x in p.proofs_seen:
+            _bounded_add(q.proofs_seen, x)
+        if p.ike is not None:
+            q.ike = p.ike
+        if q.initiating is None:
+            q.initiating = p.initiating
+        if p.key is not None:
+            q.key = p.key
+        if p.natt_port is not None:
+            q.natt_port = p.natt_port
+        q.failed = None
+        q.idle_checks = 0
+        for k in p.stats:
+            q.stats[k] = q.stats.get(k, 0) + p.stats[k]
+        for h in reversed(p.addrs):
+            self._gain(q, h)
+        self._idle_mark(q)
+        self.log("peer %s now at %s (was at %s)" % (q.fp, q.host, ", ".join(q.addrs[1:])))
+        return q
+
+    def _retire(self, p, sa):
+        """sa just proved p's identity from p.host: p's IKE SAs at its other (older)
+        addresses are superseded (the peer moved) and deleted, so none stays up on
+        its own; SAs at the same address (both ends initiated) stay."""
+        host = _norm(sa.peer_addr[0])
+        now = self._now()
+        old = []
+        for c in p.children:
+            s = c.child.ike
+            if s is not sa and s not in old and c.host != host:
+                old.append(s)
+        if p.ike is not None and p.ike is not sa and _norm(p.ike.peer_addr[0]) != host \
+                and p.ike not in old:
+            old.append(p.ike)
+        for s in old:
+            if s.state == "established":
+                self.engine.delete(s, now)
 
     def peer_by_id(self, fp):
         """The record of the peer whose identity (Peer.fp) is fp, or None."""
         return self.by_id.get(fp)
 
     def _identified(self, p, fp):
-        """p proved identity fp (the latest record to prove one holds the index)."""
+        """p proved identity fp; returns the record of that identity: the one that had
+        it already when p is another address of the same peer (p joins it), else p
+        (the latest record to prove an identity holds the index)."""
+        q = self.by_id.get(fp)
+        if q is not None and q is not p and p.fp in (None, fp) and \
+                self.by_host.get(q.host) is q:
+            return self._merge(q, p)
         if p.fp == fp:
             self.by_id[fp] = p
-            return
+            return p
         if p.fp is not None and self.by_id.get(p.fp) is p:
             del self.by_id[p.fp]
         p.fp = fp
         self.by_id[fp] = p
+        return p
 
     def _deleting(self):
         for sa in self.engine.sas.values():
@@ -381,7 +530,7 @@ class Node:
             by_state[sa.state] = by_state.get(sa.state, 0) + 1
         return {"ike_sas": by_state, "half_open": self.engine.half_open(),
                 "child_sas": len(self.children),
-                "peers": len([1 for p in self.by_host.values() if p.out is not None]),
+                "peers": len([1 for p in self._records() if p.out is not None]),
                 "node": dict(self.stats), "engine": dict(self.engine.stats),
                 "discovery": dict(self.discovery.counters)}
 
@@ -445,19 +594,24 @@ class Node:
         return lv
 
     def _set_level(self, host, lv):
+        """The level of host's peer, at every address of it (levels and sticky
+        security are the identity's)."""
         p = self.by_host.get(host)
+        now = self._now()
         if p is not None and p.level != lv:
             p.level = lv
-            p.since = self._now()
-        self.levels.set(host, lv, self._now())
-        self.discovery.seen_level(inet.pton(host), lv, self._now())
+            p.since = now
+        for h in (p.addrs if p is not None else (host,)):
+            self.levels.set(h, lv, now)
+            self.discovery.seen_level(inet.key(h), lv, now)
         if p is not None:
-            p.disc = self.discovery.entry(inet.pton(host))
+            p.disc = self.discovery.entry(inet.key(p.host))
 
     def _drop_level(self, host, p):
         p.level = CLEAR
         p.since = None
-        self.levels.drop(host, self._now())
+        for h in p.addrs:
+            self.levels.drop(h, self._now())
 
     def _proved_key(self, host, sa):
         """The key `host` proved on this very IKE SA (channel binding), or None."""
@@ -476,10 +630,23 @@ class Node:
         if _trusted(sa):            # a PSK or a configured public key
             return AUTHENTICATED
         key = self._proved_key(host, sa)
-        if key is not None and self.pins.is_trusted(inet.pton(host), key):
-            if self.tofu or self.pins.state(inet.pton(host)) == "approved":
-                return AUTHENTICATED
+        if key is not None and self._key_trusted(host, key):
+            return AUTHENTICATED
         return ENCRYPTED
+
+    def _key_trusted(self, host, key):
+        """May `key`, proved at `host`, reach AUTHENTICATED? Its pin at that address
+        (as before: trust on first use, or approved), or the key's own standing: a key
+        the user approved at any address counts at every address, and under TOFU a key
+        pinned elsewhere counts at an address that has no pin of another key."""
+        pid = inet.key(host)
+        if self.pins.is_trusted(pid, key):
+            if self.tofu or self.pins.state(pid) == "approved":
+                return True
+        st = self.pins.key_state(key)
+        if st == "approved":
+            return True
+        return st == "tofu" and self.tofu and self.pins.get(pid) is None
 
     def _rank(self, sa):
         """Who keeps its slot when the SA table is full (the engine asks): configured
@@ -495,7 +662,7 @@ class Node:
     def approve(self, host, key):
         """Trust `key` for `host` from now on (the user's word, e.g. after a QR scan)."""
         host = _norm(host)
-        self.pins.approve(inet.pton(host), key)
+        self.pins.approve(inet.key(host), key)
         self._relevel(host)
 
     def _relevel(self, host):
@@ -520,11 +687,17 @@ class Node:
 
     # -- peers and SAs -----------------------------------------------------------
     def peer_for(self, host):
-        key = inet.pton(host)
+        key = inet.key(host)
+        loose = None
         for p in self.peers:
-            if p.host != "any" and inet.pton(p.host) == key:
+            if p.host == "any":
+                continue
+            k = inet.key(p.host)
+            if k == key:
                 return p
-        return None
+            if loose is None and len(key) <= 16 and k[:16] == key:
+                loose = p       # a zoned peer asked about without its zone (packed form)
+        return loose
 
     def _fp(self, host):
         """Fingerprint of the key the peer authenticated with on its current SA (a
@@ -574,7 +747,7 @@ class Node:
         if rec is None or rec.initiating is not None:
             return
         now = self._now()
-        key = inet.pton(host)
+        key = inet.key(host)
         sa = rec.ike
         if sa is not None and sa.state == "established":
             # A live IKE SA: the peer speaks IKE and is never legacy. Missing only a
@@ -677,9 +850,9 @@ class Node:
 
     def _clear_in(self, ep, data, addr):
         host = _norm(addr[0])
-        key = inet.pton(host)
-        action = self.decisions.spd.match(key, self._fp(host), ep.port, addr[1]).with_min(ep.min_level)
-        deliver, probe = self.discovery.on_clear_inbound(key, action, self._now())
+        action = self.decisions.spd.match(inet.pton(host), self._fp(host), ep.port,
+                                          addr[1]).with_min(ep.min_level)
+        deliver, probe = self.discovery.on_clear_inbound(inet.key(host), action, self._now())
         if probe:
             # Later than the sender's own probe, which is usually on its way: then the
             # engine already has its SA and we do not start a second, duplicate one.
@@ -689,7 +862,7 @@ class Node:
             return
         self.stats["clear_in"] += 1
         self._count(host, "clear_in")
-        ep._deliver((data, (host, addr[1]), CLEAR))
+        ep._deliver(Datagram(data, (host, addr[1]), CLEAR))
 
     def _datagram(self, data, addr, sock, natt):
         if len(data) > _MAX_DATAGRAM:
@@ -760,11 +933,22 @@ class Node:
             return
         self.stats["esp_in"] += 1
         self.engine.seen(c.child.ike, self._now())
-        p = self.by_host.get(c.host)
+        self._track(c)
+        p = c.peer if c.peer is not None else self.by_host.get(c.host)
         if p is not None and p.idle_checks:
             p.idle_checks = 0       # ESP proved it alive: idle checks start short again
             self._idle_mark(p)
-        self._learn_natt(c.host, addr[1])    # the ICV checked: the peer's port is real
+        if addr[0] != c._src:
+            # The ICV checked: the peer itself sends from this address now (moved, or a
+            # NAT rebound it). Its record gains the address (replies to it go in this
+            # SA, never in clear); the SA's own address moves only by the engine
+            # (MOBIKE), as RFC 7296 section 2.23 wants.
+            c._src = addr[0]
+            c._src_host = _norm(addr[0])
+            if p is not None and c._src_host != c.host:
+                self._gain(p, c._src_host)
+        if c._src_host == c.host:
+            self._learn_natt(c.host, addr[1])    # the ICV checked: the peer's port is real
         if nh == 59:
             return
         inner = self._inner(c, nh, payload)
@@ -783,8 +967,46 @@ class Node:
             if level < need:
                 self.stats["inner_refused"] += 1
                 return
+            if src == c.host:
+                src = c._src_host       # where the peer is now
             self._count(src, "esp_in")
-            ep._deliver((data, (src, sport), level))
+            ep._deliver(Datagram(data, (src, sport), level, self._label(p, c.child.ike)))
+
+    def _track(self, c):
+        """c's address: the engine moves an SA's peer_addr (MOBIKE, a NAT's new port);
+        when its host changed, the peer's record gains the new address."""
+        pa = c.child.ike.peer_addr
+        if pa is c._pa:
+            return c.host
+        c._pa = pa
+        host = _norm(pa[0])
+        if host != c.host:
+            if c._src_host == c.host:
+                c._src, c._src_host = pa[0], host
+            c.host = host
+            if c.peer is not None:
+                self._gain(c.peer, host)
+        return host
+
+    def sa_moved(self, sa):
+        """The engine may have moved `sa` (its peer_addr): its CHILD SAs follow, and
+        the peer's record gains the new address. Called on every engine event about
+        an SA; cheap when nothing moved."""
+        for ch in getattr(sa, "children", ()):
+            c = self.children.get(ch.spi_in)
+            if c is not None:
+                self._track(c)
+
+    def _label(self, p, sa):
+        """The identity `sa` proved or was configured with (p's fp), or None."""
+        if p is None or p.fp is None:
+            return None
+        if _trusted(sa):
+            return p.fp
+        for s, k in p.proofs:
+            if s is sa:
+                return p.fp if k == p.key else fingerprint(k)
+        return None
 
     def _inner(self, c, nh, payload):
         """(source host, sport, dport, data) of a decrypted packet, or None when it is
@@ -814,7 +1036,7 @@ class Node:
         if (p is not None and (p.ike is not None or p.initiating is not None)) or \
                 host in self._to_probe_hosts():
             return
-        if self.discovery.state(inet.pton(host), self._now()) == IPSEC:
+        if self.discovery.state(inet.key(host), self._now()) == IPSEC:
             self._probe_soon(host, self.answer_probe_delay)
 
     def _to_probe_hosts(self):
@@ -829,7 +1051,7 @@ class Node:
         if gw != host:
             # behind a gateway's tunnel: that network is only ever reached through it
             action = action.with_min(ENCRYPTED)
-        key = inet.pton(gw)
+        key = inet.key(gw)
         timeout = self.send_timeout if timeout is None else timeout
         deadline = add(self._now(), ms(timeout, True))
         while True:
@@ -919,7 +1141,7 @@ class Node:
             raise NodeError("SA with %s ran out of sequence numbers; rekeying" % host)
         self.stats["esp_out"] += 1
         self._count(host, "esp_out")
-        self._send_natt(packet, c.host)
+        self._send_natt(packet, self._track(c))   # the SA's address: maybe not `host`
         self._check_alive(c.child.ike)
         if c.out.needs_rekey and not c.rekey_asked:
             # Soft sequence limit: rekey long before the 32-bit counter could wrap.
@@ -1070,6 +1292,9 @@ class Node:
 
     def _event(self, ev):
         kind = ev.kind
+        sa = getattr(ev, "sa", None)
+        if sa is not None and kind != "ike_down" and kind != "auth_failed":
+            self.sa_moved(sa)       # e.g. MOBIKE's event after UPDATE_SA_ADDRESSES
         if kind == "ike_up":
             self._ike_up(ev.sa)
         elif kind == "child_up":
@@ -1167,14 +1392,19 @@ class Node:
         p.ike = sa
         p.idle_checks = 0
         self._idle_mark(p)
-        m = sa.method
-        if m is not None and m.signs and sa.peer_pubkey is not None:
-            self._identified(p, fingerprint(sa.peer_pubkey))
-        elif m is not None and m.trusted and sa.peer_id is not None:
-            self._identified(p, "id:" + _hex(sa.peer_id[1]))
         if sa.peer_addr[1] != self.ike_port or self.ike_port == self.natt_port:
             p.natt_port = sa.peer_addr[1]
         p.initiating = None
+        m = sa.method
+        fp = None
+        if m is not None and m.signs and sa.peer_pubkey is not None:
+            fp = fingerprint(sa.peer_pubkey)
+        elif m is not None and m.trusted and sa.peer_id is not None:
+            fp = "id:" + _hex(sa.peer_id[1])
+        if fp is not None:
+            p = self._identified(p, fp)     # another address of a known peer: joins it
+            self._retire(p, sa)
+            self._relevel(host)
         if self.keylog is not None:
             self.keylog.ike(sa)
         if not _trusted(sa) and self.identity is not None:
@@ -1188,7 +1418,7 @@ class Node:
             if p.initiating is sa:
                 p.initiating = None
                 up = p.ike
-                self.discovery.probe_result(inet.pton(host), PROBE_OK if up is not None and
+                self.discovery.probe_result(inet.key(host), PROBE_OK if up is not None and
                                             up is not sa else PROBE_TIMEOUT, self._now())
             if p.ike is sa:
                 p.ike = None
@@ -1222,15 +1452,19 @@ class Node:
             self.log("proof from %s does not verify on this SA (relayed?)" % host)
             return
         self.stats["proof_ok"] += 1
-        verdict = self.pins.observe(inet.pton(host), key, self._now())
+        # A key the user approved is trusted at every address: no pin per address.
+        verdict = "match" if self.pins.key_state(key) == "approved" else \
+            self.pins.observe(inet.key(host), key, self._now())
         if verdict == "changed":
             self.stats["key_changed"] += 1
             self._event_out(("key_changed", host, key))
             self.log("KEY CHANGED for %s: not trusted until approved" % host)
         p.key = key
-        self._identified(p, fingerprint(key))
+        p = self._identified(p, fingerprint(key))   # a known peer at a new address: joins it
         _bounded_add(p.proofs, (sa, key))
         self._relevel(host)
+        if self._sa_level(host, sa) >= AUTHENTICATED:
+            self._retire(p, sa)
 
     def _ed25519(self):
         # Imported on first use and kept: its workspace is one 6 KB block, which a
@@ -1250,13 +1484,14 @@ class Node:
         self.children[child.spi_in] = c
         p = self._peer(c.host)
         if p is not None:
+            c.peer = p
             p.children.append(c)
         started = p is not None and p.initiating is not None
         if p is not None:
             p.failed = None
             p.initiating = None
         if started:
-            self.discovery.probe_result(inet.pton(c.host), PROBE_OK, self._now())
+            self.discovery.probe_result(inet.key(c.host), PROBE_OK, self._now())
         self._relevel(c.host)
         if self.keylog is not None:
             self.keylog.esp(child)
@@ -1264,10 +1499,13 @@ class Node:
     def _remove(self, child):
         c = self.children.pop(child.spi_in, None)
         if c is not None:
-            p = self.by_host.get(c.host)
+            p = c.peer if c.peer is not None else self.by_host.get(c.host)
             if p is not None and c in p.children:
                 p.children.remove(c)
-            self._relevel(c.host)
+            if p is not None and self.by_host.get(p.host) is p:
+                self._relevel(p.host)
+            else:
+                self._relevel(c.host)
 
     async def _timer(self):
         # A flag, not only cancellation: wait_for may swallow a cancel that races with
@@ -1295,7 +1533,7 @@ class Node:
         self.levels.tick(now)
         self.decisions.tick(now)
         for key in self.discovery.tick(now):
-            self.log("%s: no IKE answer, treated as legacy" % inet.ntop(key))
+            self.log("%s: no IKE answer, treated as legacy" % inet.unkey(key))
         if self.keepalive and (self._next_keepalive is None or
                                diff(now, self._next_keepalive) >= 0):
             self._send_keepalives(now)
@@ -1316,7 +1554,7 @@ class Node:
 
     def _send_keepalives(self, now):
         self._next_keepalive = add(now, self.keepalive)
-        for host in [h for h in self.by_host if self.by_host[h].out is not None]:
+        for host in [self._track(p.out) for p in self._records() if p.out is not None]:
             try:
                 self._send_natt(udpencap.KEEPALIVE, host)
                 self.stats["keepalive_out"] += 1
@@ -1379,7 +1617,7 @@ def _earliest(*times):
 
 
 def _norm(host):
-    return inet.ntop(inet.pton(host))
+    return inet.norm(host)
 
 
 def _in_ts(addr, ts_list):

@@ -7,6 +7,7 @@
     pins.forget(peer_id) -> bool
     pins.get(peer_id) -> (pubkey, state, pending_key_or_None) or None
     pins.state(peer_id) -> "tofu" | "approved" | "changed" | None
+    pins.key_state(pubkey) -> "approved" | "tofu" | None   # the key's standing at any peer_id
     pins.changes() -> list of (peer_id, pinned_key, seen_key)   # what to report
     pins.counters
 
@@ -354,3 +355,19 @@ class PinStore:
         """(peer_id, key, state) for every pin."""
         self._sync()
         return [(pid, self._pins[pid][0], self._state(self._pins[pid])) for pid in self._pins]
+
+    def key_state(self, pubkey):
+        """The standing of a key, whatever address it was pinned at (trust belongs to
+        the identity): "approved" when any pin approved it, "tofu" when any pin holds
+        it (trusted on first use), else None. A pending (changed) key counts for
+        nothing until approved."""
+        self._sync()
+        key = bytes(pubkey)
+        best = None
+        for pid in self._pins:
+            p = self._pins[pid]
+            if p[0] == key:
+                if p[1]:
+                    return APPROVED
+                best = TOFU
+        return best

@@ -535,18 +535,81 @@ def test_address_watcher_reports_changes():
     seen = []
     w.on_change(lambda evs: seen.append(evs))
     w.on_change(lambda evs: 1 / 0)        # a broken consumer does not stop the reports
-    assert w.poll() == [("added", "2001:db8::1", "preferred"), ("added", "fe80::1", "preferred")]
+    assert w.poll() == [("added", "2001:db8::1", None, 100, 200, ("stable",)),
+                        ("added", "fe80::1", None, None, None, ("link-local",))]
     state["v"] = [("2001:db8::1", "preferred", 90, 190), ("fe80::1", "preferred", None, None)]
     assert w.poll() == []                 # lifetimes counting down is not a change
     state["v"] = [("2001:db8::1", "deprecated", 0, 100), ("2001:db8:9::1", "preferred", 100, 200),
                   ("fe80::1", "preferred", None, None)]
-    assert sorted(w.poll()) == [("added", "2001:db8:9::1", "preferred"),
-                                ("state", "2001:db8::1", "preferred", "deprecated")]
+    assert sorted(w.poll()) == [("added", "2001:db8:9::1", None, 100, 200, ("stable",)),
+                                ("deprecated", "2001:db8::1", None, 0, 100, ("stable",))]
     assert w.usable() == ["2001:db8:9::1", "fe80::1"]
     state["v"] = [("fe80::1", "preferred", None, None)]
-    assert sorted(w.poll()) == [("removed", "2001:db8:9::1", "preferred"),
-                                ("removed", "2001:db8::1", "deprecated")]
+    assert sorted(w.poll()) == [("removed", "2001:db8:9::1", None, 0, 0, ("stable",)),
+                                ("removed", "2001:db8::1", None, 0, 0, ("stable",))]
     assert len(seen) == 3
+
+
+def test_address_watcher_tentative_duplicated_and_back():
+    state = {"v": [("2001:db8::5", "tentative", 100, 200)]}
+    w = net.AddressWatcher(lambda: state["v"])
+    assert w.poll() == []                 # not usable yet: nothing to report
+    state["v"] = [("2001:db8::5", "preferred", 100, 200)]
+    assert w.poll() == [("added", "2001:db8::5", None, 100, 200, ("stable",))]
+    state["v"] = [("2001:db8::5", "deprecated", 0, 200)]
+    assert [e[0] for e in w.poll()] == ["deprecated"]
+    state["v"] = [("2001:db8::5", "preferred", 50, 200)]          # the router took it back
+    assert [e[0] for e in w.poll()] == ["added"]
+    state["v"] = [("2001:db8::5", "duplicated", 0, 0)]
+    assert [e[0] for e in w.poll()] == ["removed"]
+    assert w.poll() == []
+
+
+def test_order_addresses_prefers_stable():
+    entries = [("10.0.0.5", "preferred", None, None, None, ("ipv4",)),
+               ("fe80::1", "preferred", None, None, None, ("link-local",)),
+               ("2001:db8::aaaa", "preferred", 100, 200, 2, ("temporary",)),
+               ("2001:db8::1", "preferred", 100, 200, 2, ("stable",)),
+               ("2001:db8:old::1", "deprecated", 0, 200, 2, ("stable",))]
+    assert net.order_addresses(entries) == ["2001:db8::1", "2001:db8::aaaa", "fe80::1", "10.0.0.5"]
+
+
+class _NodeStub:
+    addresses = ()
+
+
+class _MobikeNode:
+    def __init__(self):
+        self.addresses = []
+        self.moves = []
+
+    def local_addresses_changed(self, addrs):
+        self.moves.append(list(addrs))
+
+
+def test_follow_gives_node_addresses_and_calls_mobike_hook_if_present():
+    class B:
+        def __init__(self):
+            self.cbs = []
+            self.addrs = ["2001:db8::1"]
+
+        def on_address_change(self, cb):
+            self.cbs.append(cb)
+
+        def address_list(self):
+            return list(self.addrs)
+
+    b, plain, mob = B(), _NodeStub(), _MobikeNode()
+    reports = []
+    net.follow(b, plain, reports.append)
+    net.follow(b, mob)
+    b.addrs = ["2001:db8:b::1", "fe80::1"]
+    for cb in b.cbs:
+        cb([("added", "2001:db8:b::1", None, 100, 200, ("stable",))])
+    assert plain.addresses == ["2001:db8:b::1", "fe80::1"]
+    assert mob.addresses == ["2001:db8:b::1", "fe80::1"] and mob.moves == [["2001:db8:b::1", "fe80::1"]]
+    assert reports == [[("added", "2001:db8:b::1", None, 100, 200, ("stable",))]]
+    assert net.node_addresses(plain, ["x"]) is False and net.node_addresses(mob, ["y"]) is True
 
 
 # ------------------------------------------------------------------ the boards
@@ -627,8 +690,10 @@ def test_rp2_board_ipv6_prefer_slaac_and_changes(tmp_path):
     b.on_address_change(events.extend)
     wlan.addr6 = [addr6[0], ("2001:db8:1:0:2cf:52ff:fe01:203", 0x10, 0, 600), ("2001:db8:7::9", 0x30, 100, 200)]
     b.watcher.poll()
-    assert ("state", "2001:db8:1:0:2cf:52ff:fe01:203", "preferred", "deprecated") in events
-    assert ("added", "2001:db8:7::9", "preferred") in events
+    assert ("deprecated", "2001:db8:1:0:2cf:52ff:fe01:203", None, 0, 600, ("stable",)) in events
+    assert ("added", "2001:db8:7::9", None, 100, 200, ("stable",)) in events
+    # the deprecated address is no longer offered; the new one comes first
+    assert b.address_list() == ["2001:db8:7::9", "fe80::2cf:52ff:fe01:203", "192.168.1.20"]
 
     async def sock():
         u = await b.udp(4500)

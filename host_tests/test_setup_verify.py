@@ -127,7 +127,7 @@ def test_tools_the_tests_run_come_with_the_list():
     _need_debian()
     listed = verify.read_package_list()
     need = []
-    for tool in ("tshark", "tcpdump", "socat", "ip", "certutil", "swanctl", "pki", ch.CHARON_BIN):
+    for tool in ("tshark", "tcpdump", "socat", "ip", "certutil", "swanctl", "pki", "radvd", ch.CHARON_BIN):
         path = tool if tool.startswith("/") else verify._which(tool)
         if path is None:
             if not _all_installed(listed):

@@ -148,6 +148,8 @@ class HostBoard:
         self.bind6 = bind6
         self.bind4 = bind4
         self.log = log
+        self._mon = None
+        self._addr_cbs = []
 
     @classmethod
     def binding(cls, addresses, **kw):
@@ -167,6 +169,72 @@ class HostBoard:
 
     def rand(self, n):
         return os.urandom(n)
+
+    # -- our addresses (rtnetlink: pnp_hostboard.netlink) -----------------------------
+    # Address events as on every board: (kind, address, ifindex, preferred_s, valid_s,
+    # flags), kind "added" / "deprecated" / "removed", flags ("stable",), ("temporary",),
+    # ("link-local",) or ("ipv4",). The sockets bind the wildcard by default, so a new or
+    # vanished address needs no rebind: the kernel picks the source address (stable
+    # before temporary: IPV6_PREFER_SRC_PUBLIC on our IPv6 sockets). A board bound to
+    # one address logs when that address goes or is deprecated (the user chose it).
+
+    def _monitor(self):
+        if self._mon is None:
+            from pnp_hostboard.netlink import AddressMonitor
+            self._mon = AddressMonitor(log=self.log)
+            self._mon.on_change(self._bound_check)
+            for cb in self._addr_cbs:
+                self._mon.on_change(cb)
+            self._mon.open()
+        return self._mon
+
+    def addresses(self):
+        """[(address, state, preferred_s, valid_s, ifindex, flags)] of this host (no ::1 /
+        127.0.0.1); [] where rtnetlink is not available."""
+        try:
+            return self._monitor().listing()
+        except OSError:
+            return []
+
+    def address_list(self):
+        """Addresses the node may use now: preferred ones, stable global IPv6 first, then
+        temporary, link-local, IPv4; only the bound ones when the board binds one address
+        of a family."""
+        try:
+            addrs = self._monitor().address_list()
+        except OSError:
+            return []
+        b6 = self.bind6 if self.bind6 not in (None, "::") else None
+        b4 = self.bind4 if self.bind4 not in (None, "0.0.0.0") else None
+        return [a for a in addrs if (":" in a and (self.bind6 is not None and (b6 is None or a == b6)))
+                or (":" not in a and (self.bind4 is not None and (b4 is None or a == b4)))]
+
+    def on_address_change(self, cb):
+        """cb(events) on every change of our addresses, once watch() runs."""
+        self._addr_cbs.append(cb)
+        if self._mon is not None:
+            self._mon.on_change(cb)
+
+    def watch(self):
+        """Follow address changes from the running asyncio loop; None (and a log line)
+        where rtnetlink is not available."""
+        try:
+            return self._monitor().start()
+        except OSError as e:
+            if self.log is not None:
+                self.log("addresses: no rtnetlink (%s); address changes are not followed" % (e,))
+            return None
+
+    def stop_watch(self):
+        if self._mon is not None:
+            self._mon.close()
+            self._mon = None
+
+    def _bound_check(self, events):
+        for ev in events:
+            if ev[0] in ("removed", "deprecated") and ev[1] in (self.bind6, self.bind4) and self.log:
+                self.log("addresses: the bound address %s is %s; bind all addresses (no --bind) "
+                         "to follow renumbering" % (ev[1], ev[0]))
 
     def now_ms(self):
         """The core's clock: integer ms that wrap at 2^30 (pnpipsec.ticks)."""
@@ -197,6 +265,7 @@ class HostBoard:
                 sock = socket.socket(fam, socket.SOCK_DGRAM)
                 if fam == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    _prefer_public(sock)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
                 sock.bind((host, port))
                 sock.setblocking(False)
@@ -218,6 +287,20 @@ class HostBoard:
             if self.log is not None:
                 self.log("UDP port %d: %s not bound (%s); the other family only" % (port, host, _why(e)))
         return UdpSocket(transports, queue, port)
+
+
+# linux/in6.h: IPV6_ADDR_PREFERENCES, IPV6_PREFER_SRC_PUBLIC (RFC 5014): the kernel's
+# source address choice for a wildcard-bound socket takes stable (public) addresses
+# before temporary ones, whatever net.ipv6.conf.*.use_tempaddr says.
+IPV6_ADDR_PREFERENCES = 72
+IPV6_PREFER_SRC_PUBLIC = 0x0002
+
+
+def _prefer_public(sock):
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_ADDR_PREFERENCES, IPV6_PREFER_SRC_PUBLIC)
+    except OSError:
+        pass
 
 
 def _why(e):

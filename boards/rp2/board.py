@@ -14,9 +14,16 @@ link-local and SLAAC addresses appear in WLAN.ipconfig('addr6') as
   * sets network.ipconfig(prefer=6) so name lookups prefer IPv6 (extmod/network_lwip.c),
   * waits up to slaac_wait seconds for a preferred global address (router
     advertisements take a moment), and
-  * reports address changes: board.on_address_change(cb) with events
-    ("added", addr, state) / ("removed", addr, old_state) / ("state", addr, old, new),
-    polled every watch_interval seconds once board.watch() runs.
+  * reports address changes: board.on_address_change(cb) with address events
+    (kind, addr, zone, preferred_s, valid_s, flags), kind "added" / "deprecated" /
+    "removed" (pnpboard.net), from polling WLAN.ipconfig('addr6') every watch_interval
+    seconds once board.watch() runs.
+lwIP's SLAAC addresses reuse the MAC-derived (EUI-64) interface identifier of the
+link-local address. An app that wants an RFC 7217 stable or RFC 8981 temporary address
+sets it itself (pnpboard.addrgen, README "Privacy and stable addresses"):
+WLAN.ipconfig(addr6="2001:db8::...") adds one static address (lwIP marks it preferred
+at once, lifetimes "forever", no DAD; a second call replaces it) and
+WLAN.ipconfig(autoconf6=False) stops SLAAC (extmod/network_lwip.c).
 UDP binds two sockets per port, ("::", p) and ("0.0.0.0", p): lwIP's pcbs are single-family.
 """
 

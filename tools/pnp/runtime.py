@@ -50,7 +50,60 @@ async def start_node(cfg, verbose=True) -> Node:
     if verbose:
         node.on_level(logs.on_level)
     await node.start()
+    if not cfg.addresses:
+        follow_addresses(node, board, log_stderr if verbose else None)
     return node
+
+
+def describe_address_event(ev) -> str:
+    """One line for an address event (kind, address, ifindex, preferred_s, valid_s, flags)."""
+    kind, addr, zone, pref, valid, flags = ev
+
+    def life(v):
+        return "forever" if v is None else "%d s" % v
+    where = ""
+    if zone is not None:
+        try:
+            where = " on %s" % socket.if_indextoname(zone)
+        except (OSError, TypeError):
+            where = " on if%s" % zone
+    return "address %s: %s%s (%s; preferred %s, valid %s)" % (
+        kind, addr, where, ", ".join(flags), life(pref), life(valid))
+
+
+def follow_addresses(node, board, log=None, report=None):
+    """The host's board -> node glue for renumbering (SLAAC, privacy addresses, DHCP):
+    the node's addresses are the board's preferred ones, stable global IPv6 first
+    (board.address_list()); on every change (rtnetlink, pnp_hostboard.netlink) the
+    node gets the new list -- and node.local_addresses_changed(addrs), the MOBIKE hook,
+    where the node has it -- then each event is logged (`pnp events` shows the lines)
+    and report(events) runs. Called only when the configuration names no `addresses`
+    (a configured list is the user's). Returns the watcher (None without rtnetlink)."""
+    def changed(events):
+        try:
+            _node_addresses(node, board.address_list())
+        except Exception as e:  # noqa: BLE001 - the watcher keeps running
+            log_stderr(f"address change: node update failed: {e!r}", logging.WARNING)
+        if log is not None:
+            for ev in events:
+                log(describe_address_event(ev))
+        if report is not None:
+            report(events)
+    board.on_address_change(changed)
+    w = board.watch()
+    if w is not None:
+        node.addresses = board.address_list()
+    return w
+
+
+def _node_addresses(node, addrs):
+    """node.addresses = addrs, then the MOBIKE hook node.local_addresses_changed(addrs)
+    when the node has one (the same rule as pnpboard.net.node_addresses)."""
+    addrs = list(addrs)
+    node.addresses = addrs
+    hook = getattr(node, "local_addresses_changed", None)
+    if hook is not None:
+        hook(addrs)
 
 
 def parse_peer_address(text):
@@ -104,3 +157,6 @@ async def stop_node(node, limit=STOP_LIMIT) -> None:
         await asyncio.wait_for(node.stop(), limit)
     except asyncio.TimeoutError:
         pass
+    stop_watch = getattr(node.board, "stop_watch", None)
+    if stop_watch is not None:
+        stop_watch()

@@ -12,7 +12,7 @@ Datagrams to UDP 7000 are echoed back; every one is printed with its security le
 import pnpipsec
 from pnpipsec import identity
 from pnpipsec.node import Node, zero_config
-from pnpboard.net import WifiConfigError, NetworkError
+from pnpboard.net import WifiConfigError, NetworkError, follow
 
 
 def settings():
@@ -45,12 +45,12 @@ async def main(Board):
     node.on_level(lambda host, old, new, now: print("level %s: %s -> %s" % (host, level_name(old), level_name(new))))
 
     def moved(events):
-        # SLAAC / DHCP changes: the node uses only current preferred addresses
-        node.addresses = board.address_list()
+        # the app's callback: our address changes (SLAAC renumbering, privacy address
+        # rotation, DHCP); follow() has already given the node the new list, stable first
         for ev in events:
             print("address", " ".join(str(x) for x in ev))
 
-    board.on_address_change(moved)
+    follow(board, node, moved, print)
     board.watch()
     await node.start()
     ep = node.endpoint(app_port)

@@ -68,7 +68,9 @@ class WlanBoard(BaseBoard):
     await board.up() reads the credentials file (pnpboard.net.load_wifi), joins, decides
     IPv6 at run time (pnpboard.net.detect_ipv6) and says so in one plain line, and takes
     the first address snapshot. board.addresses() lists (address, state, preferred_s,
-    valid_s); board.on_address_change(cb) and board.watch() report changes."""
+    valid_s); board.on_address_change(cb) and board.watch() report changes as address
+    events (pnpboard.net: "added" / "deprecated" / "removed", address, zone, preferred_s,
+    valid_s, flags), polled every watch_interval seconds."""
 
     watch_interval = 5.0
 
@@ -113,12 +115,10 @@ class WlanBoard(BaseBoard):
         return out
 
     def address_list(self):
-        """Addresses the node may use as its own now: preferred ones, global IPv6 first,
-        then link-local IPv6, then IPv4."""
-        ok = [a[0] for a in self.addresses() if a[1] == "preferred"]
-        v6 = [a for a in ok if ":" in a]
-        return ([a for a in v6 if not _net.is_link_local(a)] + [a for a in v6 if _net.is_link_local(a)]
-                + [a for a in ok if ":" not in a])
+        """Addresses the node may use as its own now: preferred ones, stable global IPv6
+        first, then temporary global IPv6, then link-local IPv6, then IPv4
+        (pnpboard.net.order_addresses)."""
+        return _net.order_addresses(self.addresses())
 
     def on_address_change(self, cb):
         self.watcher.on_change(cb)

@@ -11,8 +11,10 @@
   numbers (extmod/network_lwip.c; lwIP ip6_addr.h: PREFERRED 0x30, DEPRECATED = VALID
   0x10, TENTATIVE 0x08..0x0f, DUPLICATED 0x40).
 * detect_ipv6(wlan, socket_module): (True, "...") or (False, reason), decided at run time.
-* AddressWatcher: polls the address list and reports additions, removals and state
-  changes to callbacks (SLAAC renumbering, DHCP changes).
+* AddressWatcher: polls the address list and reports address events ("added",
+  "deprecated", "removed" with lifetimes and flags) to callbacks (SLAAC renumbering,
+  DHCP changes); order_addresses (stable first), follow(board, node, report) (the
+  board -> node glue) and node_addresses (the MOBIKE hook, where the node has it).
 """
 
 try:
@@ -220,53 +222,149 @@ def ipv6_line(ok, reason):
     return "IPv6: not supported by this firmware (%s); running IPv4 only" % reason
 
 
-class AddressWatcher:
-    """Polls get_addrs() -> [(addr, state, preferred, valid)] and reports changes.
+# Address events (every board reports these; boards/host/netlink.py builds the same):
+#     (kind, address, zone, preferred_s, valid_s, flags)
+# kind "added" (usable now: new, or back from deprecated/tentative), "deprecated" (still
+# valid, no longer preferred: keep existing SAs, start nothing new on it) or "removed"
+# (gone, duplicated, or expired). zone: the interface (name or index) or None where the
+# board has one interface; lifetimes in seconds (None when the board does not say;
+# 0xFFFFFFFF or lwIP's 0 for "forever"); flags a tuple of words: "temporary" (RFC 8981
+# privacy address), "stable" (any other global IPv6 address), "link-local", "ipv4".
+ADDED = "added"
+DEPRECATED = "deprecated"
+REMOVED = "removed"
 
-    Each change is one event tuple:
-        ("added", addr, state)   ("removed", addr, old_state)   ("state", addr, old, new)
-    Lifetimes alone changing (they count down) is not a change. Callbacks registered with
-    on_change(cb) get the list of events of one poll; a callback that raises is logged
-    and never stops the watcher."""
+
+def addr_flags(addr, temporary=False):
+    if ":" not in addr:
+        return ("ipv4",)
+    if is_link_local(addr):
+        return ("link-local",)
+    return ("temporary",) if temporary else ("stable",)
+
+
+def order_addresses(entries):
+    """Addresses to use for IKE, best first, from [(addr, state, ..., flags?)]: only
+    preferred ones; stable global IPv6, then temporary global IPv6, then link-local IPv6,
+    then IPv4. A stable address outlives temporaries, so SAs set up on it move less."""
+    out = [[], [], [], []]
+    for e in entries:
+        if e[1] != "preferred":
+            continue
+        a = e[0]
+        fl = e[5] if len(e) > 5 else addr_flags(a)
+        if ":" not in a:
+            out[3].append(a)
+        elif is_link_local(a):
+            out[2].append(a)
+        elif "temporary" in fl:
+            out[1].append(a)
+        else:
+            out[0].append(a)
+    return out[0] + out[1] + out[2] + out[3]
+
+
+def node_addresses(node, addrs):
+    """Give the node its current local addresses: node.addresses, then the MOBIKE hook
+    node.local_addresses_changed(addrs) where the node has one (it moves SAs off
+    addresses that are gone). Returns True when the hook ran."""
+    addrs = list(addrs)
+    node.addresses = addrs
+    hook = getattr(node, "local_addresses_changed", None)
+    if hook is None:
+        return False
+    hook(addrs)
+    return True
+
+
+def follow(board, node, report=None, log=None):
+    """Glue a board's address events to a node (pnpboard.app and custom apps): on every
+    change the node gets board.address_list() (stable first) through node_addresses,
+    then report(events) -- the app's callback -- runs. Errors are logged, never raised
+    into the board's watcher."""
+    log = log or (lambda m: None)
+
+    def changed(events):
+        try:
+            node_addresses(node, board.address_list())
+        except Exception as e:  # noqa: BLE001 - the watcher keeps running
+            log("address change: node update failed: %r" % (e,))
+        if report is not None:
+            report(events)
+    board.on_address_change(changed)
+    return changed
+
+
+def diff_states(old, new):
+    """Events between two snapshots {addr: (state, zone, preferred, valid, flags)}."""
+    events = []
+    for addr in sorted(new):
+        st, zone, pref, valid, fl = new[addr]
+        was = old.get(addr)
+        was_st = was[0] if was is not None else None
+        if st == "preferred" and was_st != "preferred":
+            events.append((ADDED, addr, zone, pref, valid, fl))
+        elif st == "deprecated" and was_st != "deprecated":
+            events.append((DEPRECATED, addr, zone, pref, valid, fl))
+        elif st not in ("preferred", "deprecated") and was_st in ("preferred", "deprecated"):
+            events.append((REMOVED, addr, zone, pref, valid, fl))    # duplicated, invalid
+    for addr in sorted(old):
+        if addr not in new and old[addr][0] in ("preferred", "deprecated"):
+            st, zone, pref, valid, fl = old[addr]
+            events.append((REMOVED, addr, zone, 0, 0, fl))
+    return events
+
+
+class AddressWatcher:
+    """Polls get_addrs() -> [(addr, state, preferred, valid[, zone, flags])] and reports
+    changes as address events (above): "added", "deprecated", "removed". Tentative
+    addresses are reported once they become preferred. Lifetimes alone changing (they
+    count down) is not a change. Callbacks registered with on_change(cb) get the list
+    of events of one poll; a callback that raises is logged and never stops the
+    watcher."""
 
     def __init__(self, get_addrs, interval=5.0, log=None):
         self.get_addrs = get_addrs
         self.interval = interval
         self.log = log or (lambda m: None)
         self.current = {}
+        self.entries = []
         self._cbs = []
         self._task = None
 
     def on_change(self, cb):
         self._cbs.append(cb)
 
+    def emit(self, events):
+        for cb in self._cbs:
+            try:
+                cb(events)
+            except Exception as e:  # a broken consumer must not stop the reports
+                self.log("address callback failed: %r" % (e,))
+
     def poll(self):
         """Read the addresses now; returns (and reports) the list of change events."""
         now = {}
+        entries = []
         for a in self.get_addrs():
-            now[a[0]] = a[1]
-        events = []
-        for addr in sorted(now):
-            old = self.current.get(addr)
-            if old is None:
-                events.append(("added", addr, now[addr]))
-            elif old != now[addr]:
-                events.append(("state", addr, old, now[addr]))
-        for addr in sorted(self.current):
-            if addr not in now:
-                events.append(("removed", addr, self.current[addr]))
+            zone = a[4] if len(a) > 4 else None
+            fl = a[5] if len(a) > 5 else addr_flags(a[0])
+            now[a[0]] = (a[1], zone, a[2] if len(a) > 2 else None, a[3] if len(a) > 3 else None, fl)
+            entries.append((a[0], a[1], now[a[0]][2], now[a[0]][3], zone, fl))
+        events = diff_states(self.current, now)
         self.current = now
+        self.entries = entries
         if events:
-            for cb in self._cbs:
-                try:
-                    cb(events)
-                except Exception as e:  # a broken consumer must not stop the reports
-                    self.log("address callback failed: %r" % (e,))
+            self.emit(events)
         return events
 
     def usable(self):
         """Addresses a node should use now (not tentative, deprecated or duplicated)."""
-        return [a for a in sorted(self.current) if self.current[a] == "preferred"]
+        return [a for a in sorted(self.current) if self.current[a][0] == "preferred"]
+
+    def ordered(self):
+        """usable(), best for IKE first (order_addresses)."""
+        return order_addresses(self.entries)
 
     async def run(self):
         while True:

@@ -6,7 +6,7 @@
 
 import hashlib
 
-from pnpipsec import esp, inet
+from pnpipsec import esp
 from pnpipsec.crypto.aes_pure import PureAES
 from pnpipsec.ike import codec
 from pnpipsec.ike.engine import Engine
@@ -173,7 +173,8 @@ def test_spoofed_update_refused():
     a.check_liveness(sa_a, 2000)
     (ping, _), = a.pop_datagrams()
     b.receive(ping, (EVIL, 4500), 2000)
-    assert [to for _, to in b.pop_datagrams()] == [(A1, 4500)]
+    # (answered where it came from, as RFC 7296 section 2.11 wants: a path check)
+    assert [to for _, to in b.pop_datagrams()] == [(EVIL, 4500)]
     assert sa_b.peer_addr == (A1, 4500) and b.pop_events() == []
     assert b.stats.get("moved") is None and b.stats.get("rr_sent") is None
     # the UPDATE replayed from a spoofed source after all this: moves nothing
@@ -248,16 +249,19 @@ def test_natd_recomputed():
     ans = [m for m in ans if m.is_response][0]
     for m in (upd, ans):
         assert len(m.notify(N_NAT_D_SRC)[3]) == 20 and len(m.notify(N_NAT_D_DST)[3]) == 20
-    # the IKE_AUTH-era values are not reused
+    # made anew: not the IKE_SA_INIT values, not the same in both messages
     first = codec.parse(net.to_b[0][0])
-    assert first.notify(N_NAT_D_SRC)[3] != upd.notify(N_NAT_D_SRC)[3]
-    if hasattr(hashlib, "sha1"):
-        spis = sa_a.spi_i + sa_a.spi_r
-
-        def h(host):
-            return hashlib.sha1(spis + inet.pton(host) + (4500).to_bytes(2, "big")).digest()
-        assert upd.notify(N_NAT_D_DST)[3] == h(B)
-        assert ans.notify(N_NAT_D_DST)[3] == h(A2)     # the new address, as b saw it
+    vals = [first.notify(N_NAT_D_SRC)[3], first.notify(N_NAT_D_DST)[3]]
+    for m in (upd, ans):
+        for t in (N_NAT_D_SRC, N_NAT_D_DST):
+            assert m.notify(t)[3] not in vals
+            vals.append(m.notify(t)[3])
+    # a second move: new values again
+    a.move(sa_a, A2, now=2000)
+    net.run(2000)
+    upd2 = _open(b, net.to_b[-1][0], sa_b, True)
+    assert upd2.notify(N_UPDATE_SA_ADDRESSES) is not None
+    assert upd2.notify(N_NAT_D_DST)[3] not in vals
 
 
 def test_additional_addresses():

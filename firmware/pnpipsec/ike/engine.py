@@ -116,8 +116,8 @@ other request from its 4500 socket with the non-ESP marker, and a response back 
 the socket its request came in on (the tag's via). On messages whose ICV checked, an
 SA follows a peer's port change (NAT rebinding, 500 -> 4500) but never a change of
 its host (_follow): an ICV proves only that the sender holds this SA's keys. Answers
-go to sa.peer_addr (a replayed answer, and MOBIKE's, to where the request came
-from). A peer's host changes only through MOBIKE, below.
+go to sa.peer_addr (a replayed answer, and every answer on a MOBIKE SA, to where the
+request came from). A peer's host changes only through MOBIKE, below.
 
 MOBIKE (RFC 4555; ike/x_mobike.py, imported when an SA first needs it). Both sides
 send N(MOBIKE_SUPPORTED) in IKE_AUTH (eng.mobike, default True; sa.mobike when both
@@ -126,9 +126,8 @@ ADDITIONAL_IP4/IP6_ADDRESS or NO_ADDITIONAL_ADDRESSES; the peer's list is kept i
 sa.peer_addrs (at most 8). eng.set_local_addresses(addrs, now): our addresses
 changed; SAs whose address went tell the peer (eng.move). eng.move(sa, new_local,
 new_peer, now): as original initiator an INFORMATIONAL with UPDATE_SA_ADDRESSES,
-NAT-D for the new addresses (SOURCE_IP random: we keep claiming a NAT, so ESP stays
-in UDP; DESTINATION_IP SHA-1 of the peer's address where hashlib has SHA-1) and
-COOKIE2; as original responder our address list. As original responder we answer a
+NAT-D made anew (fresh random values: both ends keep seeing a NAT, as after
+IKE_SA_INIT, so ESP stays in UDP) and COOKIE2; as original responder our address list. As original responder we answer a
 peer's authenticated UPDATE_SA_ADDRESSES where it came from (NAT-D, COOKIE2 echoed;
 every COOKIE2 is echoed), and when it came from a new host we first check return
 routability: an INFORMATIONAL with a fresh COOKIE2 to the new address; only the
@@ -661,6 +660,7 @@ class Engine:
             self._count("drop_malformed")
             return
         msg.via = via       # every answer to this request carries it (the node: socket)
+        msg.src = peer_addr
         try:
             if msg.exch == _IKE_SA_INIT and not msg.is_response:
                 x_init.request(self, msg, peer_addr, now)
@@ -1045,12 +1045,15 @@ class Engine:
             self._send(data, sa, exch, to)
 
     def _respond(self, sa, msg, payloads, to=None):
-        """Answer the peer's request msg (to sa.peer_addr, or to `to`: MOBIKE answers
-        go where their request came from)."""
+        """Answer the peer's request msg: to sa.peer_addr, or to `to`; on a MOBIKE SA
+        to where the request came from (RFC 7296 section 2.11; a peer that moved
+        sends before our return-routability check let the SA follow it)."""
         data = self._encode(sa, msg.exch, True, msg.mid, payloads)
         sa.last_resp = (msg.mid, data)
         sa.recv_mid = msg.mid + 1
-        self._answer(data, to or sa.peer_addr, msg, sa.local_spi)
+        if to is None:
+            to = msg.src if sa.mobike and msg.src is not None else sa.peer_addr
+        self._answer(data, to, msg, sa.local_spi)
 
     def _dispatch(self, msg, addr, now):
         local = msg.spi_r if msg.from_initiator else msg.spi_i
@@ -1137,10 +1140,13 @@ class Engine:
             x_info.request(self, sa, msg, now)
 
     def _mobike_request(self, sa, msg, addr, now):
-        """An authenticated INFORMATIONAL on a MOBIKE SA: True when x_mobike answered
-        it (it carried UPDATE_SA_ADDRESSES, COOKIE2 or an address list)."""
+        """An authenticated INFORMATIONAL on a MOBIKE SA, answered where it came from:
+        a path check (charon's is an empty INFORMATIONAL from its new address) must
+        come back there. x_mobike handles UPDATE_SA_ADDRESSES, COOKIE2, address lists."""
         from pnpipsec.ike import x_mobike
-        return x_mobike.request(self, sa, msg, addr, now)
+        if not x_mobike.request(self, sa, msg, addr, now):
+            x_info.request(self, sa, msg, now, None, addr)
+        return True
 
     def _readdress(self, sa, addr):
         """sa's peer is at addr now (MOBIKE: after the return-routability check, or our

@@ -28,11 +28,6 @@ except ImportError:
     def const(x):
         return x
 
-try:
-    from hashlib import sha1 as _sha1
-except ImportError:     # the WebAssembly MicroPython has no SHA-1: random NAT-D
-    _sha1 = None
-
 _INFORMATIONAL = const(37)
 _N_NAT_D_SRC = const(16388)
 _N_NAT_D_DST = const(16389)
@@ -46,24 +41,12 @@ MAX_ADDRS = const(8)       # a peer's additional addresses we keep
 RR_TRIES = const(3)        # sends of the return-routability check to a new address
 
 
-def natd(sa, addr):
-    """NAT_DETECTION data for addr (host, port): SHA-1(SPIi | SPIr | IP | port) (RFC
-    7296 section 2.23), or None without SHA-1 (the caller sends random bytes)."""
-    if _sha1 is None or addr is None:
-        return None
-    try:
-        ip = inet.pton(addr[0])
-    except (ValueError, TypeError, IndexError):
-        return None
-    return _sha1(sa.spi_i + sa.spi_r + ip + addr[1].to_bytes(2, "big")).digest()
-
-
 def natd_notifies(eng, sa, peer):
-    """NAT-D for an UPDATE or its answer. SOURCE_IP is random: we always claim to be
-    behind a NAT (as in IKE_SA_INIT, see PORTS AND NAT-T) so that ESP stays in UDP
-    on 4500; DESTINATION_IP is computed for the peer's address as we see it now."""
-    d = natd(sa, peer)
-    return [_n(_N_NAT_D_SRC, eng.rand(20)), _n(_N_NAT_D_DST, d if d is not None else eng.rand(20))]
+    """NAT-D for an UPDATE or its answer: fresh random values, so both ends keep seeing
+    a NAT, as after IKE_SA_INIT (see PORTS AND NAT-T: ESP-in-UDP is the only ESP we
+    do). Real hashes would tell a peer like charon that the NAT is gone ("local host
+    is not behind NAT anymore", seen with charon 5.9.8), and change how it sends ESP."""
+    return [_n(_N_NAT_D_SRC, eng.rand(20)), _n(_N_NAT_D_DST, eng.rand(20))]
 
 
 def addr_notifies(eng, exclude=None):

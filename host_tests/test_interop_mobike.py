@@ -77,7 +77,15 @@ def outage(rows, t_move):
     after it)."""
     lost = sum(1 for r in rows if r[2] is None)
     after = [r for r in rows if r[1] >= t_move and r[2] is not None]
-    return lost, (after[0][2] - t_move) if after else None
+    lost_after = [r for r in rows if r[1] >= t_move and r[2] is None]
+    # the last datagram lost after the move: until its successor's echo, nothing came
+    took = None
+    if lost_after:
+        nxt = [r for r in after if r[0] > lost_after[-1][0]]
+        took = (nxt[0][2] - t_move) if nxt else None
+    elif after:
+        took = after[0][2] - t_move
+    return lost, took
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +186,7 @@ def test_charon_moves_we_follow(net, charon, tmp_path):
     late = [r for r in rows if r[1] > t_move + 1.5]
     assert late and all(r[2] is not None for r in late), rows            # it goes on
     print(f"\n[charon moves, we follow] {len(rows)} datagrams every 20 ms, lost {lost}, "
-          f"first echo {took * 1000:.0f} ms after the old address went")
+          f"the stream flowed again {took * 1000:.0f} ms after the old address went")
 
 
 OUR_MOVE = r"""
@@ -221,16 +229,18 @@ async def main(cfg_path, peer, port, ifname, old, new):
     took = (min(after) - t_move) if after else -1
     tail = [k for k in sent if sent[k] > t_move + 1.5]
     sa2 = node.ike_up.get(peer)
-    same = sa2 is sa and (sa.spi_i, sa.spi_r, node.out[peer].child.spi_in,
-                          node.out[peer].child.spi_out) == spis
+    same = sa2 is sa and (sa.spi_i, sa.spi_r) == spis[:2]
     print("same", same, flush=True)
+    # (charon's kernel-libipsec cannot update SA addresses: it rekeys the CHILD SA)
+    print("child same", (node.out[peer].child.spi_in, node.out[peer].child.spi_out) == spis[2:],
+          flush=True)
     print("tail", all(k in got for k in tail) and len(tail) > 0, flush=True)
     print("lost %d took %.0f ms" % (lost, took * 1000), flush=True)
     print("stats", node.engine.stats.get("mobike_update_sent"), flush=True)
     task.cancel()
     await node.stop()
 
-asyncio.run(main(*sys.argv[1:4], *sys.argv[4:7]) if False else main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]))
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]))
 """
 
 
@@ -253,6 +263,9 @@ def test_we_move_charon_follows(net, charon, tmp_path):
     log = charon.log_text()
     assert r.returncode == 0, r.stderr[-3000:] + log[-3000:]
     lines = r.stdout.splitlines()
+    open(tmp_path / "node.err", "w").write(r.stderr)
     assert "mobike True" in lines and "same True" in lines and "tail True" in lines, r.stdout + r.stderr[-2000:]
     assert "N(UPD_SA_ADDR)" in log and new_addr(ours) in log, log[-3000:]
-    print(f"\n[we move, charon follows] {[x for x in lines if x.startswith('lost')][0]}")
+    assert log.count("initiating IKE_SA") == 0 and log.count("IKE_SA_INIT request 0") == 1   # one handshake
+    print(f"\n[we move, charon follows] {[x for x in lines if x.startswith('lost')][0]} "
+          f"(200 datagrams every 20 ms; {[x for x in lines if x.startswith('child same')][0]})")

@@ -1143,9 +1143,13 @@ class Engine:
         """An authenticated INFORMATIONAL on a MOBIKE SA, answered where it came from:
         a path check (charon's is an empty INFORMATIONAL from its new address) must
         come back there. x_mobike handles UPDATE_SA_ADDRESSES, COOKIE2, address lists."""
-        from pnpipsec.ike import x_mobike
-        if not x_mobike.request(self, sa, msg, addr, now):
-            x_info.request(self, sa, msg, now, None, addr)
+        for nt in msg.notifies():
+            if 16396 <= nt[0] <= 16402:     # MOBIKE's notifies: x_mobike (imported now)
+                from pnpipsec.ike import x_mobike
+                if x_mobike.request(self, sa, msg, addr, now):
+                    return True
+                break
+        x_info.request(self, sa, msg, now, None, addr)
         return True
 
     def _readdress(self, sa, addr):

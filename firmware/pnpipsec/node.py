@@ -178,6 +178,8 @@ class Peer:
         self.idle_checks = 0
         self.stats = {"clear_in": 0, "clear_out": 0, "esp_in": 0, "esp_out": 0}
 
+    moved_to = None     # host its SA moved to (MOBIKE); the record stays at its address
+
     def busy(self):
         """True while an SA (or an attempt) is bound to this record: never evicted."""
         return self.ike is not None or self.initiating is not None or \
@@ -290,6 +292,7 @@ class Node:
         self.children = {}      # spi_in -> _Child
         self.by_host = {}       # peer host -> Peer (bounded: see _peer)
         self.by_id = {}         # Peer.fp -> Peer (the latest record with that identity)
+        self.moved = {}         # host a peer's SA moved to (MOBIKE) -> its Peer record
         self._peers_made = 0
         self._idle = Timers()   # Peer -> when its idle SA is due a liveness check
         self._idle_dirty = {}   # Peers whose idle deadline may have moved earlier
@@ -655,7 +658,7 @@ class Node:
         trust = 0
         if _trusted(sa):
             trust = 2
-        elif self._sa_level(_norm(sa.peer_addr[0]), sa) >= AUTHENTICATED:
+        elif self._sa_level(self._host(sa), sa) >= AUTHENTICATED:
             trust = 1
         return (trust, self.engine.recency(sa))
 
@@ -1253,6 +1256,10 @@ class Node:
 
     def _send_natt(self, data, host):
         p = self.by_host.get(host)
+        if p is None:
+            p = self.moved.get(host)
+        elif p.moved_to is not None:
+            host = p.moved_to       # its SA moved (MOBIKE): ESP follows
         port = p.natt_port if p is not None else None
         if port is None:
             p = self.peer_for(host)
@@ -1304,7 +1311,7 @@ class Node:
         elif kind == "child_down":
             self._remove(ev.child)
         elif kind == "ike_rekeyed":
-            host = _norm(ev.new.peer_addr[0])
+            host = self._host(ev.new)
             p = self._peer(host)
             if p is not None:
                 if p.ike is ev.old:
@@ -1315,6 +1322,8 @@ class Node:
             self._relevel(host)
             if self.keylog is not None:
                 self.keylog.ike(ev.new)
+        elif kind == "ike_moved":
+            self._moved(ev.sa, ev.old, ev.new)
         elif kind == "notify":
             if ev.type == proof.PROOF:
                 self._proof_in(ev.sa, ev.data)
@@ -1344,7 +1353,7 @@ class Node:
             sa, child = getattr(ev, "sa", None), None
         if sa is None:
             return name
-        host = _norm(sa.peer_addr[0])
+        host = self._host(sa)
         text = "%s %s" % (name, host)
         if name in ("IkeUp", "IkeRekeyed"):
             sa.up_at = self._now()
@@ -1384,7 +1393,7 @@ class Node:
         return reason + (" (we refused)" if self._rx_answer is False else " (from the peer)")
 
     def _ike_up(self, sa):
-        host = _norm(sa.peer_addr[0])
+        host = self._host(sa)
         p = self._peer(host)
         if p is None:           # every record holds an SA: this one cannot be kept
             self.engine.abandon(sa, self._now())
@@ -1411,7 +1420,7 @@ class Node:
             self._proof_out(sa)     # NULL authentication: prove our key inside the SA
 
     def _ike_down(self, sa, reason):
-        host = _norm(sa.peer_addr[0])
+        host = self._host(sa)
         p = self.by_host.get(host)
         if p is not None:
             p.failed = reason
@@ -1422,10 +1431,52 @@ class Node:
                                             up is not sa else PROBE_TIMEOUT, self._now())
             if p.ike is sa:
                 p.ike = None
+                if p.moved_to is not None:      # (MOBIKE) the next SA starts at home
+                    self._moved(sa, sa.peer_addr, (p.host, p.natt_port))
             p.proofs = [x for x in p.proofs if x[0] is not sa]
             p.proofs_seen = [x for x in p.proofs_seen if x is not sa]
         for ch in list(getattr(sa, "children", ())):
             self._remove(ch)
+
+    def _host(self, sa):
+        """The host of sa's peer record: where it did IKE_SA_INIT, also after its SA
+        moved (MOBIKE: node.moved)."""
+        h = _norm(sa.peer_addr[0])
+        if self.moved and h not in self.by_host:
+            p = self.moved.get(h)
+            if p is not None:
+                return p.host
+        return h
+
+    def _moved(self, sa, old, new):
+        """sa's peer moved from old to new (MOBIKE: its authenticated UPDATE and our
+        return-routability check, or our own move): IKE and ESP to it go to new. The
+        record, its level, pins and proofs stay under the address that did
+        IKE_SA_INIT (see HACKING.md, security rules); node.moved maps the new host to
+        it (one entry per record)."""
+        oh, nh = _norm(old[0]), _norm(new[0])
+        p = self.by_host.get(oh) or self.moved.get(oh)
+        if p is None:
+            return
+        if p.moved_to is not None and self.moved.get(p.moved_to) is p:
+            del self.moved[p.moved_to]
+        p.moved_to = None if nh == p.host else nh
+        if p.moved_to is not None:
+            self.moved[nh] = p
+        p.natt_port = new[1]
+        if p.ike is not None:
+            self.log("peer %s moved: %s -> %s" % (p.host, old[0], new[0]))
+
+    def local_addresses_changed(self, addrs):
+        """Our addresses are now addrs (host texts; the board's address events): the
+        engine tells the peers of MOBIKE SAs whose address went (UPDATE_SA_ADDRESSES as
+        original initiator). The first call compares with the configured addresses."""
+        eng = self.engine
+        if eng.local_addrs is None:
+            eng.local_addrs = list(self.addresses)
+        told = eng.set_local_addresses([_norm(a) for a in addrs], self._now())
+        self._pump()
+        return told
 
     def _proof_out(self, sa):
         sign = self._sig.sign if self._sig is not None else self._ed25519().sign
@@ -1436,7 +1487,7 @@ class Node:
         self.stats["proof_sent"] += 1
 
     def _proof_in(self, sa, data):
-        host = _norm(sa.peer_addr[0])
+        host = self._host(sa)
         p = self._peer(host)
         if p is None or sa in p.proofs_seen or self.engine.auth_octets(sa, False) is None:
             # One proof per IKE SA: more would only let a peer wear the flash (pin
@@ -1481,6 +1532,7 @@ class Node:
 
     def _install(self, child):
         c = _Child(child, self.board.aes, self.board.rand, self.esp_soft_packets)
+        c.host = self._host(child.ike)
         self.children[child.spi_in] = c
         p = self._peer(c.host)
         if p is not None:

@@ -49,6 +49,7 @@ def ct_eq(a, b):
 class Message:
     """A parsed message. payloads: [(type, body)]; after decrypt() the inner payloads
     are appended (the SK payload itself is not listed)."""
+    src = None                 # where it came from (engine.receive's peer_addr)
 
     def __init__(self, raw):
         self.raw = raw

@@ -52,6 +52,8 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     eng.delete(sa_or_child, now)                   IKE SA (with its children) or one CHILD SA
     eng.check_liveness(sa, now)                    empty INFORMATIONAL (dead peer detection)
     eng.send_notify(sa, ntype, data, now)          INFORMATIONAL carrying one status notify
+    eng.set_local_addresses(addrs, now) -> [IkeSA]   our addresses changed (MOBIKE)
+    eng.move(sa, new_local=None, new_peer=None, now=None) -> bool   MOBIKE update
     eng.auth_octets(sa, local=True) -> bytes       the octets our (peer's) AUTH covered
                                                    (kept across IKE rekeys; None before)
     eng.half_open() -> int
@@ -62,7 +64,7 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
         "cookie_sent", "invalid_ke_sent", "timeout", "drop_full", "drop_rate",
         "drop_rate_source", "evict_half_open", "evict_per_host", "evict_established",
         "initial_contact", "held", "held_absorbed", "drop_held_full", "decision_timeout",
-        "decision_late" (missing key = 0)
+        "decision_late", and MOBIKE's (see MOBIKE) (missing key = 0)
 
     PeerConfig(auth="null"|"psk"|"pubkey", local_id=None, remote_id=None, psk=None,
                peer_pubkey=None, mode="transport"|"tunnel", local_ts=None,
@@ -79,7 +81,7 @@ CONTRACT (the node runtime in pnpipsec/node.py and the tests code against this):
     Events (pnpipsec.ike.sa; each has .kind):
         IkeUp(sa), ChildUp(child), ChildRekeyed(old, new), ChildDown(child),
         IkeDown(sa, reason), AuthFailed(sa, reason), NotifyReceived(sa, type, data),
-        IkeRekeyed(old, new), ChildFailed(sa, reason),
+        IkeRekeyed(old, new), ChildFailed(sa, reason), IkeMoved(sa, old, new) (MOBIKE),
         DecisionPending(sa, peer_id, method) (see HELD DECISIONS).
       - Every IkeSA that initiate() returned or that appeared in an event ends with one
         IkeDown, except an SA replaced by IkeRekeyed (its children moved to new).
@@ -111,9 +113,32 @@ initiator, after IKE_SA_INIT the engine moves a peer_addr whose port is natt_por
 to natt_ports[1]. The runtime sends a request whose tag says IKE_SA_INIT (34) to a
 peer port other than natt_ports[1] from its port-500 socket without marker, every
 other request from its 4500 socket with the non-ESP marker, and a response back on
-the socket its request came in on (the tag's via). The responder answers to the
-address a request came from and follows a peer whose address changes (only on
-messages whose ICV checked).
+the socket its request came in on (the tag's via). On messages whose ICV checked, an
+SA follows a peer's port change (NAT rebinding, 500 -> 4500) but never a change of
+its host (_follow): an ICV proves only that the sender holds this SA's keys. Answers
+go to sa.peer_addr (a replayed answer, and every answer on a MOBIKE SA, to where the
+request came from). A peer's host changes only through MOBIKE, below.
+
+MOBIKE (RFC 4555; ike/x_mobike.py, imported when an SA first needs it). Both sides
+send N(MOBIKE_SUPPORTED) in IKE_AUTH (eng.mobike, default True; sa.mobike when both
+did), with our addresses (eng.local_addrs, once the node set them) as
+ADDITIONAL_IP4/IP6_ADDRESS or NO_ADDITIONAL_ADDRESSES; the peer's list is kept in
+sa.peer_addrs (at most 8). eng.set_local_addresses(addrs, now): our addresses
+changed; SAs whose address went tell the peer (eng.move). eng.move(sa, new_local,
+new_peer, now): as original initiator an INFORMATIONAL with UPDATE_SA_ADDRESSES,
+NAT-D made anew (fresh random values: both ends keep seeing a NAT, as after
+IKE_SA_INIT, so ESP stays in UDP) and COOKIE2; as original responder our address list. As original responder we answer a
+peer's authenticated UPDATE_SA_ADDRESSES where it came from (NAT-D, COOKIE2 echoed;
+every COOKIE2 is echoed), and when it came from a new host we first check return
+routability: an INFORMATIONAL with a fresh COOKIE2 to the new address; only the
+answer that echoes it moves the SA (IkeMoved(sa, old, new): sa.peer_addr, the hosts
+index and the CHILD SAs' peer_addr; SPIs unchanged). No answer in 3 sends: the check
+goes on to the old address and nothing moves ("rr_failed"). An UPDATE on an SA we
+initiated, or on one without MOBIKE, moves nothing ("mobike_refused"); a bad ICV is
+dropped before any of this ("drop_icv"), and a packet from a new address without
+UPDATE moves nothing. Counters: "mobike_update", "rr_sent", "rr_failed", "moved",
+"mobike_refused", "mobike_update_sent", "mobike_cookie2_bad",
+"mobike_update_refused".
 
 TRAFFIC SELECTORS. Tunnel mode: local_ts/remote_ts (as initiator we propose them; as
 responder we answer with ours when the proposal covers them, else TS_UNACCEPTABLE;
@@ -228,7 +253,7 @@ from pnpipsec.ike import x_auth, x_child, x_info, x_init
 from pnpipsec.ike.codec import IkeParseError
 from pnpipsec.ike.props import select, IKE_SUITE, ESP_SUITE  # noqa: F401 (select: API)
 from pnpipsec.ike.sa import (LocalIdentity, PeerConfig, IkeSA, ChildSA, Pending,  # noqa: F401
-                             IkeDown, ChildDown, PENDING, Held, DecisionPending)
+                             IkeDown, ChildDown, PENDING, Held, DecisionPending, IkeMoved)
 from pnpipsec.crypto import x25519
 from pnpipsec.ticks import AGE_CAP, add, age, clamp, diff, ms
 from pnpipsec.timers import Timers
@@ -321,6 +346,8 @@ class Engine:
         self.fallback = fallback
         self.max_held = max_held
         self.held = {}           # our SPI -> Held (a request waiting for a decision)
+        self.mobike = True       # offer MOBIKE (RFC 4555) in IKE_AUTH; see MOBIKE
+        self.local_addrs = None  # our addresses (host texts) once the node said them
 
     # ------------------------------------------------------------ public API
 
@@ -405,6 +432,43 @@ class Engine:
                            sa, _INFORMATIONAL)
             sa.delete_sent = True
         self._kill(sa, "deleted")
+
+    def set_local_addresses(self, addrs, now):
+        """Our addresses changed (the node passes the board's list): every established
+        MOBIKE SA whose address in use went away (or is unknown, when some address
+        went) tells the peer -- as original initiator an UPDATE_SA_ADDRESSES, as
+        original responder our new address list. Returns the SAs told. (Scans the
+        table: address changes are rare.)"""
+        self.now = now
+        old = self.local_addrs
+        self.local_addrs = list(addrs)
+        gone = old is not None and [a for a in old if a not in self.local_addrs]
+        told = []
+        for sa in list(self.sas.values()):
+            if sa.state != "established" or not sa.mobike:
+                continue
+            la = sa.local_addr
+            if (la is not None and la not in self.local_addrs) or (la is None and gone):
+                if la is not None:
+                    sa.local_addr = None
+                if self.move(sa, now=now):
+                    told.append(sa)
+        return told
+
+    def move(self, sa, new_local=None, new_peer=None, now=None):
+        """MOBIKE: our address in use is now new_local (host text; None: unknown or
+        unchanged) and/or, as original initiator, the peer is to be reached at
+        new_peer (host, port: one of sa.peer_addrs, say): sa.peer_addr changes at once
+        (IkeMoved) and an UPDATE_SA_ADDRESSES goes out. As original responder only our
+        address list goes out (RFC 4555: the initiator decides). False when the SA is
+        not established or did not negotiate MOBIKE."""
+        if sa.state != "established" or not sa.mobike:
+            return False
+        if now is None:
+            now = self.now
+        self.now = now
+        from pnpipsec.ike import x_mobike
+        return x_mobike.move(self, sa, new_local, new_peer, now)
 
     def rekey_ike(self, sa, now):
         if sa.state != "established" or sa.rekeying:
@@ -536,7 +600,10 @@ class Engine:
             p.interval = min(p.interval * 2, p.cap)
             p.next_at = add(now, p.interval)
             self._count("retransmit")
-            self._send(p.data, sa, p.exch)
+            if p.addr is not None and p.tries >= p.job.tries:
+                p.addr = None       # a new address never answered: on to the old one
+                p.job.addr_failed(sa, now)
+            self._send(p.data, sa, p.exch, p.addr)
         if sa.expire_at is not None and diff(now, sa.expire_at) >= 0:
             if sa.state in ("half_open", "dead", "rekeyed"):
                 # (a rekeyed SA whose DELETE answer was lost: the peer already forgot
@@ -593,6 +660,7 @@ class Engine:
             self._count("drop_malformed")
             return
         msg.via = via       # every answer to this request carries it (the node: socket)
+        msg.src = peer_addr
         try:
             if msg.exch == _IKE_SA_INIT and not msg.is_response:
                 x_init.request(self, msg, peer_addr, now)
@@ -784,9 +852,10 @@ class Engine:
             return None
         return add(now, life_ms // 100 * (90 - self.rand(1)[0] * 10 // 255))
 
-    def _send(self, data, sa, exch):
-        """Queue our request (or its retransmission) on `sa` to the peer."""
-        self.out.append((data, sa.peer_addr, False, exch, sa.local_spi, None))
+    def _send(self, data, sa, exch, addr=None):
+        """Queue our request (or its retransmission) on `sa` to the peer (or to addr:
+        a MOBIKE return-routability check)."""
+        self.out.append((data, addr or sa.peer_addr, False, exch, sa.local_spi, None))
 
     def _answer(self, data, addr, msg, spi):
         """Queue an answer to the request `msg`, tagged with the way it came."""
@@ -968,14 +1037,23 @@ class Engine:
                                  sa.cfg.retransmit_tries, sa.cfg.rt_max_ms)
             if getattr(job, "deletes_ike", False):
                 sa.delete_sent = True
+            to = getattr(job, "addr", None)
+            if to is not None:
+                sa.pending.addr = to
+                sa.pending.job = job
             self._mark(sa)
-            self._send(data, sa, exch)
+            self._send(data, sa, exch, to)
 
-    def _respond(self, sa, msg, payloads):
+    def _respond(self, sa, msg, payloads, to=None):
+        """Answer the peer's request msg: to sa.peer_addr, or to `to`; on a MOBIKE SA
+        to where the request came from (RFC 7296 section 2.11; a peer that moved
+        sends before our return-routability check let the SA follow it)."""
         data = self._encode(sa, msg.exch, True, msg.mid, payloads)
         sa.last_resp = (msg.mid, data)
         sa.recv_mid = msg.mid + 1
-        self._answer(data, sa.peer_addr, msg, sa.local_spi)
+        if to is None:
+            to = msg.src if sa.mobike and msg.src is not None else sa.peer_addr
+        self._answer(data, to, msg, sa.local_spi)
 
     def _dispatch(self, msg, addr, now):
         local = msg.spi_r if msg.from_initiator else msg.spi_i
@@ -1058,14 +1136,51 @@ class Engine:
         sa.last_rx = now
         if msg.exch == _CREATE_CHILD_SA:
             x_child.request(self, sa, msg, now)
-        else:
+        elif not (sa.mobike and self._mobike_request(sa, msg, addr, now)):
             x_info.request(self, sa, msg, now)
+
+    def _mobike_request(self, sa, msg, addr, now):
+        """An authenticated INFORMATIONAL on a MOBIKE SA, answered where it came from:
+        a path check (charon's is an empty INFORMATIONAL from its new address) must
+        come back there. x_mobike handles UPDATE_SA_ADDRESSES, COOKIE2, address lists."""
+        for nt in msg.notifies():
+            if 16396 <= nt[0] <= 16402:     # MOBIKE's notifies: x_mobike (imported now)
+                from pnpipsec.ike import x_mobike
+                if x_mobike.request(self, sa, msg, addr, now):
+                    return True
+                break
+        x_info.request(self, sa, msg, now, None, addr)
+        return True
+
+    def _readdress(self, sa, addr):
+        """sa's peer is at addr now (MOBIKE: after the return-routability check, or our
+        own move as original initiator): the hosts index, its CHILD SAs and IkeMoved
+        follow. Nothing else ever changes a peer's host (see _follow)."""
+        old = sa.peer_addr
+        if addr == old:
+            return
+        lst = self.hosts.get(old[0])
+        if lst is not None and sa in lst:
+            lst.remove(sa)
+            if not lst:
+                del self.hosts[old[0]]
+        sa.peer_addr = addr
+        for ch in sa.children:
+            ch.peer_addr = addr
+        lst = self.hosts.get(addr[0])
+        if lst is None:
+            self.hosts[addr[0]] = [sa]
+        elif sa not in lst:
+            lst.append(sa)
+        self._count("moved")
+        self._emit(IkeMoved(sa, old, addr))
 
     def _follow(self, sa, addr):
         """Follow a peer's port change (NAT rebinding, 500 -> 4500), never a host change:
         an ICV only proves the sender holds this SA's keys, and an attacker holds his own
         SA's keys, so a new source address would let him move his SA onto a victim's
-        address (address changes need MOBIKE's return-routability check, RFC 4555)."""
+        address. Host changes happen only in _readdress: MOBIKE, after the peer's
+        authenticated UPDATE_SA_ADDRESSES and our return-routability check (RFC 4555)."""
         if addr != sa.peer_addr and sa.state != "init_sent" and addr[0] == sa.peer_addr[0]:
             sa.peer_addr = addr
             for ch in sa.children:

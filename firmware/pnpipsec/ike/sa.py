@@ -79,7 +79,11 @@ class ChildSA:
 
 
 class Pending:
-    """Our outstanding request: bytes for retransmission and the response handler."""
+    """Our outstanding request: bytes for retransmission and the response handler.
+    addr: where it goes when not sa.peer_addr (a MOBIKE return-routability check),
+    until job.tries sends went unanswered (then job.addr_failed, and the old one)."""
+    addr = None
+    job = None
 
     def __init__(self, mid, exch, data, on_resp, now, base, tries, cap):
         self.mid = mid
@@ -147,6 +151,15 @@ class IkeSA:
     delete_sent = False     # our DELETE of this IKE SA has left
     init_key = None         # its key in engine.init_idx (responders)
     id_key = None           # its key in engine.ids (a trusted identity)
+    # MOBIKE (ike/x_mobike.py): negotiated in IKE_AUTH; our address in use when the
+    # node said it (None: unknown); the peer's additional addresses (host texts, or
+    # None when it sent no list); our queued UPDATE / address list, our pending
+    # return-routability check
+    mobike = False
+    local_addr = None
+    peer_addrs = None
+    updating = None
+    rr = None
 
     def __init__(self, initiator, spi_i, peer_addr, cfg):
         self.initiator = initiator
@@ -222,6 +235,14 @@ class IkeDown(Event):
 class IkeRekeyed(Event):
     kind = "ike_rekeyed"
     _f = ("old", "new")
+
+
+class IkeMoved(Event):
+    """sa.peer_addr changed from old to new (MOBIKE, after the peer's authenticated
+    UPDATE_SA_ADDRESSES and our return-routability check, or our own move): IKE and
+    ESP to the peer go to new; its CHILD SAs (same SPIs) moved with it."""
+    kind = "ike_moved"
+    _f = ("sa", "old", "new")
 
 
 class AuthFailed(Event):

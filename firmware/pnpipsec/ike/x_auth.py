@@ -22,6 +22,7 @@ _ID_NULL = const(13)
 _INFORMATIONAL = const(37)
 _N_AUTHENTICATION_FAILED = const(24)
 _N_INITIAL_CONTACT = const(16384)
+_N_MOBIKE_SUPPORTED = const(16396)
 _N_NO_ADDITIONAL_SAS = const(35)
 _N_USE_TRANSPORT_MODE = const(16391)
 _PT_AUTH = const(39)
@@ -107,6 +108,29 @@ def _initial_contact(eng, sa):
             eng._kill(o, "replaced (INITIAL_CONTACT)")
 
 
+def _mobike_offer(eng):
+    """N(MOBIKE_SUPPORTED), and our address list once the node gave us one."""
+    if eng.local_addrs is None:
+        return [_n(_N_MOBIKE_SUPPORTED)]
+    from pnpipsec.ike import x_mobike
+    return x_mobike.offer(eng)
+
+
+def _mobike(eng, sa, msg):
+    """MOBIKE (RFC 4555) when both ends offer it: sa.mobike, the peer's addresses; our
+    notifies for the answer (responder)."""
+    if not eng.mobike or msg.notify(_N_MOBIKE_SUPPORTED) is None:
+        return []
+    sa.mobike = True
+    notes = msg.notifies()
+    for nt in notes:
+        if 16397 <= nt[0] <= 16399:     # ADDITIONAL_IP4/IP6_ADDRESS, NO_ADDITIONAL_...
+            from pnpipsec.ike import x_mobike
+            x_mobike.learn(sa, notes)
+            break
+    return [] if sa.initiator else _mobike_offer(eng)
+
+
 def _answer_and_die(eng, sa, msg, ntype, reason, now):
     eng._respond(sa, msg, [_n(ntype)])
     eng._kill(sa, reason)
@@ -168,6 +192,7 @@ def request(eng, sa, msg, addr, now, cfg=PENDING):
         child, extra = x_child.accept(eng, sa, props, tsi, tsr, transport, sa.ni, sa.nr,
                                       None, "ignore", None, [], now)
         resp += extra
+    resp += _mobike(eng, sa, msg)
     _establish(eng, sa, (octets, peer_octets), now)
     eng._respond(sa, msg, resp)
     if child is not None:
@@ -194,6 +219,8 @@ class Auth:
             # RFC 7296 section 2.4: we hold no other IKE SA with this peer (first contact
             # since boot, or ours died): whatever SAs it still holds with us are stale.
             p.append(_n(_N_INITIAL_CONTACT))
+        if eng.mobike:
+            p += _mobike_offer(eng)
         if not cfg.childless:
             spi_in = eng._new_esp_spi()
             tsi, tsr = x_child.ts_offer(sa, cfg)
@@ -230,6 +257,7 @@ class Auth:
             eng._kill(sa, "AUTHENTICATION_FAILED")
             return
         _identify(eng, sa, cfg, m, peer_id, msg)
+        _mobike(eng, sa, msg)
         _establish(eng, sa, (self.octets, peer_octets), now)
         offer = sa.pending_child
         sa.pending_child = None

@@ -16,6 +16,8 @@ _N_AUTHENTICATION_FAILED = const(24)
 _PROTO_ESP = const(3)
 _PROTO_IKE = const(1)
 _PT_D = const(42)
+_MOBIKE_FIRST = const(16396)    # MOBIKE_SUPPORTED .. NO_NATS_ALLOWED (RFC 4555)
+_MOBIKE_LAST = const(16402)
 
 
 class Simple:
@@ -33,8 +35,9 @@ class Simple:
             self.on_done(sa)
 
 
-def request(eng, sa, msg, now):
-    """Responder: a peer's INFORMATIONAL."""
+def request(eng, sa, msg, now, extra=None, to=None):
+    """Responder: a peer's INFORMATIONAL. extra: more payloads for the answer and
+    `to` where it goes (x_mobike: NAT-D, the COOKIE2 echo, to the request's source)."""
     dels = [codec.parse_delete(b) for b in msg.all(_PT_D)]
     notes = msg.notifies()
     kill = False
@@ -50,13 +53,14 @@ def request(eng, sa, msg, now):
                     if ch.spi_out == v and ch not in gone:
                         gone.append(ch)
                         answer.append(ch.spi_in.to_bytes(4, "big"))
-    eng._respond(sa, msg, [(_PT_D, codec.encode_delete(_PROTO_ESP, answer))]
-                 if answer and not kill else [])
+    payloads = [(_PT_D, codec.encode_delete(_PROTO_ESP, answer))] if answer and not kill else []
+    eng._respond(sa, msg, payloads + extra if extra else payloads, to)
     for nt in notes:
         if nt[0] == _N_AUTHENTICATION_FAILED:
             eng._emit(AuthFailed(sa, "peer: AUTHENTICATION_FAILED"))
             kill = True
-        else:
+        elif not (_MOBIKE_FIRST <= nt[0] <= _MOBIKE_LAST or 16388 <= nt[0] <= 16389):
+            # (MOBIKE's notifies and its NAT-D are x_mobike's)
             eng._emit(NotifyReceived(sa, nt[0], nt[3]))
     if kill:
         eng._kill(sa, "deleted by peer")

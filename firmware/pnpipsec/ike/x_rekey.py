@@ -55,7 +55,8 @@ def request(eng, sa, msg, props, ni, ke, now):
 
 def _move(eng, old, new, now):
     """Finish an IKE rekey: new SA takes over the children and the identity."""
-    for k in ("peer_id", "method", "peer_pubkey", "octets"):
+    for k in ("peer_id", "method", "peer_pubkey", "octets", "mobike", "local_addr",
+              "peer_addrs"):
         setattr(new, k, getattr(old, k))
     eng._identified(new)
     new.surfaced = True

@@ -584,7 +584,9 @@ class _MobikeNode:
         self.moves = []
 
     def local_addresses_changed(self, addrs):
+        # as pnpipsec.node.Node's: the hook sets node.addresses itself (after comparing)
         self.moves.append(list(addrs))
+        self.addresses = list(addrs)
 
 
 def test_follow_gives_node_addresses_and_calls_mobike_hook_if_present():

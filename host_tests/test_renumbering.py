@@ -115,11 +115,12 @@ async def main():
                 "local": getattr(sa, "local_addr", None) and sa.local_addr[0], "state": sa.state}
                for sa in node.engine.sas.values()]
         children = sorted("%08x/%08x" % (c.child.spi_in, c.child.spi_out)
-                          for p in node.by_host.values() for c in p.children)
+                          for p in node._records() for c in p.children)   # each record once
         st = {"t": loop.time(), "addresses": list(node.addresses), "events": events,
               "levels": {h: LEVEL_NAMES[node.level(h)] for h in list(node.by_host)},
               "sas": sas, "children": children, "sent": sent[-1] if sent else 0,
-              "got": sorted(got), "send_failures": fails[0]}
+              "got": sorted(got), "send_failures": fails[0], "engine": dict(node.engine.stats),
+              "peer_addrs": [getattr(sa, "peer_addrs", None) for sa in node.engine.sas.values()]}
         with open(status_path + ".tmp", "w") as f:
             json.dump(st, f)
         os.replace(status_path + ".tmp", status_path)
@@ -332,7 +333,7 @@ def test_renumbering_moves_sas_by_mobike(renumbered):
     assert ike_pairs(after["a"]) == ike_pairs(before["a"]) and ike_pairs(after["b"]) == ike_pairs(before["b"])
     assert after["a"]["children"] == before["a"]["children"] and after["b"]["children"] == before["b"]["children"]
     # ... now between the B addresses, both ways
-    assert [s["peer"] for s in after["a"]["sas"] if s["state"] == "established"] == [b_B], after["a"]["sas"]
+    assert [s["peer"] for s in after["a"]["sas"] if s["state"] == "established"] == [b_B], (after["a"]["sas"], after["a"]["engine"], after["a"]["peer_addrs"], after["b"]["engine"], after["b"]["sas"], after["b"]["addresses"])
     assert [s["peer"] for s in after["b"]["sas"] if s["state"] == "established"] == [a_B], after["b"]["sas"]
     # no new handshake on the wire after the move; ESP between the B addresses
     later = [r for r in res["udp"] if res["t_move_wall"] <= float(r[0]) < res["t_stop_wall"]]

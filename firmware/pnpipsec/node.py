@@ -1468,12 +1468,14 @@ class Node:
             self.log("peer %s moved: %s -> %s" % (p.host, old[0], new[0]))
 
     def local_addresses_changed(self, addrs):
-        """Our addresses are now addrs (host texts; the board's address events): the
-        engine tells the peers of MOBIKE SAs whose address went (UPDATE_SA_ADDRESSES as
-        original initiator). The first call compares with the configured addresses."""
+        """Our addresses are now addrs (host texts; the board's address events): sets
+        node.addresses, and the engine tells the peers of MOBIKE SAs whose address went
+        (UPDATE_SA_ADDRESSES as original initiator, our new address list as original
+        responder). The first call compares with node.addresses as they were."""
         eng = self.engine
         if eng.local_addrs is None:
-            eng.local_addrs = list(self.addresses)
+            eng.local_addrs = [_norm(a) for a in self.addresses]
+        self.addresses = list(addrs)
         told = eng.set_local_addresses([_norm(a) for a in addrs], self._now())
         self._pump()
         return told

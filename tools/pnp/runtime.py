@@ -97,13 +97,14 @@ def follow_addresses(node, board, log=None, report=None):
 
 
 def _node_addresses(node, addrs):
-    """node.addresses = addrs, then the MOBIKE hook node.local_addresses_changed(addrs)
-    when the node has one (the same rule as pnpboard.net.node_addresses)."""
+    """node.local_addresses_changed(addrs) (the MOBIKE hook; it sets node.addresses),
+    or node.addresses = addrs for a node without it (as pnpboard.net.node_addresses)."""
     addrs = list(addrs)
-    node.addresses = addrs
     hook = getattr(node, "local_addresses_changed", None)
     if hook is not None:
-        hook(addrs)
+        hook(addrs)         # sets node.addresses (comparing with the old ones first)
+    else:
+        node.addresses = addrs
 
 
 def parse_peer_address(text):

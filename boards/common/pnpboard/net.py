@@ -265,13 +265,14 @@ def order_addresses(entries):
 
 
 def node_addresses(node, addrs):
-    """Give the node its current local addresses: node.addresses, then the MOBIKE hook
-    node.local_addresses_changed(addrs) where the node has one (it moves SAs off
-    addresses that are gone). Returns True when the hook ran."""
+    """Give the node its current local addresses through
+    node.local_addresses_changed(addrs), which sets node.addresses and moves MOBIKE SAs
+    off addresses that are gone (a node without it just gets node.addresses). Returns
+    True when the hook ran."""
     addrs = list(addrs)
-    node.addresses = addrs
     hook = getattr(node, "local_addresses_changed", None)
     if hook is None:
+        node.addresses = addrs
         return False
     hook(addrs)
     return True

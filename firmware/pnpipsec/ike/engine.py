@@ -435,20 +435,24 @@ class Engine:
 
     def set_local_addresses(self, addrs, now):
         """Our addresses changed (the node passes the board's list): every established
-        MOBIKE SA whose address in use went away (or is unknown, when some address
-        went) tells the peer -- as original initiator an UPDATE_SA_ADDRESSES, as
+        MOBIKE SA whose address in use went away (or is unknown, when the list changed
+        at all) tells the peer -- as original initiator an UPDATE_SA_ADDRESSES, as
         original responder our new address list. Returns the SAs told. (Scans the
         table: address changes are rare.)"""
         self.now = now
         old = self.local_addrs
         self.local_addrs = list(addrs)
-        gone = old is not None and [a for a in old if a not in self.local_addrs]
+        # Any change counts, an address that appeared too: after a renumbering the new
+        # prefix arrives (once past DAD) after the old one was deprecated, and only
+        # then does the kernel send from it. Our sockets are bound to every address,
+        # so the address an SA uses is rarely known (sa.local_addr None).
+        changed = old is not None and sorted(old) != sorted(self.local_addrs)
         told = []
         for sa in list(self.sas.values()):
             if sa.state != "established" or not sa.mobike:
                 continue
             la = sa.local_addr
-            if (la is not None and la not in self.local_addrs) or (la is None and gone):
+            if (la is not None and la not in self.local_addrs) or (la is None and changed):
                 if la is not None:
                     sa.local_addr = None
                 if self.move(sa, now=now):

@@ -118,6 +118,7 @@ def request(eng, sa, msg, addr, now):
         extra = natd_notifies(eng, sa, addr) + extra
     x_info.request(eng, sa, msg, now, extra, addr)
     if not update:
+        _follow_list(eng, sa, addr, now)
         return True
     if sa.initiator:
         # only the original initiator may move the SA (RFC 4555 section 3.5)
@@ -132,6 +133,21 @@ def request(eng, sa, msg, addr, now):
         return True
     check(eng, sa, addr, now)
     return True
+
+
+def _follow_list(eng, sa, src, now):
+    # Original initiator: the responder's addresses changed (renumbered, deprecated).
+    # Its authenticated INFORMATIONAL came from `src`, the address it now uses, and
+    # lists its others (ADDITIONAL_*_ADDRESS name the addresses besides the one in the
+    # header, RFC 4555 section 3.6). When the address we use is in neither, we decide
+    # (section 3.8) and move to src: our UPDATE_SA_ADDRESSES to it, echoing COOKIE2,
+    # is the return-routability check.
+    if not sa.initiator:
+        return
+    addrs = sa.peer_addrs or ()
+    if sa.peer_addr[0] != src[0] and sa.peer_addr[0] not in addrs:
+        eng._count("mobike_follow_list")
+        move(eng, sa, None, src, now)
 
 
 class Check:

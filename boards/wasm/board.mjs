@@ -18,6 +18,17 @@
 //   --heapsize N     initial MicroPython heap (bytes; default 1 MiB, grows by itself).
 //   --safe           first boot skips main.py.
 //
+// The board's addresses (what board.py's addresses()/address_list() report; the UDP
+// sockets still bind the host's loopback): ::1 and 127.0.0.1 at start. With --state,
+// a control socket STATE/ctl.sock (unix stream, one JSON object per line, one JSON
+// reply per line) changes them like a router or DHCP would, and the board's Python
+// gets each change as an address event (board.on_address_change / watch):
+//   {"op":"address","kind":"added"|"deprecated"|"removed","address":"2001:db8::1",
+//    "preferred":3600,"valid":7200,"flags":["stable"|"temporary"],"zone":null}
+//        -> {"ok":true,"event":[kind,address,zone,preferred,valid,flags],"addresses":[...]}
+//   {"op":"addresses"} -> {"ok":true,"addresses":[[address,state,preferred,valid,zone,flags],...]}
+//   errors: {"ok":false,"error":"..."}.   `pnp vboard --state DIR --address KIND ADDR` sends one.
+//
 // The protocol (MicroPython's shared/runtime/pyexec.c, as mpremote uses it):
 //   friendly REPL (the port's own event REPL) ; Ctrl-A raw REPL ; Ctrl-B back ;
 //   raw REPL: code, Ctrl-D -> "OK", output, \x04, traceback, \x04, ">" ;
@@ -41,6 +52,7 @@ import { Worker } from "node:worker_threads";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import fs from "node:fs";
+import net from "node:net";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const BRIDGE = path.join(HERE, "bridge.mjs");
@@ -71,6 +83,83 @@ const opts = { state: null, watchdog: 2, heapsize: 1024 * 1024, safe: false };
 }
 
 const log = (s) => process.stderr.write(`vboard: ${s}\n`);
+
+// ------------------------------------------------------------------ the board's addresses
+// address -> [address, state, preferred_s, valid_s, zone, flags]; kept here, not in the
+// VM, so a reset keeps them (as a real board keeps its network).
+const addrs = new Map();
+function addrFlags(a) {
+  if (net.isIP(a) === 4) return ["ipv4"];
+  if (a === "::1") return ["loopback"];
+  return /^fe[89ab]/i.test(a) ? ["link-local"] : ["stable"];
+}
+for (const a of ["::1", "127.0.0.1"]) addrs.set(a, [a, "preferred", null, null, null, addrFlags(a)]);
+const addrTable = () => [...addrs.values()];
+function lifetime(v, name) {
+  if (v === undefined || v === null) return null;
+  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new Error(`${name} must be a whole number of seconds (0..4294967295) or null`);
+  return v;
+}
+function addressCommand(c) {
+  // One address event from the control socket: update the table, tell the VM.
+  const kind = c.kind;
+  if (!["added", "deprecated", "removed"].includes(kind)) throw new Error(`kind must be added, deprecated or removed, not ${JSON.stringify(kind)}`);
+  const a = typeof c.address === "string" ? c.address.toLowerCase() : "";
+  if (!net.isIP(a)) throw new Error(`${JSON.stringify(c.address)} is not an IPv6 or IPv4 address`);
+  let flags = c.flags === undefined || c.flags === null ? null : c.flags;
+  if (flags !== null && (!Array.isArray(flags) || !flags.every((f) => typeof f === "string"))) throw new Error("flags must be a list of words");
+  const old = addrs.get(a);
+  if (flags === null) flags = old ? old[5] : addrFlags(a);
+  const zone = c.zone === undefined ? (old ? old[4] : null) : c.zone;
+  let pref = lifetime(c.preferred, "preferred");
+  let valid = lifetime(c.valid, "valid");
+  if (kind === "removed") {
+    if (!old) throw new Error(`${a} is not an address of the board`);
+    addrs.delete(a);
+    pref = pref === null ? 0 : pref;
+    valid = valid === null ? 0 : valid;
+  } else {
+    if (kind === "deprecated" && pref === null) pref = 0;
+    addrs.set(a, [a, kind === "added" ? "preferred" : "deprecated", pref, valid, zone, flags]);
+  }
+  const ev = [kind, a, zone, pref, valid, flags];
+  if (worker) worker.postMessage({ t: "addr", ev, table: addrTable() });
+  return ev;
+}
+function control(line) {
+  let c;
+  try { c = JSON.parse(line); } catch (e) { return { ok: false, error: "not JSON" }; }
+  try {
+    if (c && c.op === "address") return { ok: true, event: addressCommand(c), addresses: addrTable() };
+    if (c && c.op === "addresses") return { ok: true, addresses: addrTable() };
+    return { ok: false, error: `unknown op ${JSON.stringify(c && c.op)} (address, addresses)` };
+  } catch (e) {
+    return { ok: false, error: String(e.message || e) };
+  }
+}
+let ctlServer = null;
+function startControl() {
+  if (!opts.state) return;
+  const p = path.join(opts.state, "ctl.sock");
+  fs.rmSync(p, { force: true });
+  ctlServer = net.createServer((conn) => {
+    let buf = "";
+    conn.setEncoding("utf8");
+    conn.on("data", (d) => {
+      buf += d;
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, i).trim();
+        buf = buf.slice(i + 1);
+        if (line) conn.write(JSON.stringify(control(line)) + "\n");
+      }
+    });
+    conn.on("error", () => {});
+  });
+  ctlServer.on("error", (e) => log(`control socket ${p}: ${e.message || e}`));
+  ctlServer.listen(p);
+  ctlServer.unref();
+}
 
 // ------------------------------------------------------------------ console output
 let dropped = 0;
@@ -114,9 +203,9 @@ function startWorker(mode, safe) {
   if (standby) {
     w = standby;
     standby = null;
-    w.postMessage({ t: "activate", mode, safe: !!safe });
+    w.postMessage({ t: "activate", mode, safe: !!safe, addrs: addrTable() });
   } else {
-    w = new Worker(BRIDGE, { workerData: { state: opts.state, heapsize: opts.heapsize, mode, safe: !!safe } });
+    w = new Worker(BRIDGE, { workerData: { state: opts.state, heapsize: opts.heapsize, mode, safe: !!safe, addrs: addrTable() } });
   }
   worker = w;
   w.on("message", (m) => {
@@ -384,8 +473,10 @@ async function shutdown(code) {
   if (worker) await worker.terminate();
   if (standby) await standby.terminate();
   if (opts.state) fs.rmSync(path.join(opts.state, "ready"), { force: true });
+  if (ctlServer) { try { ctlServer.close(); } catch (e) { /* */ } fs.rmSync(path.join(opts.state, "ctl.sock"), { force: true }); }
   process.exit(code);
 }
 for (const sig of ["SIGTERM", "SIGINT", "SIGHUP"]) process.on(sig, () => shutdown(0));
 
+startControl();
 startWorker("friendly", opts.safe);

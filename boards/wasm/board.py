@@ -24,12 +24,20 @@ The board is built into the virtual board (/.vboard/board.py); `pnp deploy --boa
 wasm` may also copy this file to /board.py, which then takes precedence.
 asyncio.run(main()) works as in the other boards' main.py: see boards/wasm/board.mjs
 for how the virtual board runs it (the port itself has no asyncio.run).
-Only loopback traffic is expected (the host's addresses are not enumerated):
-addresses() reports ::1 and 127.0.0.1.
+Only loopback traffic is expected (the host's addresses are not enumerated): the UDP
+sockets bind the host's loopback. The board's own addresses are a table kept by
+board.mjs, ::1 and 127.0.0.1 at start, which the host changes through the board's
+control socket (STATE/ctl.sock; `pnp vboard --state DIR --address KIND ADDR`), as a
+router (SLAAC) or DHCP server would: addresses() lists (address, state, preferred_s,
+valid_s, zone, flags), address_list() the preferred ones, stable global IPv6 first, and
+after board.watch() every change reaches the callbacks of on_address_change(cb) as a
+list of address events (kind, address, zone, preferred_s, valid_s, flags), kind
+"added" / "deprecated" / "removed", the shape every board reports (pnpboard.net).
 """
 
 import asyncio
 import errno
+import json
 import os
 
 import uctypes
@@ -98,6 +106,54 @@ def _wake(sock_id):
 
 
 _vboard.set_waker(_wake)
+
+_watching = []   # boards whose watch() runs: they get the address events
+
+
+def _addr_event(text):
+    # Called from JS (board.mjs control socket -> bridge.mjs): one address event as JSON.
+    # Must never raise; the board's watch task reports it to the callbacks.
+    try:
+        ev = _event(json.loads(str(text)))
+        for b in _watching:
+            b._pending.append(ev)
+            b._ev.set()
+    except BaseException:  # noqa: BLE001
+        pass
+
+
+_vboard.set_addr_hook(_addr_event)
+
+
+def _event(e):
+    """A JSON event [kind, address, zone, preferred, valid, flags] as the board tuple."""
+    return (str(e[0]), str(e[1]), e[2], e[3], e[4], tuple(e[5] or ()))
+
+
+def _is_link_local(a):
+    return a[:3].lower() in ("fe8", "fe9", "fea", "feb")
+
+
+def order_addresses(entries):
+    """Preferred addresses, best first: stable global IPv6, temporary global IPv6,
+    link-local IPv6, loopback IPv6 (::1), IPv4 (as pnpboard.net.order_addresses, which
+    the board does not need to import)."""
+    out = [[], [], [], [], []]
+    for e in entries:
+        if e[1] != "preferred":
+            continue
+        a, fl = e[0], e[5]
+        if ":" not in a:
+            out[4].append(a)
+        elif a == "::1" or "loopback" in fl:
+            out[3].append(a)
+        elif _is_link_local(a) or "link-local" in fl:
+            out[2].append(a)
+        elif "temporary" in fl:
+            out[1].append(a)
+        else:
+            out[0].append(a)
+    return out[0] + out[1] + out[2] + out[3] + out[4]
 
 
 class UdpSocket:
@@ -215,6 +271,10 @@ class Board:
         self.ipv6 = bind6 is not None
         self.ipv4 = bind4 is not None
         self.ipv6_reason = "loopback (virtual board)"
+        self._cbs = []
+        self._pending = []
+        self._ev = asyncio.Event()
+        self._task = None
 
     def rand(self, n):
         if n <= 0:
@@ -248,19 +308,62 @@ class Board:
     async def up(self):
         return self
 
+    def _family_ok(self, addr):
+        return self.ipv6 if ":" in addr else self.ipv4
+
     def addresses(self):
+        """[(address, state, preferred_s, valid_s, zone, flags)]: the board's table
+        (board.mjs), state "preferred" or "deprecated", of the families this board has."""
         out = []
-        if self.ipv6:
-            out.append(("::1", "preferred", None, None))
-        if self.ipv4:
-            out.append(("127.0.0.1", "preferred", None, None))
+        for e in json.loads(str(_vboard.addresses())):
+            e = (str(e[0]), str(e[1]), e[2], e[3], e[4], tuple(e[5] or ()))
+            if self._family_ok(e[0]):
+                out.append(e)
         return out
 
     def address_list(self):
-        return [a[0] for a in self.addresses()]
+        """The preferred addresses, stable global IPv6 first (deprecated ones left out)."""
+        return order_addresses(self.addresses())
 
     def on_address_change(self, cb):
-        pass
+        """cb(events) after every change, once watch() runs; a cb that raises is logged."""
+        self._cbs.append(cb)
+
+    def _emit(self, events):
+        for cb in self._cbs:
+            try:
+                cb(events)
+            except Exception as e:  # noqa: BLE001 - a broken consumer must not stop the reports
+                self.log("address callback failed: %r" % (e,))
+
+    def _drain(self):
+        evs = [e for e in self._pending if self._family_ok(e[1])]
+        self._pending = []
+        if evs:
+            self._emit(evs)
+        return evs
+
+    async def _run(self):
+        try:
+            while True:
+                await self._ev.wait()
+                self._ev.clear()
+                self._drain()
+        finally:
+            if self in _watching:
+                _watching.remove(self)
 
     def watch(self):
-        return None
+        """Start reporting address events (asyncio task; the events arrive from the host)."""
+        if self._task is None:
+            if self not in _watching:
+                _watching.append(self)
+            self._task = asyncio.create_task(self._run())
+        return self._task
+
+    def stop_watching(self):
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if self in _watching:
+            _watching.remove(self)

@@ -20,6 +20,11 @@
 //                           {t:"repl", id}             (re)start the friendly REPL (banner)
 //                           {t:"sync", id}             write the file system back now
 //                           {t:"interrupt"}            Ctrl-C: cancel asyncio.run() tasks
+//                           {t:"addr", ev, table}      the board's addresses changed (board.mjs
+//                                                      control socket): ev is one address event
+//                                                      [kind, address, zone, preferred_s,
+//                                                      valid_s, flags], table the new list;
+//                                                      handled at once, like "interrupt"
 // Messages worker -> main:  {t:"out", b}               console output (bytes)
 //                           {t:"done", id, reset?, exit?}  request finished
 //                           {t:"ready"}                booted (boot.py / main.py done)
@@ -300,6 +305,14 @@ function attach(rec, s) {
   });
 }
 
+let addrTable = opts.addrs || [];
+let addrHook = null;
+function addrChanged(m) {
+  addrTable = m.table || addrTable;
+  if (!addrHook) return;
+  try { addrHook(JSON.stringify(m.ev)); } catch (e) { log(`address hook: ${e && e.message ? e.message : e}`); }
+}
+
 const bridge = {
   // -- time and randomness
   now() { return performance.now() / 1000; },
@@ -418,6 +431,11 @@ const bridge = {
   // -- file system mirror
   fs_sync() { return syncSafe(); },
   fs_sync_soon() { setImmediate(syncSafe); return 1; },
+  // -- the board's addresses (board.mjs owns the table; it survives resets):
+  // addresses() is JSON [[address, state, preferred_s, valid_s, zone, flags], ...];
+  // set_addr_hook(fn): fn(json of one address event) on every change (never raises here)
+  addresses() { return JSON.stringify(addrTable); },
+  set_addr_hook(fn) { addrHook = fn; return 1; },
   // -- foreground asyncio.run() tasks (see _vbrt.py)
   fg_done: null,
   state_dir() { return opts.state || ""; },
@@ -751,12 +769,17 @@ if (opts.standby) {
   const act = await new Promise((resolve) => parentPort.once("message", resolve));
   opts.mode = act.mode;
   opts.safe = act.safe;
+  if (act.addrs) addrTable = act.addrs;
 }
 loadFs();
 busy = true;
 parentPort.on("message", (m) => {
   if (m.t === "interrupt") {
     handle(m);
+    return;
+  }
+  if (m.t === "addr") {   // not behind a running REPL command: the app may be waiting for it
+    addrChanged(m);
     return;
   }
   queue.push(m);

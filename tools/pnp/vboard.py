@@ -25,6 +25,18 @@ DIR/fs is the board's file system (it persists across board restarts). Inside th
 `from board import Board` gives the board object of HACKING.md ("Board interface"),
 see boards/wasm/board.py. Needs node (>= 20), node_modules (npm ci) and socat.
 
+The board's addresses (what `board.addresses()` / `address_list()` report; ::1 and
+127.0.0.1 at start) change through its control socket DIR/ctl.sock, as a router or a
+DHCP server would change a real board's; the board's Python gets each change as an
+address event (`board.on_address_change`, `board.watch()`):
+
+    pnp vboard --state /tmp/vb --address added 2001:db8:b::7 --preferred 3600 --valid 7200
+    pnp vboard --state /tmp/vb --address deprecated 2001:db8:a::7 --valid 600
+    pnp vboard --state /tmp/vb --address removed 2001:db8:a::7
+    pnp vboard --state /tmp/vb --addresses            # the board's table
+
+(from Python: set_address(state, kind, address, ...) / addresses(state)).
+
 Also runnable as `python -m pnp.vboard ...`.
 """
 
@@ -182,6 +194,80 @@ def _group_alive(pgid) -> bool:
         return True
 
 
+# ------------------------------------------------------------------ the address control socket
+CONTROL_SOCK = "ctl.sock"
+ADDRESS_KINDS = ("added", "deprecated", "removed")
+
+
+def control(state: str, request: dict, timeout: float = 5.0) -> dict:
+    """Send one request to the running board's control socket (STATE/ctl.sock) and
+    return its reply; VboardError when no board listens there or it refuses."""
+    import json
+    import socket
+    path = os.path.join(os.path.abspath(state), CONTROL_SOCK)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        try:
+            s.connect(path)
+        except OSError as e:
+            raise VboardError("no virtual board listens on %s (%s); start one with pnp vboard --state %s"
+                              % (path, e.strerror or e, state))
+        s.sendall(json.dumps(request).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                raise VboardError("the board closed its control socket without a reply")
+            buf += chunk
+    except socket.timeout:
+        raise VboardError("no reply on %s within %s s" % (path, timeout))
+    finally:
+        s.close()
+    reply = json.loads(buf)
+    if not reply.get("ok"):
+        raise VboardError("the board refused %s: %s" % (request.get("op"), reply.get("error")))
+    return reply
+
+
+def set_address(state: str, kind: str, address: str, preferred: int | None = None,
+                valid: int | None = None, flags=None, zone=None, timeout: float = 5.0) -> tuple:
+    """Add, deprecate or remove one of the board's addresses; the board's Python sees the
+    address event (kind, address, zone, preferred_s, valid_s, flags), returned here.
+    flags: e.g. ("temporary",); None keeps the address's flags (or guesses them)."""
+    if kind not in ADDRESS_KINDS:
+        raise VboardError("address event kind must be one of %s, not %r" % (", ".join(ADDRESS_KINDS), kind))
+    req = {"op": "address", "kind": kind, "address": address, "preferred": preferred, "valid": valid}
+    if flags is not None:
+        req["flags"] = list(flags)
+    if zone is not None:
+        req["zone"] = zone
+    ev = control(state, req, timeout)["event"]
+    return (ev[0], ev[1], ev[2], ev[3], ev[4], tuple(ev[5]))
+
+
+def addresses(state: str, timeout: float = 5.0) -> list:
+    """The board's address table: [(address, state, preferred_s, valid_s, zone, flags)]."""
+    return [(a[0], a[1], a[2], a[3], a[4], tuple(a[5])) for a in control(state, {"op": "addresses"}, timeout)["addresses"]]
+
+
+def _address_command(args) -> int:
+    try:
+        if args.address:
+            kind, addr = args.address
+            ev = set_address(args.state, kind, addr, args.preferred, args.valid,
+                             flags=("temporary",) if args.temporary else None)
+            print("address %s" % " ".join(str(x) for x in ev))
+        for a in addresses(args.state):
+            print("%s %s (preferred %s s, valid %s s)%s" % (a[0], a[1], "forever" if a[2] is None else a[2],
+                                                           "forever" if a[3] is None else a[3],
+                                                           " " + ", ".join(a[5]) if a[5] else ""))
+    except VboardError as e:
+        print("pnp vboard: %s" % e, file=sys.stderr)
+        return 2
+    return 0
+
+
 # ------------------------------------------------------------------ the qemu board
 QEMU_DIR = os.path.join(REPO, "boards", "qemu")
 
@@ -309,9 +395,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="hard-reset code that ignores Ctrl-C for S seconds (0: never; default 2)")
     p.add_argument("--safe", action="store_true", help="first boot skips main.py")
     p.add_argument("--heapsize", type=int, metavar="BYTES", help="initial MicroPython heap")
+    g = p.add_argument_group("the running board's addresses (through DIR/ctl.sock; prints the table and exits)")
+    g.add_argument("--address", nargs=2, metavar=("KIND", "ADDR"),
+                   help="send one address event: KIND added, deprecated or removed")
+    g.add_argument("--preferred", type=int, metavar="S", help="with --address: preferred lifetime (s)")
+    g.add_argument("--valid", type=int, metavar="S", help="with --address: valid lifetime (s)")
+    g.add_argument("--temporary", action="store_true", help="with --address added: an RFC 8981 temporary address")
+    g.add_argument("--addresses", action="store_true", help="print the board's address table")
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "address", None) or getattr(args, "addresses", False):
+        return _address_command(args)
     try:
         st = os.path.abspath(args.state)
         if os.path.lexists(st) and not os.path.isdir(st):     # before any prerequisite

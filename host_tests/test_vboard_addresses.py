@@ -218,7 +218,7 @@ def _copy_py(src, dst):
 
 
 def test_wasm_board_follows_address_events_end_to_end(tmp_path):
-    from host_tests.vboard_util import free_udp_port, start_vboard, stop_vboard, vboard_missing
+    from host_tests.vboard_util import free_udp_port, mpremote, start_vboard, stop_vboard, vboard_missing
     from pnp import vboard as vb
 
     why = vboard_missing()
@@ -256,8 +256,14 @@ def test_wasm_board_follows_address_events_end_to_end(tmp_path):
         assert table[B] == ("preferred", 3600, 7200, None, ("stable",))
         assert table[T][0] == "preferred" and table[T][4] == ("temporary",) and A not in table
         assert "Traceback" not in out, out
-    finally:
         con.close()
+        con = None
+        # a fresh interpreter (mpremote stops the app; the board keeps its addresses)
+        r = mpremote(dev, "exec", "from board import Board; print(Board().address_list())")
+        assert r.stdout.strip() == repr([B, T, "::1", "127.0.0.1"]), r.stdout + r.stderr
+    finally:
+        if con is not None:
+            con.close()
         stop_vboard(proc)
 
 

@@ -366,6 +366,7 @@ def _rotate(r_initiates, glue="preferred"):
     assert len(sa_f.children) == 1
     assert sa_r.initiator == r_initiates
     inits = w.inits
+    pin_writes = w.f.pins.counters["writes"]
     checked = []
 
     def each_change(w):
@@ -415,6 +416,13 @@ def _rotate(r_initiates, glue="preferred"):
     assert w.sent["r"] >= DAY // APP_EVERY
     assert 0 <= lost_r <= MAX_LOSS and 0 <= lost_f <= MAX_LOSS, (w.sent, w.got, w.lost[:6])
     assert w.held == 0 and w.bad == [], (w.held, w.bad[:4])
+    # trust by identity: R's key pinned once, never again nor changed, on no new
+    # address; F's per-address tables stay small (the level table holds the record's
+    # addresses; discovery's sticky entries of R's old addresses end with sticky_time)
+    assert len(w.f.pins) == 1 and w.f.pins.counters["writes"] == pin_writes, w.f.pins.counters
+    assert w.f.stats["key_changed"] == 0 and w.f.pins.counters["changed"] == 0
+    assert len(w.f.levels.peers()) <= 4, w.f.levels.peers()
+    assert len(w.f.engine.hosts) == 1 and len(w.r.engine.hosts) == 1
     assert len([x for x in w.lost if x[1] == F]) <= MAX_LOSS, w.lost[:6]
     # F moved with every rotation; when R's list keeps its deprecated addresses and F
     # only moves when its address leaves R's list, F goes straight to R's newest

@@ -129,15 +129,27 @@ class World:
 
 
 def _send(node, data, addr):
-    """node.send without an event loop: it either finishes at once (ESP, or clear) or
-    would wait for a level (held); returns the level it left with, or "held"."""
-    c = node.send(data, addr, APP)
-    try:
-        c.send(None)
-    except StopIteration as e:
-        return e.args[0] if e.args else None
-    c.close()
-    return "held"
+    """node.send: it either finishes at once (ESP, or clear; returns the level) or would
+    wait for a level ("held"). In a short event loop where the port has asyncio.run
+    (driving the coroutine by hand crashes MicroPython's unix port once it awaits an
+    asyncio primitive); by hand on the WebAssembly port, whose asyncio is the host's
+    loop and has no run()."""
+    import asyncio
+    if getattr(asyncio, "run", None) is None:
+        c = node.send(data, addr, APP)
+        try:
+            c.send(None)
+        except StopIteration as e:
+            return e.args[0] if e.args else None
+        c.close()
+        return "held"
+
+    async def go():
+        try:
+            return await asyncio.wait_for(node.send(data, addr, APP), 0.05)
+        except asyncio.TimeoutError:
+            return "held"
+    return asyncio.run(go())
 
 
 def _fp(node):

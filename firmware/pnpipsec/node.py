@@ -942,15 +942,25 @@ class Node:
             p.idle_checks = 0       # ESP proved it alive: idle checks start short again
             self._idle_mark(p)
         if addr[0] != c._src:
-            # The ICV checked: the peer itself sends from this address now (moved, or a
-            # NAT rebound it). Its record gains the address (replies to it go in this
-            # SA, never in clear); the SA's own address moves only by the engine
-            # (MOBIKE), as RFC 7296 section 2.23 wants.
-            c._src = addr[0]
-            c._src_host = _norm(addr[0])
-            if p is not None and c._src_host != c.host:
-                self._gain(p, c._src_host)
-        if c._src_host == c.host:
+            # The ICV checked, but it does not cover the outer source address: anyone
+            # holding an SA with us (or replaying a peer's packet) can send from any
+            # address. So a new source is followed only for a proved identity, and
+            # never onto an address another peer's record holds: then the peer itself
+            # sends from there now (moved, or a NAT rebound it), its record gains the
+            # address (replies to it go in this SA, never in clear) and the app sees
+            # it. The SA's own address moves only by the engine (MOBIKE), as RFC 7296
+            # section 2.23 wants. (The receive-path fuzzer caught an SA of its own,
+            # NULL-authenticated, sending from another peer's address: it was
+            # delivered labelled with that peer's address.)
+            h = _norm(addr[0])
+            other = self.by_host.get(h)
+            if c.peer is not None and p is not None and (other is None or other is p):
+                c._src, c._src_host = addr[0], h
+                if h != c.host:
+                    self._gain(p, h)
+            elif h != c._src_host:
+                self.stats["esp_src_kept"] = self.stats.get("esp_src_kept", 0) + 1
+        if addr[0] == c._src and c._src_host == c.host:
             self._learn_natt(c.host, addr[1])    # the ICV checked: the peer's port is real
         if nh == 59:
             return

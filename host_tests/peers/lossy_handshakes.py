@@ -55,7 +55,9 @@ peer, n, timeout, state, out = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 bind = sys.argv[7] if len(sys.argv) > 7 and sys.argv[7] else None
 
 async def main():
-    board = HostBoard(state, bind6=bind) if bind else HostBoard(state)
+    # a worker binds its own IPv6 address only: unicast binds are exclusive (no
+    # SO_REUSEADDR), so parallel workers cannot share 0.0.0.0:4500
+    board = HostBoard(state, bind6=bind, bind4=None) if bind else HostBoard(state)
     ident, _ = identity.load_or_create(DirStorage(state), os.urandom)
     res = {"ok": 0, "n": n, "times": [], "failures": [], "levels": []}
     for i in range(n):

@@ -39,9 +39,12 @@ PROFILE = os.environ.get("PNP_QEMU_ROMFS_PROFILE", "pico_w")
 # ROMFS keeps far less than .mpy files (the bytecode, strings and qstr data stay in the
 # image) but more than frozen firmware: MicroPython 1.27 still builds each function's
 # raw-code record, each module's qstr and constant tables and the qstr pool entries in
-# RAM for a ROMFS .mpy, which frozen firmware has in flash (measured: 1.8x frozen)
+# RAM for a ROMFS .mpy, which frozen firmware has in flash. That share grows with the
+# number of functions, not with their size: measured 1.85x frozen (53.6 / 29.0 KB) and,
+# with the control, identity and MOBIKE code of issues 11 and 12, 2.1x (66.9 / 31.9 KB),
+# when the plain .mpy set no longer fits this profile at all.
 MAX_VS_MPY = 0.5
-MAX_VS_FROZEN = 2.0
+MAX_VS_FROZEN = 2.5
 
 IMPORTS = ("import pnpipsec", "from pnpipsec import identity", "from pnpipsec.node import Node, zero_config")
 COPY_TO_LIB = """import os

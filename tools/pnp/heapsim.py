@@ -146,7 +146,7 @@ class BoardProc:
                 self.setup_alloc = int(rest)
             elif tag == "Q":
                 parts = rest.split()
-                self.final = (int(parts[0]), parts[1:])
+                self.final = (int(parts[0]), sorted(parts[1:]))
                 return sent, extra
             elif tag == "X":
                 self.memory_error = rest

@@ -215,8 +215,14 @@ def main():
                 _out("H %d %d %d %d\n" % (a, gc.mem_free(), state["peak"], -1 if micropython is None else block))
             elif c == "Q":
                 sample()
-                _out("Q %d %s\n" % (state["peak"], " ".join(sorted(m for m in sys.modules
-                                                                      if m.startswith("pnpipsec")))))
+                # piece by piece: the report must not need a large block of the
+                # (fragmented) heap it measures; the host sorts the names
+                _out("Q %d" % state["peak"])
+                for m in sys.modules:
+                    if m.startswith("pnpipsec"):
+                        _out(" ")
+                        _out(m)
+                _out("\n")
                 return 0
             sample()
             due = node.next_due(board.t)

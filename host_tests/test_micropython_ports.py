@@ -124,7 +124,7 @@ if rc:
 # KiB fails at the first X25519, and a Pico W's 178 KiB passed locally but ran out in
 # one CI run (fragmentation under MicroPython's conservative GC). One node in the real
 # boards' heaps is what test_e2e_qemu.py checks.
-QEMU_PROFILE = {"test_time_mp": "large"}
+QEMU_PROFILE = {"test_time_mp": "large", "test_identity_peers_mp": "large", "test_rotation_mp": "large"}
 
 
 def _qemu_fw(module, default):

@@ -893,14 +893,17 @@ class Node:
         # answer (also one given later, after a held decision), which goes back on it.
         # _rx_answer only labels a failure's reason in the log ("from the peer" or "we
         # refused", see _why); nothing is routed by it.
-        self._rx_answer = len(msg) > 19 and bool(msg[19] & 0x20)
+        answer = len(msg) > 19 and bool(msg[19] & 0x20)
+        self._rx_answer = answer
         try:
             self.engine.receive(msg, addr, now, sock)
             self._pump()
         finally:
             self._rx_answer = None
-        # (an answer may have cleared the request its idle check waited behind)
-        self._idle_mark(self.by_host.get(_norm(addr[0])))
+        if answer:
+            # (an answer may have cleared the request its idle check waited behind;
+            # requests, which a flood is made of, cost no address parsing here)
+            self._idle_mark(self.by_host.get(_norm(addr[0])))
 
     def _own_init(self, msg, addr):
         """Our own IKE_SA_INIT request came back: the "peer" is this node (an address of

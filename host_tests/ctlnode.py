@@ -22,6 +22,10 @@ Commands (``op``):
   (the host board's receive-queue overflow on the NAT-T socket), ``fp``, ``pins``.
 * ``delivered`` -> ``items``: every datagram the app endpoints got, in order:
   [data hex, host, port, level, local port].
+* ``ike`` -> ``sas``: the engine's IKE SAs ({spi_i, spi_r (hex), initiator, state,
+  mobike, peer_addr}).
+* ``addresses`` (``addrs``): ``node.local_addresses_changed(addrs)`` (MOBIKE: the
+  engine tells the peers) -> ``told`` (how many SAs).
 * ``send`` (``host``, ``port``, ``data`` hex, ``min_level``, ``timeout``, ``sport``)
   -> ``level`` or ``error`` (exception class name) + ``msg``.
 * ``connect`` (``host``, ``timeout``) -> ``level`` or ``error``.
@@ -112,6 +116,15 @@ async def _amain(cfg):
             return st
         if op == "delivered":
             return {"items": list(delivered)}
+        if op == "ike":
+            return {"sas": [{"spi_i": sa.spi_i.hex(), "spi_r": sa.spi_r.hex(),
+                             "initiator": sa.initiator, "state": sa.state,
+                             "mobike": bool(getattr(sa, "mobike", False)),
+                             "peer_addr": list(sa.peer_addr)}
+                            for sa in node.engine.sas.values()]}
+        if op == "addresses":
+            told = node.local_addresses_changed(cmd["addrs"])
+            return {"told": len(told)}
         if op == "send":
             try:
                 lv = await node.endpoint(cmd.get("sport", 7000)).send(

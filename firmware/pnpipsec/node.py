@@ -955,9 +955,16 @@ class Node:
             # section 2.23 wants. (The receive-path fuzzer caught an SA of its own,
             # NULL-authenticated, sending from another peer's address: it was
             # delivered labelled with that peer's address.)
+            # On a MOBIKE SA nothing follows ESP at all (RFC 4555 rules out NAT-T's
+            # dynamic updates there): the peer moves by UPDATE_SA_ADDRESSES and our
+            # return-routability check only. Else an attacker holding the address a
+            # peer moved away from relays the peer's own packets (withheld on the
+            # link) from it, and they reach the app labelled with the old address
+            # (caught by host_tests/test_hostile_mobike.py).
             h = _norm(addr[0])
             other = self.by_host.get(h)
-            if c.peer is not None and p is not None and (other is None or other is p):
+            if c.peer is not None and p is not None and (other is None or other is p) \
+                    and not c.child.ike.mobike:
                 c._src, c._src_host = addr[0], h
                 if h != c.host:
                     self._gain(p, h)

@@ -307,7 +307,9 @@ class Console:
             rd, _, _ = select.select([self.fd], [], [], min(left, 0.2))
             if rd:
                 try:
-                    self.text += os.read(self.fd, 65536).decode("utf-8", "replace").replace("\r\n", "\n")
+                    # every \r goes: the UART sends byte by byte, so a read may end
+                    # between the \r and the \n of a line
+                    self.text += os.read(self.fd, 65536).decode("utf-8", "replace").replace("\r", "")
                 except (BlockingIOError, OSError):
                     pass
         return self.text[start:]

@@ -16,6 +16,13 @@ the board's UDP ports on host addresses and forwards in both directions.
                   axTLS or mbedTLS, which the port does not link)
     now_ms()      time.ticks_ms() (SysTick), the core's integer ms ticks; now() seconds
     udp(port)     async; the relay binds the port on its IPv4 and IPv6 addresses
+    addresses()   the board's table, (address, state, preferred_s, valid_s, zone, flags):
+                  the relay's addresses at start, then what the host sets through the
+                  relay's control socket (STATE/ctl.sock, `pnp vboard --address`), each
+                  change an A frame; address_list() the preferred ones, stable global
+                  IPv6 first; after watch() every change reaches on_address_change(cb)
+                  as a list of address events (kind, address, zone, preferred_s,
+                  valid_s, flags), the shape every board reports (pnpboard.net)
     storage       pnpboard.storage.FlashStorage on the RAM disk (_boot.py: littlefs,
                   survives machine.reset(), not a restart of qemu)
     name          "qemu"
@@ -27,6 +34,7 @@ Ctrl-C (mpremote sends one to take over the board); busy code delays it.
 
 import asyncio
 import errno
+import json
 import sys
 
 try:
@@ -212,6 +220,40 @@ class UdpSocket:
             self._ev.set()
 
 
+def _sleep_ms(ms):
+    f = getattr(asyncio, "sleep_ms", None)        # CPython (tests) has only sleep()
+    return f(ms) if f is not None else asyncio.sleep(ms / 1000)
+
+
+def _default_flags(a):
+    if ":" not in a:
+        return ("ipv4",)
+    if a == "::1":
+        return ("loopback",)
+    return ("link-local",) if a[:3].lower() in ("fe8", "fe9", "fea", "feb") else ("stable",)
+
+
+def order_addresses(entries):
+    """Preferred addresses, best first: stable global IPv6, temporary global IPv6,
+    link-local IPv6, loopback IPv6, IPv4 (the wasm board's order)."""
+    out = ([], [], [], [], [])
+    for e in entries:
+        if e[1] != "preferred":
+            continue
+        a, fl = e[0], e[5]
+        if ":" not in a:
+            out[4].append(a)
+        elif a == "::1" or "loopback" in fl:
+            out[3].append(a)
+        elif "link-local" in fl or a[:3].lower() in ("fe8", "fe9", "fea", "feb"):
+            out[2].append(a)
+        elif "temporary" in fl:
+            out[1].append(a)
+        else:
+            out[0].append(a)
+    return out[0] + out[1] + out[2] + out[3] + out[4]
+
+
 def aes_provider():
     from pnpipsec.crypto.aes_pure import PureAES
     return PureAES()
@@ -221,17 +263,22 @@ class Board(BaseBoard):
     name = "qemu"
     poll_ms = 2
 
-    def __init__(self, uart=None, log=print, queue_limit=64, **kw):
+    def __init__(self, uart=None, log=print, queue_limit=64, link=None, **kw):
         if "aes" not in kw:
             kw["aes"] = aes_provider()
         BaseBoard.__init__(self, log=log, **kw)
-        self.link = Link(uart or MemUart())
+        self.link = link or Link(uart or MemUart())
         self.queue_limit = queue_limit
         self._socks = {}
         self._pump = None
         self._hello = None
         self._req = 0
         self.ipv6_reason = "the relay's addresses"
+        self._table = []          # [address, state, preferred, valid, zone, flags]
+        self._gone = []           # start addresses the host removed (told during hello)
+        self._cbs = []
+        self._pending = []
+        self._watching = False
 
     # -- the link ---------------------------------------------------------------------
     def _deliver(self, f):
@@ -244,6 +291,16 @@ class Board(BaseBoard):
             s = self._socks.get(lport)
             if s is not None:
                 s._put((f[6 + alen:], (host, pport)))
+        elif t == 0x41:                          # 'A': an address event from the host
+            try:
+                e = json.loads(f[1:].decode())
+                ev = (str(e[0]), str(e[1]), e[2], e[3], e[4], tuple(str(x) for x in e[5] or ()))
+                if ev[0] not in ("added", "deprecated", "removed"):
+                    raise ValueError(ev[0])
+            except Exception as e:  # noqa: BLE001 - a bad frame never stops the link
+                self.log("link: bad address frame (%r)" % (e,))
+                return
+            self._apply(ev)
         elif t == 0x45:                          # 'E': the relay could not send
             self.log("link: relay says %s" % f[1:].decode())
         # anything else (late answers) is dropped
@@ -256,11 +313,41 @@ class Board(BaseBoard):
         """Greet the relay (it forgets the ports of an earlier boot); returns its
         addresses. Done once, on first use of the link."""
         if self._hello is None:
+            # the relay answers with A frames first (what the host changed since the
+            # start: they survive our reboots), then h
+            self._table = []
+            self._gone = []
             f = self.link.request(b"H" + MAGIC, 0x68, deliver=self._deliver)   # 'h'
             self._hello = [a for a in f[1:].decode().split() if a]
             self.ipv6 = any(":" in a for a in self._hello)
             self.ipv4 = any(":" not in a for a in self._hello)
+            have = [e[0] for e in self._table]
+            self._table = [[a, "preferred", None, None, None, _default_flags(a)] for a in self._hello
+                           if a not in have and a not in self._gone] + self._table
+            self._gone = []
         return self._hello
+
+    # -- the board's addresses (the host changes them through the relay) --------------
+    def _apply(self, ev):
+        kind, a = ev[0], ev[1]
+        for i in range(len(self._table)):
+            if self._table[i][0] == a:
+                break
+        else:
+            i = -1
+        if kind == "removed":
+            if i >= 0:
+                self._table.pop(i)
+            elif self._hello is None:
+                self._gone.append(a)
+        else:
+            e = [a, "preferred" if kind == "added" else "deprecated", ev[3], ev[4], ev[2], ev[5]]
+            if i >= 0:
+                self._table[i] = e
+            else:
+                self._table.append(e)
+        if self._watching:
+            self._pending.append(ev)
 
     def rand(self, n):
         if n <= 0:
@@ -299,10 +386,14 @@ class Board(BaseBoard):
                 link.buf = bytearray()
                 link.esc = False
                 self.log("link: frame dropped (%r)" % e)
+            if self._pending:
+                evs = self._pending
+                self._pending = []
+                self._emit(evs)
             if poll is not None and poll.poll(0):
                 if sys.stdin.read(1) == "\x03":
                     raise KeyboardInterrupt
-            await asyncio.sleep_ms(self.poll_ms)
+            await _sleep_ms(self.poll_ms)
 
     async def udp(self, port):
         self.hello()
@@ -318,9 +409,13 @@ class Board(BaseBoard):
         bound = int.from_bytes(f[4:6], "big")
         s = UdpSocket(self, bound, self.queue_limit)
         self._socks[bound] = s
+        self._start_pump()
+        return s
+
+    def _start_pump(self):
         if self._pump is None:
             self._pump = asyncio.create_task(self._run_pump())
-        return s
+        return self._pump
 
     # -- the network interface of the Wi-Fi boards (the relay is the network) --------
     async def up(self):
@@ -329,13 +424,32 @@ class Board(BaseBoard):
         return self
 
     def addresses(self):
-        return [(a, "preferred", None, None) for a in (self._hello or [])]
+        """[(address, state, preferred_s, valid_s, zone, flags)], state "preferred" or
+        "deprecated": the relay's addresses and what the host changed."""
+        return [(e[0], e[1], e[2], e[3], e[4], tuple(e[5])) for e in self._table]
 
     def address_list(self):
-        return [a[0] for a in self.addresses()]
+        """The preferred addresses, stable global IPv6 first (deprecated ones left out)."""
+        return order_addresses(self._table)
 
     def on_address_change(self, cb):
-        pass
+        """cb(events) after every change, once watch() runs; a cb that raises is logged."""
+        self._cbs.append(cb)
+
+    def _emit(self, events):
+        for cb in self._cbs:
+            try:
+                cb(events)
+            except Exception as e:  # noqa: BLE001 - a broken consumer must not stop the reports
+                self.log("address callback failed: %r" % (e,))
 
     def watch(self):
-        return None
+        """Report address events from now on (they arrive over the link: the task that
+        reads it, started here when udp() has not yet, hands them to the callbacks)."""
+        self.hello()
+        self._watching = True
+        return self._start_pump()
+
+    def stop_watching(self):
+        self._watching = False
+        self._pending = []

@@ -35,7 +35,9 @@ address event (`board.on_address_change`, `board.watch()`):
     pnp vboard --state /tmp/vb --address removed 2001:db8:a::7
     pnp vboard --state /tmp/vb --addresses            # the board's table
 
-(from Python: set_address(state, kind, address, ...) / addresses(state)).
+(from Python: set_address(state, kind, address, ...) / addresses(state)). The qemu
+board takes the same commands: its relay (boards/qemu/relay.py) listens on DIR/ctl.sock
+and passes each change to the board as an A frame over the link.
 
 Also runnable as `python -m pnp.vboard ...`.
 """
@@ -259,9 +261,9 @@ def _address_command(args) -> int:
                              flags=("temporary",) if args.temporary else None)
             print("address %s" % " ".join(str(x) for x in ev))
         for a in addresses(args.state):
-            print("%s %s (preferred %s s, valid %s s)%s" % (a[0], a[1], "forever" if a[2] is None else a[2],
-                                                           "forever" if a[3] is None else a[3],
-                                                           " " + ", ".join(a[5]) if a[5] else ""))
+            print("%s %s (preferred %s, valid %s)%s" % (a[0], a[1], "forever" if a[2] is None else "%s s" % a[2],
+                                                       "forever" if a[3] is None else "%s s" % a[3],
+                                                       " " + ", ".join(a[5]) if a[5] else ""))
     except VboardError as e:
         print("pnp vboard: %s" % e, file=sys.stderr)
         return 2
@@ -320,6 +322,9 @@ def start_qemu(state: str, link: str | None = None, profile: str = "esp32", froz
                icount=None, timeout: float = 20.0, stderr=None, log=None, romfs: bool = False):
     """Start qemu + the relay; returns (Popen of qemu, device /dev/pts/N).
 
+    The relay keeps the board's addresses and answers on STATE/ctl.sock (set_address,
+    addresses, `pnp vboard --address`), as the wasm board does.
+
     Both run in one new process group (qemu leads it): stop() ends both. The relay's
     log goes to STATE/relay.log, qemu's messages to STATE/qemu.log."""
     # running needs qemu only; building (when the firmware is missing or stale) names
@@ -342,9 +347,10 @@ def start_qemu(state: str, link: str | None = None, profile: str = "esp32", froz
     env = dict(os.environ)
     env.update({"PNPQ_PY": sys.executable, "PNPQ_RELAY": os.path.join(QEMU_DIR, "relay.py"),
                 "PNPQ_SOCK": sock, "PNPQ_B4": bind4 or "", "PNPQ_B6": bind6 or "",
+                "PNPQ_CTL": os.path.join(state, CONTROL_SOCK),
                 "PNPQ_RLOG": os.path.join(state, "relay.log"), "PNPQ_QLOG": qlog_path})
     script = ('"$PNPQ_PY" "$PNPQ_RELAY" --connect "$PNPQ_SOCK" --bind4 "$PNPQ_B4" --bind6 "$PNPQ_B6" '
-              '>"$PNPQ_RLOG" 2>&1 </dev/null &\nexec "$@" >"$PNPQ_QLOG" 2>&1 </dev/null\n')
+              '--control "$PNPQ_CTL" >"$PNPQ_RLOG" 2>&1 </dev/null &\nexec "$@" >"$PNPQ_QLOG" 2>&1 </dev/null\n')
     open(qlog_path, "w").close()
     proc = subprocess.Popen(["sh", "-c", script, "sh"] + qemu_command(fw, sock, icount=icount), env=env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
